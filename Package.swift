@@ -1,0 +1,37 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "BLASNet",
+    products: [
+        .library(name: "BLASNet", targets: ["BLASNet"]),
+        .executable(name: "blasnet", targets: ["blasnet"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "COpenBLAS",
+            path: "Modules/COpenBLAS",
+            pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev", "liblapacke-dev"])]
+        ),
+        .target(
+            name: "BLASNet",
+            dependencies: ["COpenBLAS"]
+        ),
+        .executableTarget(
+            name: "blasnet",
+            dependencies: [
+                "BLASNet",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(
+            name: "BLASNetTests",
+            dependencies: ["BLASNet"],
+            resources: [.copy("Fixtures")]
+        ),
+    ]
+)

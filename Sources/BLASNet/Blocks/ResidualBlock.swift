@@ -1,0 +1,97 @@
+/// A residual block: `y = relu(se(branch(x)) + shortcut(x))`, the shortcut being the
+/// identity or a projection (`downsample`: 1×1 conv + BatchNorm) when the shape changes.
+///
+/// `x: [C, N, H, W] -> y: [C', N, H/s, W/s]`. The branch is data: a list of named layers
+/// (``BasicBlock`` and ``Bottleneck`` describe the two of torchvision).
+public final class ResidualBlock: Module {
+    public let branch: [(name: String, module: any Module)]
+    /// Squeeze-and-excitation after the branch's last BatchNorm, before the addition.
+    public let se: SEBlock?
+    public let downsample: Sequential?
+    private let relu = ReLU()
+
+    public init(branch: [(name: String, module: any Module)], se: SEBlock?, downsample: Sequential?) {
+        self.branch = branch
+        self.se = se
+        self.downsample = downsample
+    }
+
+    public var children: [(name: String, module: any Module)] {
+        branch + (se.map { [("se", $0)] } ?? []) + (downsample.map { [("downsample", $0)] } ?? [])
+    }
+
+    public func forward(_ x: Tensor) throws -> Tensor {
+        var out = try branch.reduce(x) { try $1.module.forward($0) }
+        if let se { out = try se.forward(out) }
+        let shortcut = try downsample?.forward(x) ?? x
+        guard shortcut.shape == out.shape else {
+            throw BLASNetError.shapeMismatch(layer: "ResidualBlock addition", expected: "\(out.shape)", got: shortcut.shape)
+        }
+        out += shortcut
+        return try relu.forward(out)
+    }
+
+    public func backward(_ dy: Tensor) throws -> Tensor {
+        let d = try relu.backward(dy)
+        var dBranch = try se?.backward(d) ?? d
+        dBranch = try branch.reversed().reduce(dBranch) { try $1.module.backward($0) }
+        dBranch += try downsample?.backward(d) ?? d
+        return dBranch
+    }
+}
+
+/// A kind of residual block: how wide its output is and what its branch holds.
+public protocol ResidualBlockKind {
+    /// Output channels per unit of `planes` (1 for basic blocks, 4 for bottlenecks).
+    static var expansion: Int { get }
+    /// The branch layers, with torchvision's names, for one block.
+    static func branch(inChannels: Int, planes: Int, stride: Int, workspace: Workspace,
+                       rng: inout SeededGenerator) throws -> [(name: String, module: any Module)]
+}
+
+/// torchvision's BasicBlock: 3×3 conv (stride) → BN → ReLU → 3×3 conv → BN.
+public enum BasicBlock: ResidualBlockKind {
+    public static let expansion = 1
+
+    public static func branch(inChannels: Int, planes: Int, stride: Int, workspace: Workspace,
+                              rng: inout SeededGenerator) throws -> [(name: String, module: any Module)] {
+        [("conv1", try Conv2d(inChannels, planes, kernelSize: 3, stride: stride, padding: 1, workspace: workspace, rng: &rng)),
+         ("bn1", try BatchNorm2d(planes)),
+         ("relu1", ReLU()),
+         ("conv2", try Conv2d(planes, planes, kernelSize: 3, padding: 1, workspace: workspace, rng: &rng)),
+         ("bn2", try BatchNorm2d(planes))]
+    }
+}
+
+/// torchvision's Bottleneck (v1.5, stride on the 3×3): 1×1 → BN → ReLU → 3×3 (stride) → BN → ReLU → 1×1 (×4) → BN.
+public enum Bottleneck: ResidualBlockKind {
+    public static let expansion = 4
+
+    public static func branch(inChannels: Int, planes: Int, stride: Int, workspace: Workspace,
+                              rng: inout SeededGenerator) throws -> [(name: String, module: any Module)] {
+        [("conv1", try Conv2d(inChannels, planes, kernelSize: 1, workspace: workspace, rng: &rng)),
+         ("bn1", try BatchNorm2d(planes)),
+         ("relu1", ReLU()),
+         ("conv2", try Conv2d(planes, planes, kernelSize: 3, stride: stride, padding: 1, workspace: workspace, rng: &rng)),
+         ("bn2", try BatchNorm2d(planes)),
+         ("relu2", ReLU()),
+         ("conv3", try Conv2d(planes, planes * expansion, kernelSize: 1, workspace: workspace, rng: &rng)),
+         ("bn3", try BatchNorm2d(planes * expansion))]
+    }
+}
+
+extension ResidualBlockKind {
+    /// One block with its shortcut: a projection when stride or width changes.
+    static func block(inChannels: Int, planes: Int, stride: Int, squeezeExcitation: Bool, workspace: Workspace,
+                      rng: inout SeededGenerator) throws -> ResidualBlock {
+        let out = planes * expansion
+        let downsample = stride != 1 || inChannels != out
+            ? Sequential([try Conv2d(inChannels, out, kernelSize: 1, stride: stride, workspace: workspace, rng: &rng),
+                          try BatchNorm2d(out)])
+            : nil
+        return ResidualBlock(
+            branch: try branch(inChannels: inChannels, planes: planes, stride: stride, workspace: workspace, rng: &rng),
+            se: squeezeExcitation ? try SEBlock(out, workspace: workspace, rng: &rng) : nil,
+            downsample: downsample)
+    }
+}

@@ -1,0 +1,62 @@
+/// Squeeze-and-excitation (timm's `SEModule`): each channel is rescaled by a gate
+/// computed from the global average of all channels.
+///
+/// `x: [C, N, H, W] -> y: [C, N, H, W]`; `fc1: [rd, C, 1, 1]` and `fc2: [C, rd, 1, 1]` with biases.
+public final class SEBlock: Module {
+    public let channels: Int
+    public let fc1: Conv2d
+    public let fc2: Conv2d
+    private let pool = GlobalAvgPool2d()
+    private let relu = ReLU()
+    private let gate = Sigmoid()
+    private var input: Tensor?
+    private var scale: Tensor?
+
+    /// timm's `make_divisible(channels / 16, 8, round_limit=0)`: 64 → 8, 256 → 16, 2048 → 128.
+    public static func reducedChannels(_ channels: Int, ratio: Double = 1.0 / 16, divisor: Int = 8) -> Int {
+        let v = Double(channels) * ratio
+        return max(divisor, Int(v + Double(divisor) / 2) / divisor * divisor)
+    }
+
+    public init(_ channels: Int, workspace: Workspace = Workspace(), rng: inout SeededGenerator) throws {
+        self.channels = channels
+        let rd = Self.reducedChannels(channels)
+        fc1 = try Conv2d(channels, rd, kernelSize: 1, bias: true, workspace: workspace, rng: &rng)
+        fc2 = try Conv2d(rd, channels, kernelSize: 1, bias: true, workspace: workspace, rng: &rng)
+    }
+
+    public var children: [(name: String, module: any Module)] { [("fc1", fc1), ("fc2", fc2)] }
+
+    public func forward(_ x: Tensor) throws -> Tensor {
+        guard x.shape.count == 4, x.shape[0] == channels else {
+            throw BLASNetError.shapeMismatch(layer: "SEBlock(\(channels))", expected: "[\(channels), N, H, W]", got: x.shape)
+        }
+        let squeezed = try pool.forward(x).reshaped([channels, x.shape[1], 1, 1])
+        let s = try gate.forward(fc2.forward(relu.forward(fc1.forward(squeezed))))
+        var y = Tensor(shape: x.shape)
+        x.withUnsafePointer { xp in
+            s.withUnsafePointer { sp in
+                y.withUnsafeMutablePointer { Kernels.scalePlanes(xp, by: sp, $0, planes: s.count, planeSize: x.shape[2] * x.shape[3]) }
+            }
+        }
+        input = x
+        scale = s
+        return y
+    }
+
+    public func backward(_ dy: Tensor) throws -> Tensor {
+        guard let x = input, let s = scale else { throw BLASNetError.invalidArgument("SEBlock: backward called before forward") }
+        guard dy.shape == x.shape else { throw BLASNetError.shapeMismatch(layer: "SEBlock(\(channels)) backward", expected: "\(x.shape)", got: dy.shape) }
+        let planes = s.count, planeSize = x.shape[2] * x.shape[3]
+        // y = x·s: the direct path scales dy by s; the gate path sees ds = Σ_hw dy·x.
+        var ds = Tensor(shape: s.shape)
+        var dx = Tensor(shape: x.shape)
+        dy.withUnsafePointer { g in
+            x.withUnsafePointer { xp in ds.withUnsafeMutablePointer { Kernels.planeDots(g, xp, $0, planes: planes, planeSize: planeSize) } }
+            s.withUnsafePointer { sp in dx.withUnsafeMutablePointer { Kernels.scalePlanes(g, by: sp, $0, planes: planes, planeSize: planeSize) } }
+        }
+        let dSqueezed = try fc1.backward(relu.backward(fc2.backward(gate.backward(ds))))
+        dx += try pool.backward(dSqueezed.reshaped([channels, x.shape[1]]))
+        return dx
+    }
+}

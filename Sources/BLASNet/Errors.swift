@@ -1,0 +1,32 @@
+/// Every error BLASNet throws; `description` is a one-line message for people.
+public enum BLASNetError: Error, CustomStringConvertible, Equatable {
+    /// A layer got an input whose shape it cannot take.
+    case shapeMismatch(layer: String, expected: String, got: [Int])
+    /// An argument is out of its domain (negative size, unknown name, …).
+    case invalidArgument(String)
+    /// A safetensors file is malformed; the message says where.
+    case malformedFile(path: String, reason: String)
+    /// A state dict does not fit the model.
+    case stateDictMismatch(missing: [String], unexpected: [String], wrongShape: [String])
+    /// Reading or writing a file failed.
+    case io(String)
+
+    public var description: String {
+        switch self {
+        case let .shapeMismatch(layer, expected, got):
+            return "\(layer): expected input \(expected), got \(got)"
+        case let .invalidArgument(message):
+            return message
+        case let .malformedFile(path, reason):
+            return "\(path): \(reason)"
+        case let .stateDictMismatch(missing, unexpected, wrongShape):
+            var parts: [String] = []
+            if !missing.isEmpty { parts.append("missing keys: \(missing.joined(separator: ", "))") }
+            if !unexpected.isEmpty { parts.append("unexpected keys: \(unexpected.joined(separator: ", "))") }
+            if !wrongShape.isEmpty { parts.append("wrong shapes: \(wrongShape.joined(separator: "; "))") }
+            return "state dict does not fit the model: " + parts.joined(separator: "; ")
+        case let .io(message):
+            return message
+        }
+    }
+}

@@ -1,0 +1,49 @@
+/// The sliding-window geometry shared by convolutions and pooling.
+public struct Window: Sendable, Equatable {
+    public var kernel: (h: Int, w: Int)
+    public var stride: (h: Int, w: Int)
+    public var padding: (h: Int, w: Int)
+    public var dilation: (h: Int, w: Int)
+
+    public init(kernel: Int, stride: Int = 1, padding: Int = 0, dilation: Int = 1) {
+        self.kernel = (kernel, kernel)
+        self.stride = (stride, stride)
+        self.padding = (padding, padding)
+        self.dilation = (dilation, dilation)
+    }
+
+    public init(kernel: (h: Int, w: Int), stride: (h: Int, w: Int), padding: (h: Int, w: Int), dilation: (h: Int, w: Int)) {
+        self.kernel = kernel
+        self.stride = stride
+        self.padding = padding
+        self.dilation = dilation
+    }
+
+    public static func == (a: Window, b: Window) -> Bool {
+        a.kernel == b.kernel && a.stride == b.stride && a.padding == b.padding && a.dilation == b.dilation
+    }
+
+    /// Kernel extent once dilated: `d·(k − 1) + 1`.
+    public var effectiveKernel: (h: Int, w: Int) {
+        (dilation.h * (kernel.h - 1) + 1, dilation.w * (kernel.w - 1) + 1)
+    }
+
+    /// Output height and width for an input of `h × w` (PyTorch's floor rule).
+    public func outputSize(h: Int, w: Int) -> (h: Int, w: Int) {
+        let k = effectiveKernel
+        return ((h + 2 * padding.h - k.h) / stride.h + 1, (w + 2 * padding.w - k.w) / stride.w + 1)
+    }
+
+    /// True for a 1×1, stride-1, unpadded window, where im2col is the identity.
+    var isPointwise: Bool {
+        kernel == (1, 1) && stride == (1, 1) && padding == (0, 0)
+    }
+
+    func validate(_ layer: String) throws {
+        guard kernel.h > 0, kernel.w > 0, stride.h > 0, stride.w > 0, padding.h >= 0, padding.w >= 0,
+              dilation.h > 0, dilation.w > 0 else {
+            throw BLASNetError.invalidArgument(
+                "\(layer): kernel \(kernel), stride \(stride), dilation \(dilation) must be positive and padding \(padding) non-negative")
+        }
+    }
+}

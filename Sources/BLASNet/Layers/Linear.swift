@@ -1,0 +1,71 @@
+/// Fully connected layer, one sgemm.
+///
+/// `x: [F, N] -> y: [K, N]` (feature-major); `weight: [K, F]`, `bias: [K]` as in PyTorch.
+public final class Linear: Module {
+    public let inFeatures: Int
+    public let outFeatures: Int
+    public let weight: Parameter
+    public let bias: Parameter?
+    private var input: Tensor?
+
+    public init(_ inFeatures: Int, _ outFeatures: Int, bias: Bool = true, rng: inout SeededGenerator) throws {
+        guard inFeatures > 0, outFeatures > 0 else {
+            throw BLASNetError.invalidArgument("Linear: sizes must be positive, got \(inFeatures) -> \(outFeatures)")
+        }
+        self.inFeatures = inFeatures
+        self.outFeatures = outFeatures
+        // PyTorch's default initialization: U(±1/√fan_in) for weight and bias.
+        let bound = 1 / Float(inFeatures).squareRoot()
+        weight = Parameter(.uniform(shape: [outFeatures, inFeatures], bound: bound, using: &rng))
+        self.bias = bias ? Parameter(.uniform(shape: [outFeatures], bound: bound, using: &rng)) : nil
+    }
+
+    public var localParameters: [(name: String, parameter: Parameter)] {
+        [("weight", weight)] + (bias.map { [("bias", $0)] } ?? [])
+    }
+
+    public func forward(_ x: Tensor) throws -> Tensor {
+        guard x.shape.count == 2, x.shape[0] == inFeatures else {
+            throw BLASNetError.shapeMismatch(layer: "Linear(\(inFeatures), \(outFeatures))", expected: "[\(inFeatures), N]", got: x.shape)
+        }
+        let n = x.shape[1]
+        var y = Tensor(shape: [outFeatures, n])
+        x.withUnsafePointer { xp in
+            weight.value.withUnsafePointer { w in
+                y.withUnsafeMutablePointer { yp in
+                    BLAS.sgemm(m: outFeatures, n: n, k: inFeatures, a: w, lda: inFeatures, b: xp, ldb: n, c: yp, ldc: n)
+                    if let bias { bias.value.withUnsafePointer { Kernels.addRowBias($0, to: yp, rows: outFeatures, columns: n) } }
+                }
+            }
+        }
+        input = x
+        return y
+    }
+
+    public func backward(_ dy: Tensor) throws -> Tensor {
+        guard let x = input else { throw BLASNetError.invalidArgument("Linear: backward called before forward") }
+        let n = x.shape[1]
+        guard dy.shape == [outFeatures, n] else {
+            throw BLASNetError.shapeMismatch(layer: "Linear(\(inFeatures), \(outFeatures)) backward", expected: "[\(outFeatures), \(n)]", got: dy.shape)
+        }
+        var dx = Tensor(shape: x.shape)
+        dy.withUnsafePointer { g in
+            if weight.requiresGrad {
+                x.withUnsafePointer { xp in
+                    weight.grad.withUnsafeMutablePointer { dw in
+                        BLAS.sgemm(transB: true, m: outFeatures, n: inFeatures, k: n, a: g, lda: n, b: xp, ldb: n, beta: 1, c: dw, ldc: inFeatures)
+                    }
+                }
+            }
+            if let bias, bias.requiresGrad {
+                bias.grad.withUnsafeMutablePointer { Kernels.accumulateRowSums(g, into: $0, rows: outFeatures, columns: n) }
+            }
+            weight.value.withUnsafePointer { w in
+                dx.withUnsafeMutablePointer { dxp in
+                    BLAS.sgemm(transA: true, m: inFeatures, n: n, k: outFeatures, a: w, lda: inFeatures, b: g, ldb: n, c: dxp, ldc: n)
+                }
+            }
+        }
+        return dx
+    }
+}

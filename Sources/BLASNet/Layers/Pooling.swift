@@ -1,0 +1,124 @@
+/// Checks a channel-major image batch and returns its output size under `window`.
+private func pooledSize(_ x: Tensor, _ window: Window, layer: String) throws -> (h: Int, w: Int) {
+    guard x.shape.count == 4 else { throw BLASNetError.shapeMismatch(layer: layer, expected: "[C, N, H, W]", got: x.shape) }
+    let out = window.outputSize(h: x.shape[2], w: x.shape[3])
+    guard out.h > 0, out.w > 0 else {
+        throw BLASNetError.shapeMismatch(layer: layer, expected: "an input at least as large as the window", got: x.shape)
+    }
+    return out
+}
+
+/// Max pooling. `x: [C, N, H, W] -> y: [C, N, Ho, Wo]`
+public final class MaxPool2d: Module {
+    public let window: Window
+    private var inputShape: [Int] = []
+    private var argmax: [Int32] = []
+
+    public init(kernelSize: Int, stride: Int? = nil, padding: Int = 0, dilation: Int = 1) throws {
+        window = Window(kernel: kernelSize, stride: stride ?? kernelSize, padding: padding, dilation: dilation)
+        try window.validate("MaxPool2d")
+        guard 2 * padding <= kernelSize else {
+            throw BLASNetError.invalidArgument("MaxPool2d: padding \(padding) must be at most half the kernel \(kernelSize)")
+        }
+    }
+
+    public func forward(_ x: Tensor) throws -> Tensor {
+        let (oh, ow) = try pooledSize(x, window, layer: "MaxPool2d(\(window.kernel.h))")
+        var y = Tensor(shape: [x.shape[0], x.shape[1], oh, ow])
+        argmax = [Int32](repeating: 0, count: y.count)
+        x.withUnsafePointer { xp in
+            y.withUnsafeMutablePointer {
+                Kernels.maxPool(xp, $0, argmax: &argmax, planes: x.shape[0] * x.shape[1], height: x.shape[2], width: x.shape[3], window: window)
+            }
+        }
+        inputShape = x.shape
+        return y
+    }
+
+    public func backward(_ dy: Tensor) throws -> Tensor {
+        guard !inputShape.isEmpty, dy.count == argmax.count else {
+            throw BLASNetError.shapeMismatch(layer: "MaxPool2d backward", expected: "the forward output's shape", got: dy.shape)
+        }
+        var dx = Tensor(shape: inputShape)
+        let planes = inputShape[0] * inputShape[1]
+        dy.withUnsafePointer { g in
+            dx.withUnsafeMutablePointer {
+                Kernels.maxPoolBackward(g, argmax: argmax, $0, planes: planes, planeSize: inputShape[2] * inputShape[3],
+                                        outPlaneSize: dy.count / planes)
+            }
+        }
+        return dx
+    }
+}
+
+/// Average pooling (padding counts in the divisor, PyTorch's default). `x: [C, N, H, W] -> y: [C, N, Ho, Wo]`
+public final class AvgPool2d: Module {
+    public let window: Window
+    private var inputShape: [Int] = []
+
+    public init(kernelSize: Int, stride: Int? = nil, padding: Int = 0) throws {
+        window = Window(kernel: kernelSize, stride: stride ?? kernelSize, padding: padding)
+        try window.validate("AvgPool2d")
+        guard 2 * padding <= kernelSize else {
+            throw BLASNetError.invalidArgument("AvgPool2d: padding \(padding) must be at most half the kernel \(kernelSize)")
+        }
+    }
+
+    public func forward(_ x: Tensor) throws -> Tensor {
+        let (oh, ow) = try pooledSize(x, window, layer: "AvgPool2d(\(window.kernel.h))")
+        var y = Tensor(shape: [x.shape[0], x.shape[1], oh, ow])
+        x.withUnsafePointer { xp in
+            y.withUnsafeMutablePointer {
+                Kernels.avgPool(xp, $0, planes: x.shape[0] * x.shape[1], height: x.shape[2], width: x.shape[3], window: window)
+            }
+        }
+        inputShape = x.shape
+        return y
+    }
+
+    public func backward(_ dy: Tensor) throws -> Tensor {
+        guard inputShape.count == 4 else { throw BLASNetError.invalidArgument("AvgPool2d: backward called before forward") }
+        let (oh, ow) = window.outputSize(h: inputShape[2], w: inputShape[3])
+        guard dy.shape == [inputShape[0], inputShape[1], oh, ow] else {
+            throw BLASNetError.shapeMismatch(layer: "AvgPool2d backward", expected: "\([inputShape[0], inputShape[1], oh, ow])", got: dy.shape)
+        }
+        var dx = Tensor(shape: inputShape)
+        dy.withUnsafePointer { g in
+            dx.withUnsafeMutablePointer {
+                Kernels.avgPoolBackward(g, $0, planes: inputShape[0] * inputShape[1], height: inputShape[2], width: inputShape[3], window: window)
+            }
+        }
+        return dx
+    }
+}
+
+/// Global average pooling, the ResNet head's `adaptive_avg_pool2d(x, 1)` + flatten. `x: [C, N, H, W] -> y: [C, N]`
+public final class GlobalAvgPool2d: Module {
+    private var inputShape: [Int] = []
+
+    public init() {}
+
+    public func forward(_ x: Tensor) throws -> Tensor {
+        guard x.shape.count == 4, x.shape[2] * x.shape[3] > 0 else {
+            throw BLASNetError.shapeMismatch(layer: "GlobalAvgPool2d", expected: "[C, N, H, W]", got: x.shape)
+        }
+        let planes = x.shape[0] * x.shape[1]
+        var y = Tensor(shape: [x.shape[0], x.shape[1]])
+        x.withUnsafePointer { xp in
+            y.withUnsafeMutablePointer { Kernels.planeMeans(xp, $0, planes: planes, planeSize: x.shape[2] * x.shape[3]) }
+        }
+        inputShape = x.shape
+        return y
+    }
+
+    public func backward(_ dy: Tensor) throws -> Tensor {
+        guard inputShape.count == 4, dy.shape == Array(inputShape.prefix(2)) else {
+            throw BLASNetError.shapeMismatch(layer: "GlobalAvgPool2d backward", expected: "\(inputShape.prefix(2))", got: dy.shape)
+        }
+        var dx = Tensor(shape: inputShape)
+        dy.withUnsafePointer { g in
+            dx.withUnsafeMutablePointer { Kernels.planeMeansBackward(g, $0, planes: dy.count, planeSize: inputShape[2] * inputShape[3]) }
+        }
+        return dx
+    }
+}

@@ -1,0 +1,84 @@
+/// A trainable tensor and its accumulated gradient.
+public final class Parameter {
+    /// Current value.
+    public var value: Tensor
+    /// Gradient accumulated by `backward` since the last ``zeroGrad()``; same shape as `value`.
+    public var grad: Tensor
+    /// When false the layer skips this parameter's gradient and optimizers leave it alone.
+    public var requiresGrad = true
+
+    public init(_ value: Tensor) {
+        self.value = value
+        self.grad = Tensor(shape: value.shape)
+    }
+
+    /// Resets the gradient to zero.
+    public func zeroGrad() {
+        let count = grad.count
+        grad.withUnsafeMutablePointer { $0.update(repeating: 0, count: count) }
+    }
+}
+
+/// Element type a buffer has in a state dict (PyTorch keeps counters as int64).
+public enum BufferKind: Sendable { case float, int64 }
+
+/// A non-trainable tensor that is part of a model's state, such as `running_mean`.
+public final class Buffer {
+    public var value: Tensor
+    public let kind: BufferKind
+
+    public init(_ value: Tensor, kind: BufferKind = .float) {
+        self.value = value
+        self.kind = kind
+    }
+}
+
+/// A network piece with a forward pass, its backward pass and PyTorch-named state.
+///
+/// `forward` caches what `backward` needs; `backward` takes the gradient of the loss
+/// with respect to the output, *adds* parameter gradients into `Parameter.grad`, and
+/// returns the gradient with respect to the input.
+public protocol Module: AnyObject {
+    func forward(_ x: Tensor) throws -> Tensor
+    func backward(_ dy: Tensor) throws -> Tensor
+    /// Sub-modules, named as the components of PyTorch state_dict keys.
+    var children: [(name: String, module: any Module)] { get }
+    /// This module's own parameters (not its children's).
+    var localParameters: [(name: String, parameter: Parameter)] { get }
+    /// This module's own buffers (not its children's).
+    var localBuffers: [(name: String, buffer: Buffer)] { get }
+    /// Switches between training (batch statistics) and inference behaviour, recursively.
+    func setTraining(_ training: Bool)
+}
+
+extension Module {
+    public var children: [(name: String, module: any Module)] { [] }
+    public var localParameters: [(name: String, parameter: Parameter)] { [] }
+    public var localBuffers: [(name: String, buffer: Buffer)] { [] }
+
+    public func setTraining(_ training: Bool) {
+        for child in children { child.module.setTraining(training) }
+    }
+
+    /// Every parameter of this module and its descendants, by state_dict key.
+    public func namedParameters(prefix: String = "") -> [(name: String, parameter: Parameter)] {
+        localParameters.map { (prefix + $0.name, $0.parameter) }
+            + children.flatMap { $0.module.namedParameters(prefix: prefix + $0.name + ".") }
+    }
+
+    /// Every buffer of this module and its descendants, by state_dict key.
+    public func namedBuffers(prefix: String = "") -> [(name: String, buffer: Buffer)] {
+        localBuffers.map { (prefix + $0.name, $0.buffer) }
+            + children.flatMap { $0.module.namedBuffers(prefix: prefix + $0.name + ".") }
+    }
+
+    /// Zeroes every parameter gradient.
+    public func zeroGrad() {
+        for (_, p) in namedParameters() { p.zeroGrad() }
+    }
+
+    /// Training mode: BatchNorm uses and updates batch statistics.
+    public func train() { setTraining(true) }
+    /// Inference mode: BatchNorm uses its running statistics.
+    public func eval() { setTraining(false) }
+}

@@ -1,0 +1,35 @@
+import Foundation
+
+/// A seedable generator (SplitMix64): the same seed gives the same weights on every run.
+public struct SeededGenerator: RandomNumberGenerator, Sendable {
+    private var state: UInt64
+
+    public init(seed: UInt64) { state = seed }
+
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+extension Tensor {
+    /// Uniform samples in `-bound ..< bound` (PyTorch's default layer initialization).
+    static func uniform(shape: [Int], bound: Float, using rng: inout SeededGenerator) -> Tensor {
+        var t = Tensor(shape: shape)
+        for i in 0..<t.count { t.scalars[i] = Float.random(in: -bound..<bound, using: &rng) }
+        return t
+    }
+
+    /// Normal samples with mean 0 and standard deviation `std` (Box–Muller).
+    static func normal(shape: [Int], std: Float, using rng: inout SeededGenerator) -> Tensor {
+        var t = Tensor(shape: shape)
+        for i in 0..<t.count {
+            let u1 = Double.random(in: Double.ulpOfOne..<1, using: &rng), u2 = Double.random(in: 0..<1, using: &rng)
+            t.scalars[i] = Float(sqrt(-2 * log(u1)) * cos(2 * .pi * u2)) * std
+        }
+        return t
+    }
+}

@@ -1,0 +1,43 @@
+import ArgumentParser
+import BLASNet
+
+@main
+struct BLASNetCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "blasnet",
+        abstract: "ResNet and SE-ResNet training and inference on OpenBLAS.",
+        subcommands: [Run.self]
+    )
+}
+
+extension Architecture: ExpressibleByArgument {}
+extension Stem: ExpressibleByArgument {}
+
+/// Options that pick and shape a model, shared by the subcommands.
+struct ModelOptions: ParsableArguments {
+    @Option(help: "Architecture: \(Architecture.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var arch: Architecture
+
+    @Option(help: "Number of output classes.")
+    var numClasses = 1000
+
+    @Option(help: "Number of input channels.")
+    var inChans = 3
+
+    @Option(help: "Stem: imagenet (7×7/2 conv + max-pool) or cifar (3×3/1 conv).")
+    var stem: Stem = .imagenet
+
+    @Option(help: "OpenBLAS threads (default: OpenBLAS's own choice).")
+    var threads: Int?
+
+    func validate() throws {
+        guard numClasses > 0 else { throw ValidationError("--num-classes must be positive, got \(numClasses)") }
+        guard inChans > 0 else { throw ValidationError("--in-chans must be positive, got \(inChans)") }
+        if let threads, threads <= 0 { throw ValidationError("--threads must be positive, got \(threads)") }
+    }
+
+    func makeModel() throws -> ResNet {
+        if let threads { BLAS.threads = threads }
+        return try ResNet(arch, numClasses: numClasses, inChannels: inChans, stem: stem)
+    }
+}

@@ -1,0 +1,65 @@
+import ArgumentParser
+import BLASNet
+
+/// One forward (and with `--train`, backward) pass on a batch from a file, so the
+/// results can be compared with any other framework.
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run one forward (and optionally backward) pass on a batch from a safetensors file.",
+        discussion: """
+            INPUT holds `input` (F32 [N, C, H, W]) and, with --train, `target` (I64 [N]).
+            OUTPUT receives `logits`; with --train also `loss`, `grad.<name>` for every parameter \
+            and each BatchNorm's updated `running_mean` / `running_var`.
+            """
+    )
+
+    enum Loss: String, ExpressibleByArgument, CaseIterable {
+        case crossEntropy = "cross-entropy"
+    }
+
+    @OptionGroup var model: ModelOptions
+
+    @Option(help: "Weights by PyTorch state_dict name (.safetensors).")
+    var weights: String
+
+    @Option(help: "Batch to run (.safetensors with `input`, and `target` for --train).")
+    var input: String
+
+    @Option(help: "Where to write the results (.safetensors); written only on success.")
+    var output: String
+
+    @Flag(help: "Training mode: batch statistics, loss, gradients, running-statistics update.")
+    var train = false
+
+    @Option(help: "Loss for --train: cross-entropy.")
+    var loss: Loss = .crossEntropy
+
+    func run() throws {
+        let net = try model.makeModel()
+        try net.loadStateDict(SafeTensorsFile(contentsOf: weights))
+        let batch = try SafeTensorsFile(contentsOf: input)
+        guard let x = batch["input"] else { throw BLASNetError.invalidArgument("\(input): no tensor named 'input'") }
+        var results: [(name: String, tensor: SafeTensor)] = []
+        if train {
+            guard let target = batch["target"] else {
+                throw BLASNetError.invalidArgument("\(input): --train needs a tensor named 'target' (I64 [N])")
+            }
+            let targets = try target.integers().map { Int($0) }
+            guard target.shape == [targets.count] else {
+                throw BLASNetError.invalidArgument("\(input): 'target' must have shape [N], got \(target.shape)")
+            }
+            net.train()
+            let logits = try net.forward(x.floats())
+            let (value, gradient) = try CrossEntropyLoss()(logits, targets: targets)
+            _ = try net.backward(gradient)
+            results.append(("logits", SafeTensor(logits)))
+            results.append(("loss", SafeTensor(Tensor(scalar: value))))
+            results += net.namedParameters().map { ("grad." + $0.name, SafeTensor($0.parameter.grad)) }
+            results += net.namedBuffers().filter { $0.buffer.kind == .float }.map { ($0.name, SafeTensor($0.buffer.value)) }
+        } else {
+            net.eval()
+            results.append(("logits", SafeTensor(try net.forward(x.floats()))))
+        }
+        try SafeTensorsFile(tensors: results, metadata: ["arch": model.arch.rawValue]).write(to: output)
+    }
+}

@@ -1,0 +1,151 @@
+import Foundation
+import Testing
+@testable import BLASNet
+
+/// Every layer's backward against finite differences, in training and inference modes.
+struct LayerGradientTests {
+    @Test(arguments: [
+        (kernel: 3, stride: 1, padding: 1, dilation: 1, bias: false),
+        (kernel: 3, stride: 2, padding: 1, dilation: 1, bias: true),
+        (kernel: 1, stride: 1, padding: 0, dilation: 1, bias: true),
+        (kernel: 1, stride: 2, padding: 0, dilation: 1, bias: false),
+        (kernel: 3, stride: 1, padding: 2, dilation: 2, bias: false),
+        (kernel: 5, stride: 3, padding: 2, dilation: 1, bias: true),
+    ])
+    func conv2d(_ c: (kernel: Int, stride: Int, padding: Int, dilation: Int, bias: Bool)) throws {
+        var rng = SeededGenerator(seed: 1)
+        let conv = try Conv2d(3, 4, kernelSize: c.kernel, stride: c.stride, padding: c.padding, dilation: c.dilation,
+                              bias: c.bias, rng: &rng)
+        try GradientCheck.check(conv, input: GradientCheck.random([3, 2, 7, 6], seed: 2))
+    }
+
+    @Test func conv2dMatchesDirectConvolution() throws {
+        // An independent reference: the convolution sum written out, no im2col.
+        var rng = SeededGenerator(seed: 3)
+        let conv = try Conv2d(2, 3, kernelSize: 3, stride: 2, padding: 1, dilation: 1, bias: true, rng: &rng)
+        let x = GradientCheck.random([2, 2, 5, 6], seed: 4)  // [C, N, H, W]
+        let y = try conv.forward(x)
+        #expect(y.shape == [3, 2, 3, 3])
+        let w = conv.weight.value.scalars, b = conv.bias!.value.scalars
+        for k in 0..<3 { for n in 0..<2 { for i in 0..<3 { for j in 0..<3 {
+            var s = Double(b[k])
+            for c in 0..<2 { for ki in 0..<3 { for kj in 0..<3 {
+                let ih = i * 2 - 1 + ki, iw = j * 2 - 1 + kj
+                guard (0..<5).contains(ih), (0..<6).contains(iw) else { continue }
+                s += Double(w[((k * 2 + c) * 3 + ki) * 3 + kj]) * Double(x.scalars[((c * 2 + n) * 5 + ih) * 6 + iw])
+            } } }
+            #expect(abs(Double(y.scalars[((k * 2 + n) * 3 + i) * 3 + j]) - s) < 1e-5)
+        } } } }
+    }
+
+    @Test func linear() throws {
+        var rng = SeededGenerator(seed: 5)
+        try GradientCheck.check(try Linear(6, 4, rng: &rng), input: GradientCheck.random([6, 3], seed: 6))
+    }
+
+    @Test(arguments: [true, false])
+    func batchNorm2d(training: Bool) throws {
+        let bn = try BatchNorm2d(3)
+        bn.weight.value = GradientCheck.random([3], scale: 0.5, seed: 7)
+        bn.bias.value = GradientCheck.random([3], seed: 8)
+        bn.runningVar.value = Tensor(shape: [3], repeating: 0.7)
+        bn.setTraining(training)
+        try GradientCheck.check(bn, input: GradientCheck.random([3, 4, 3, 2], seed: 9), h: 1e-2, tolerance: 2e-2)
+    }
+
+    @Test func batchNorm1d() throws {
+        let bn = try BatchNorm1d(5)
+        try GradientCheck.check(bn, input: GradientCheck.random([5, 6], seed: 10), tolerance: 2e-2)
+    }
+
+    @Test func relu() throws {
+        // Inputs kept away from the kink, where finite differences are meaningless.
+        var x = GradientCheck.random([2, 3, 4, 4], seed: 11)
+        x.scalars = x.scalars.map { $0 >= 0 ? $0 + 0.1 : $0 - 0.1 }
+        try GradientCheck.check(ReLU(), input: x)
+    }
+
+    @Test func sigmoid() throws {
+        try GradientCheck.check(Sigmoid(), input: GradientCheck.random([2, 3, 4], scale: 3, seed: 12))
+    }
+
+    /// Distinct values at least 0.05 apart, so no window has a near-tie.
+    static func spread(_ shape: [Int], seed: UInt64) -> Tensor {
+        var rng = SeededGenerator(seed: seed)
+        let n = shape.reduce(1, *)
+        return try! Tensor(shape: shape, scalars: (0..<n).map { Float($0) * 0.05 }.shuffled(using: &rng))
+    }
+
+    @Test func maxPool2d() throws {
+        try GradientCheck.check(try MaxPool2d(kernelSize: 3, stride: 2, padding: 1), input: Self.spread([2, 2, 7, 6], seed: 13))
+        try GradientCheck.check(try MaxPool2d(kernelSize: 2), input: Self.spread([1, 2, 4, 5], seed: 14))
+    }
+
+    @Test func avgPool2d() throws {
+        try GradientCheck.check(try AvgPool2d(kernelSize: 3, stride: 2, padding: 1), input: GradientCheck.random([2, 2, 7, 6], seed: 15))
+        try GradientCheck.check(try AvgPool2d(kernelSize: 2), input: GradientCheck.random([1, 2, 5, 5], seed: 16))
+    }
+
+    @Test func avgPoolCountsPaddingLikePyTorch() throws {
+        // torch.nn.AvgPool2d(3, 2, 1)(torch.ones(1, 1, 4, 4)) = [[4/9, 6/9], [6/9, 1]].
+        let y = try AvgPool2d(kernelSize: 3, stride: 2, padding: 1).forward(Tensor(shape: [1, 1, 4, 4], repeating: 1))
+        for (got, want) in zip(y.scalars, [4 / 9, 6 / 9, 6 / 9, 1] as [Float]) { #expect(abs(got - want) < 1e-6) }
+    }
+
+    @Test func globalAvgPoolAndFlatten() throws {
+        try GradientCheck.check(GlobalAvgPool2d(), input: GradientCheck.random([3, 2, 4, 5], seed: 17))
+        try GradientCheck.check(Flatten(), input: GradientCheck.random([3, 2, 2, 3], seed: 18))
+    }
+
+    @Test func flattenUsesPyTorchOrder() throws {
+        // Channel-major [C=2, N=2, H=1, W=2]: sample n's features are (c0w0, c0w1, c1w0, c1w1).
+        let x = try Tensor(shape: [2, 2, 1, 2], scalars: [0, 1, 10, 11, 100, 101, 110, 111])
+        let y = try Flatten().forward(x)
+        #expect(y.shape == [4, 2])
+        #expect(y.scalars == [0, 10, 1, 11, 100, 110, 101, 111])
+    }
+
+    @Test func seBlock() throws {
+        var rng = SeededGenerator(seed: 19)
+        try GradientCheck.checkDirectional(try SEBlock(32, rng: &rng), input: GradientCheck.random([32, 2, 3, 3], seed: 20))
+    }
+
+    // Blocks are checked in inference mode: with batch statistics, every ReLU kink a
+    // finite step crosses also moves its channel's mean and variance, and float32
+    // differences stop converging. Training-mode blocks are covered by BatchNorm's
+    // own check above and by the PyTorch parity fixtures.
+    @Test(arguments: [false, true])
+    func basicBlock(squeezeExcitation: Bool) throws {
+        var rng = SeededGenerator(seed: 21)
+        let block = try BasicBlock.block(inChannels: 8, planes: 16, stride: 2, squeezeExcitation: squeezeExcitation,
+                                         workspace: Workspace(), rng: &rng)
+        block.eval()
+        try GradientCheck.checkDirectional(block, input: GradientCheck.random([8, 2, 5, 4], seed: 22), h: 1e-4)
+    }
+
+    @Test(arguments: [false, true])
+    func bottleneck(squeezeExcitation: Bool) throws {
+        var rng = SeededGenerator(seed: 23)
+        let block = try Bottleneck.block(inChannels: 16, planes: 8, stride: 1, squeezeExcitation: squeezeExcitation,
+                                         workspace: Workspace(), rng: &rng)
+        block.eval()
+        try GradientCheck.checkDirectional(block, input: GradientCheck.random([16, 2, 4, 4], seed: 24), h: 1e-4)
+    }
+
+    @Test func wholeSEResNet() throws {
+        let model = try ResNet(.seresnet18, numClasses: 5, inChannels: 2, stem: .cifar, width: 8, seed: 3)
+        model.eval()
+        let targets = [1, 4, 0]
+        // The loss is summed in Float64 from the logits so that its own rounding does not
+        // swamp the differences; the gradient fed back is CrossEntropyLoss's.
+        try GradientCheck.checkDirectional(model, input: GradientCheck.random([3, 2, 9, 7], seed: 25), directions: 4,
+                                           h: 1e-4, tolerance: 5e-2, checkInput: false) { logits in
+            let k = logits.shape[1]
+            let loss = targets.enumerated().reduce(0.0) { total, item in
+                let row = logits.scalars[(item.offset * k)..<((item.offset + 1) * k)].map(Double.init)
+                return total + log(row.reduce(0) { $0 + exp($1) }) - row[item.element]
+            } / Double(targets.count)
+            return (loss, try CrossEntropyLoss()(logits, targets: targets).gradient)
+        }
+    }
+}

@@ -1,0 +1,81 @@
+import Foundation
+import Testing
+@testable import BLASNet
+
+/// Parity with PyTorch (torchvision resnet18, timm seresnet18; cifar stem, odd 19×17
+/// inputs) on fixtures written by `scripts/make-fixtures`. References are PyTorch in
+/// float64; each float32 result of ours must be within a small factor of PyTorch
+/// float32's own error on the same tensor, recorded in the fixture.
+struct PyTorchParityTests {
+    /// Our error may exceed PyTorch float32's by this factor…
+    static let factor = 4.0
+    /// …or stay under these floors (float32 rounding of a deep network's outputs and gradients).
+    static let outputFloor = 1e-5, gradientFloor = 1e-4
+
+    @Test func generatorMatchesPython() {
+        // Printed by `python scripts/fixture_weights.py`.
+        #expect(FixtureWeights.fnv1a64("conv1.weight") == 0x69a2_9a2c_ee47_d254)
+        let w = FixtureWeights.tensor("conv1.weight", shape: [64, 3, 3, 3], scale: (6.0 / 27).squareRoot())
+        #expect(w.scalars.prefix(4).map(\.bitPattern) == [0x3d2e_1166, 0x3e6c_b024, 0xbee6_4b5e, 0x3e64_08b0])
+    }
+
+    struct Fixture {
+        let file: SafeTensorsFile
+        let torchError: [String: Double]
+
+        init(_ name: String) throws {
+            let url = try #require(Bundle.module.url(forResource: name, withExtension: "safetensors", subdirectory: "Fixtures"))
+            file = try SafeTensorsFile(contentsOf: url.path)
+            let json = try #require(file.metadata["torch_f32_error"]?.data(using: .utf8))
+            torchError = try #require(try JSONSerialization.jsonObject(with: json) as? [String: Double])
+        }
+
+        func reference(_ key: String) throws -> Tensor { try #require(file[key], "fixture lacks \(key)").floats() }
+
+        /// Relative L2 error of `ours` against the fixture tensor `key`, checked against
+        /// the bound; for `gradsample` keys, over the elements PyTorch sampled.
+        func expectClose(_ ours: Tensor, _ key: String, floor: Double, sourceLocation: SourceLocation = #_sourceLocation) throws {
+            let ref = try reference(key)
+            var values = ours.scalars
+            if key.contains(".gradsample.") {
+                let stride = values.count / 4096
+                values = (0..<ref.count).map { values[$0 * stride] }
+            }
+            try #require(values.count == ref.count, "\(key): \(values.count) values, reference has \(ref.count)")
+            let diff = zip(values, ref.scalars).reduce(0.0) { $0 + pow(Double($1.0) - Double($1.1), 2) }.squareRoot()
+            let norm = ref.scalars.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
+            let error = diff / max(norm, 1e-30)
+            let bound = max(PyTorchParityTests.factor * (torchError[key] ?? 0), floor)
+            #expect(error <= bound, "\(key): relative error \(error), PyTorch float32 \(torchError[key] ?? .nan)",
+                    sourceLocation: sourceLocation)
+        }
+    }
+
+    @Test(arguments: [Architecture.resnet18, .seresnet18])
+    func inferenceAndTrainingStepMatchPyTorch(_ arch: Architecture) throws {
+        let fixture = try Fixture("\(arch.rawValue)_cifar")
+        let input = try fixture.reference("input")
+        let targets = try #require(fixture.file["target"]).integers().map { Int($0) }
+        let model = try ResNet(arch, numClasses: 10, inChannels: 3, stem: .cifar, width: 64)
+
+        FixtureWeights.load(into: model)
+        model.eval()
+        try fixture.expectClose(try model.forward(input), "eval.logits", floor: Self.outputFloor)
+
+        FixtureWeights.load(into: model)
+        model.train()
+        let logits = try model.forward(input)
+        let (loss, gradient) = try CrossEntropyLoss()(logits, targets: targets)
+        model.zeroGrad()
+        _ = try model.backward(gradient)
+        try fixture.expectClose(logits, "train.logits", floor: Self.outputFloor)
+        try fixture.expectClose(Tensor(scalar: loss), "train.loss", floor: Self.outputFloor)
+        for (name, p) in model.namedParameters() {
+            let key = fixture.file["train.grad.\(name)"] != nil ? "train.grad.\(name)" : "train.gradsample.\(name)"
+            try fixture.expectClose(p.grad, key, floor: Self.gradientFloor)
+        }
+        for (name, b) in model.namedBuffers() where b.kind == .float {
+            try fixture.expectClose(b.value, "train.\(name)", floor: Self.outputFloor)
+        }
+    }
+}

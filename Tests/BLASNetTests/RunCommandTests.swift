@@ -1,0 +1,99 @@
+import Foundation
+import Testing
+@testable import BLASNet
+
+/// `blasnet run` end to end: the built executable on files in a temporary directory.
+@Suite(.serialized)
+struct RunCommandTests {
+    /// The `blasnet` executable SwiftPM built next to the test bundle.
+    static var executable: URL {
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("blasnet")
+    }
+
+    static func run(_ arguments: [String]) throws -> (status: Int32, stderr: String) {
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let data = errors.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    let dir: URL
+    let weights: String, input: String, output: String
+
+    init() throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("blasnet-run-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        weights = dir.appendingPathComponent("w.safetensors").path
+        input = dir.appendingPathComponent("x.safetensors").path
+        output = dir.appendingPathComponent("out.safetensors").path
+        let model = try ResNet(.seresnet18, numClasses: 10, stem: .cifar)
+        FixtureWeights.load(into: model)
+        try SafeTensorsFile(tensors: model.stateDict()).write(to: weights)
+        let fixture = try PyTorchParityTests.Fixture("seresnet18_cifar")
+        try SafeTensorsFile(tensors: [("input", fixture.file["input"]!), ("target", fixture.file["target"]!)]).write(to: input)
+    }
+
+    var base: [String] {
+        ["run", "--arch", "seresnet18", "--num-classes", "10", "--stem", "cifar", "--weights", weights, "--input", input, "--output", output]
+    }
+
+    @Test func trainingRunMatchesPyTorch() throws {
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let result = try Self.run(base + ["--train"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let out = try SafeTensorsFile(contentsOf: output)
+        let fixture = try PyTorchParityTests.Fixture("seresnet18_cifar")
+        try fixture.expectClose(try #require(out["logits"]).floats(), "train.logits", floor: PyTorchParityTests.outputFloor)
+        try fixture.expectClose(try #require(out["loss"]).floats(), "train.loss", floor: PyTorchParityTests.outputFloor)
+        try fixture.expectClose(try #require(out["grad.layer1.0.se.fc1.weight"]).floats(), "train.grad.layer1.0.se.fc1.weight",
+                                floor: PyTorchParityTests.gradientFloor)
+        try fixture.expectClose(try #require(out["layer3.1.bn2.running_var"]).floats(), "train.layer3.1.bn2.running_var",
+                                floor: PyTorchParityTests.outputFloor)
+        #expect(out["grad.fc.bias"] != nil)
+        let inference = try Self.run(base)
+        #expect(inference.status == 0, "\(inference.stderr)")
+        try fixture.expectClose(try #require(SafeTensorsFile(contentsOf: output)["logits"]).floats(), "eval.logits",
+                                floor: PyTorchParityTests.outputFloor)
+    }
+
+    @Test func badInputsFailWithAMessageAndNoOutput() throws {
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let model = try ResNet(.seresnet18, numClasses: 10, stem: .cifar, width: 8)
+        var state = SafeTensorsFile(tensors: try SafeTensorsFile(contentsOf: weights).tensors)
+        let corrupt = dir.appendingPathComponent("corrupt.safetensors").path
+        try Data([1, 2, 3, 4, 5, 6, 7, 8, 9]).write(to: URL(fileURLWithPath: corrupt))
+        state.tensors.removeAll { $0.name == "layer2.1.bn2.bias" }
+        let missingKey = dir.appendingPathComponent("missing.safetensors").path
+        try state.write(to: missingKey)
+        let narrow = dir.appendingPathComponent("narrow.safetensors").path
+        try SafeTensorsFile(tensors: model.stateDict()).write(to: narrow)
+        let noTarget = dir.appendingPathComponent("notarget.safetensors").path
+        try SafeTensorsFile(tensors: [("input", SafeTensor(Tensor(shape: [2, 3, 8, 8])))]).write(to: noTarget)
+        let wrongChannels = dir.appendingPathComponent("wrongchannels.safetensors").path
+        try SafeTensorsFile(tensors: [("input", SafeTensor(Tensor(shape: [2, 1, 8, 8])))]).write(to: wrongChannels)
+
+        let cases: [(args: [String], message: String)] = [
+            (["run", "--arch", "resnet19", "--weights", weights, "--input", input, "--output", output], "resnet19"),
+            (base.map { $0 == weights ? "/nonexistent/w.safetensors" : $0 }, "/nonexistent/w.safetensors"),
+            (base.map { $0 == weights ? corrupt : $0 }, "corrupt.safetensors"),
+            (base.map { $0 == weights ? missingKey : $0 }, "layer2.1.bn2.bias"),
+            (base.map { $0 == weights ? narrow : $0 }, "wrong shapes"),
+            (base.map { $0 == input ? noTarget : $0 } + ["--train"], "target"),
+            (base.map { $0 == input ? wrongChannels : $0 }, "[2, 1, 8, 8]"),
+            (base.map { $0 == "10" ? "0" : $0 }, "--num-classes"),
+            (base.map { $0 == output ? "/nonexistent/dir/out.safetensors" : $0 }, "/nonexistent/dir/out.safetensors"),
+        ]
+        for (args, message) in cases {
+            let result = try Self.run(args)
+            #expect(result.status != 0, "\(args)")
+            #expect(result.stderr.contains(message), "\(args): \(result.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: output), "\(args) left an output file")
+        }
+    }
+}

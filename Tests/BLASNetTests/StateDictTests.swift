@@ -1,0 +1,61 @@
+import Testing
+@testable import BLASNet
+
+struct StateDictTests {
+    @Test func namesMatchTorchvisionAndTimm() throws {
+        // width 16 keeps the debug-build test fast; names do not depend on it.
+        let state = try ResNet(.seresnet50, numClasses: 7, width: 16).stateDict()
+        let names = Set(state.map(\.name))
+        for key in ["conv1.weight", "bn1.weight", "bn1.running_var", "bn1.num_batches_tracked",
+                    "layer1.0.conv3.weight", "layer1.0.downsample.0.weight", "layer1.0.downsample.1.running_mean",
+                    "layer1.0.se.fc1.weight", "layer1.0.se.fc2.bias", "layer4.2.bn3.bias", "fc.weight", "fc.bias"] {
+            #expect(names.contains(key), "\(key)")
+        }
+        #expect(!names.contains("layer1.1.downsample.0.weight"))
+        let byName = Dictionary(uniqueKeysWithValues: state.map { ($0.name, $0.tensor) })
+        #expect(byName["layer1.0.se.fc1.weight"]?.shape == [8, 64, 1, 1])
+        #expect(byName["layer4.0.se.fc1.weight"]?.shape == [32, 512, 1, 1])
+        #expect(byName["layer4.0.conv2.weight"]?.shape == [128, 128, 3, 3])
+        #expect(byName["fc.weight"]?.shape == [7, 512])
+        #expect(byName["bn1.num_batches_tracked"]?.dtype == .i64)
+        // torchvision's resnet50 state_dict: 161 parameters and 53 BatchNorms with 3 buffers each.
+        #expect(try ResNet(.resnet50, width: 8).stateDict().count == 161 + 53 * 3)
+    }
+
+    @Test func seWidthsFollowTimm() {
+        #expect([64, 128, 256, 512, 1024, 2048].map { SEBlock.reducedChannels($0) } == [8, 8, 16, 32, 64, 128])
+    }
+
+    @Test func roundTripAndStrictErrors() throws {
+        let a = try ResNet(.resnet18, numClasses: 4, stem: .cifar, width: 8, seed: 1)
+        let b = try ResNet(.resnet18, numClasses: 4, stem: .cifar, width: 8, seed: 2)
+        let file = SafeTensorsFile(tensors: a.stateDict())
+        let report = try b.loadStateDict(SafeTensorsFile(data: try file.serialized()))
+        #expect(report == LoadReport(missingKeys: [], unexpectedKeys: []))
+        #expect(b.fc.weight.value == a.fc.weight.value)
+
+        var missing = file
+        missing.tensors.removeAll { $0.name == "layer2.0.bn1.weight" || $0.name.hasSuffix("num_batches_tracked") }
+        var extra = file
+        extra.tensors.append(("layer5.0.conv1.weight", SafeTensor(Tensor(shape: [1]))))
+        var wrong = file
+        let i = wrong.tensors.firstIndex { $0.name == "fc.weight" }!
+        wrong.tensors[i].tensor = SafeTensor(Tensor(shape: [5, 64]))
+
+        let c = try ResNet(.resnet18, numClasses: 4, stem: .cifar, width: 8, seed: 3)
+        let before = c.fc.weight.value
+        #expect(throws: BLASNetError.stateDictMismatch(missing: ["layer2.0.bn1.weight"], unexpected: [], wrongShape: [])) {
+            try c.loadStateDict(missing)
+        }
+        #expect(throws: BLASNetError.stateDictMismatch(missing: [], unexpected: ["layer5.0.conv1.weight"], wrongShape: [])) {
+            try c.loadStateDict(extra)
+        }
+        #expect(throws: BLASNetError.stateDictMismatch(missing: [], unexpected: [], wrongShape: ["fc.weight: file [5, 64], model [4, 64]"])) {
+            try c.loadStateDict(wrong)
+        }
+        #expect(c.fc.weight.value == before, "a failed load changes nothing")
+        let lenient = try c.loadStateDict(extra, strict: false)
+        #expect(lenient.unexpectedKeys == ["layer5.0.conv1.weight"])
+        #expect(throws: BLASNetError.self) { try c.loadStateDict(wrong, strict: false) }
+    }
+}

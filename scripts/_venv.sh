@@ -1,0 +1,44 @@
+# Shared by make-fixtures and check-parity (sourced, not executed).
+#
+# Sets PYTHON to an interpreter that has torch, torchvision, timm,
+# safetensors and numpy, and SCRIPT_ARGS to the caller's remaining
+# arguments.  `--python PATH` selects an existing interpreter; otherwise the
+# repo-local .venv-fixtures is used, and created on first use.  The venv lives
+# in the repo (git-ignored) rather than in the user's environment so the
+# reference numbers come from a known, isolated set of packages.
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV_DIR="$REPO_ROOT/.venv-fixtures"
+PYTHON=""
+SCRIPT_ARGS=()
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --python)
+            [[ $# -ge 2 ]] || { echo "error: --python needs a path" >&2; exit 2; }
+            PYTHON="$2"; shift 2 ;;
+        --python=*)
+            PYTHON="${1#--python=}"; shift ;;
+        *)
+            SCRIPT_ARGS+=("$1"); shift ;;
+    esac
+done
+
+USER_PYTHON="$PYTHON"
+if [[ -z "$PYTHON" ]]; then
+    if [[ ! -x "$VENV_DIR/bin/python" ]]; then
+        echo "creating $VENV_DIR (one-time; downloads torch from PyPI)" >&2
+        python3 -m venv "$VENV_DIR"
+        "$VENV_DIR/bin/python" -m pip install torch torchvision timm safetensors numpy >&2
+    fi
+    PYTHON="$VENV_DIR/bin/python"
+fi
+
+# Fail early with a clear message rather than with an ImportError traceback.
+if ! "$PYTHON" -c "import torch, torchvision, timm, safetensors, numpy" 2>/dev/null; then
+    echo "error: $PYTHON lacks torch/torchvision/timm/safetensors/numpy" >&2
+    if [[ -z "$USER_PYTHON" ]]; then
+        echo "       (delete $VENV_DIR to recreate it, or pass --python PATH)" >&2
+    fi
+    exit 2
+fi

@@ -1,0 +1,257 @@
+"""PyTorch reference models and reference computations for BLASNet.
+
+Both model families keep the standard state_dict key names (conv1.weight,
+bn1.*, layerX.Y.*, layerX.Y.downsample.{0,1}.*, fc.*; timm's SE blocks add
+layerX.Y.se.fc1/fc2.{weight,bias}, where fc1/fc2 are 1x1 Conv2d, so their
+weights are 4-D [out, in, 1, 1]).  Both use the "v1.5" bottleneck with the
+stride on the 3x3 conv.
+
+Why float32 errors need care (`torch_f32_errors`, `kink_errors`):
+a float32 gradient can differ from the float64 one by 1e-3..1e-2 (relative
+L2) in a perfectly correct implementation.  Some pre-activation ends up
+within float32 rounding (~1e-7 relative) of zero, float32 and float64
+disagree on its ReLU mask, and the upstream gradient of that one element is
+dropped or let through; the difference then reaches every gradient further
+back.  With ~1e6 ReLU inputs per small network such elements almost always
+exist, and whether a given float32 implementation trips over one depends on
+its rounding, i.e. is a coin toss.  So the tolerance is built from two parts:
+
+  * torch_f32_errors: the ordinary rounding error of float32, as the median
+    over a few float32 "realisations" (two CPU backends, and weights/input
+    nudged by at most one ulp -- the size of error any float32 computation
+    makes anyway).  The median ignores the realisations that happened to
+    flip a mask, so one unlucky run cannot inflate the tolerance 1000x.
+  * kink_errors: the first-order effect of flipping each near-zero ReLU
+    mask, computed exactly in float64; their sum bounds the error any
+    combination of such flips can cause.
+
+A robust per-tensor tolerance is then
+    max(factor * torch_f32_error, floor) + kink_error.
+"""
+
+from __future__ import annotations
+
+import statistics
+import warnings
+from typing import Callable
+
+import timm
+import torch
+import torch.nn as nn
+import torchvision
+
+# Toggling oneDNN (torch.backends.mkldnn.flags) makes torch warn about an
+# unrelated Intel-GPU TF32 feature on every toggle.
+warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
+
+RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+SERESNETS = tuple("se" + a for a in RESNETS)
+ARCHS = RESNETS + SERESNETS
+STEMS = ("imagenet", "cifar")
+
+# A ReLU input counts as "near the kink" if |x| < KINK_TOL * rms(x) of its
+# tensor: ~100x float32 rounding, so a float32 implementation up to 10x less
+# accurate than PyTorch may still disagree with float64 on its sign.
+KINK_TOL = 1e-5
+
+
+def build(arch: str, num_classes: int, in_chans: int = 3, stem: str = "imagenet") -> nn.Module:
+    """Build an untrained model (weights are expected to be overwritten)."""
+    if stem not in STEMS:
+        raise ValueError(f"unknown stem {stem!r}; expected one of {STEMS}")
+    if arch in RESNETS:
+        model = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
+        if in_chans != 3:
+            # torchvision has no in_chans argument; same conv, different input width.
+            model.conv1 = nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    elif arch in SERESNETS:
+        model = timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_chans)
+    else:
+        raise ValueError(f"unknown arch {arch!r}; expected one of {ARCHS}")
+
+    if stem == "cifar":
+        # Small images: keep full resolution into layer1 (3x3 stride-1 stem, no max-pool).
+        model.conv1 = nn.Conv2d(in_chans, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        model.maxpool = nn.Identity()
+    return model
+
+
+def batchnorm_prefixes(model: nn.Module) -> list[str]:
+    """Module names of every BatchNorm layer, in state_dict order."""
+    return [name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def reference_outputs(arch: str, num_classes: int, in_chans: int, stem: str,
+                      weights: dict[str, torch.Tensor], x: torch.Tensor,
+                      target: torch.Tensor | None, train: bool,
+                      dtype: torch.dtype = torch.float64) -> dict[str, torch.Tensor]:
+    """Run one forward (and, if `train`, backward) pass and name the results
+    exactly like the `blasnet run` CLI output file does:
+
+      eval:  logits
+      train: logits, loss, grad.<param>, <bn>.running_mean, <bn>.running_var
+
+    A fresh model is built on every call so that running statistics from a
+    previous pass can never leak into the next one.  Inputs and weights are
+    converted to `dtype` (float32 -> float64 is exact, so the float64 run
+    sees bit-identical starting values).
+    """
+    model = build(arch, num_classes, in_chans, stem)
+    model.load_state_dict(weights, strict=True)  # strict: a partial load would make a useless reference
+    model = model.to(dtype)  # leaves num_batches_tracked as int64
+    x = x.to(dtype)
+    out: dict[str, torch.Tensor] = {}
+    if not train:
+        model.eval()
+        with torch.no_grad():
+            out["logits"] = model(x).detach()
+        return out
+
+    if target is None:
+        raise ValueError("training mode needs a target")
+    model.train()
+    logits = model(x)
+    loss = nn.functional.cross_entropy(logits, target)  # mean reduction
+    loss.backward()
+    out["logits"] = logits.detach()
+    out["loss"] = loss.detach()
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            out["grad." + name] = p.grad.detach().clone()
+    for prefix in batchnorm_prefixes(model):
+        bn = model.get_submodule(prefix)
+        # torch updates running_var with the *unbiased* batch variance (n/(n-1)).
+        out[prefix + ".running_mean"] = bn.running_mean.detach().clone()
+        out[prefix + ".running_var"] = bn.running_var.detach().clone()
+    return out
+
+
+def rel_l2_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    """||a - b|| / ||b|| in float64 (b is the reference).
+
+    An all-zero reference makes the ratio meaningless: report 0 if `a`
+    matches it exactly and inf otherwise, so it can't silently pass.
+    """
+    a = a.detach().to(torch.float64).flatten()
+    b = b.detach().to(torch.float64).flatten()
+    if a.shape != b.shape:
+        raise ValueError(f"shape mismatch {tuple(a.shape)} vs {tuple(b.shape)}")
+    num = torch.linalg.vector_norm(a - b).item()
+    den = torch.linalg.vector_norm(b).item()
+    if den == 0.0:
+        return 0.0 if num == 0.0 else float("inf")
+    return num / den
+
+
+def perturb_ulp(t: torch.Tensor, seed: int) -> torch.Tensor:
+    """Move each float32 element by -1, 0 or +1 ulp (uniformly at random).
+
+    Adding to the bit pattern steps to the neighbouring float of the same
+    sign; at +-0 it yields a subnormal, which is harmless.  Non-float
+    tensors (num_batches_tracked) pass through unchanged.
+    """
+    if t.dtype != torch.float32:
+        return t
+    g = torch.Generator().manual_seed(seed)
+    step = torch.randint(-1, 2, t.shape, generator=g, dtype=torch.int32)
+    return (t.contiguous().view(torch.int32) + step).view(torch.float32)
+
+
+def f32_realisation(index: int, weights: dict[str, torch.Tensor], x: torch.Tensor
+                    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, bool]:
+    """(weights, input, use_onednn) of float32 realisation `index`.
+
+    0: plain PyTorch float32 (oneDNN convolutions); 1: oneDNN disabled
+    (ATen's im2col + GEMM, the same algorithm family as BLASNet); 2, 3, ...:
+    one-ulp perturbations of weights and input, alternating the backends.
+    """
+    use_onednn = index % 2 == 0
+    if index < 2:
+        return weights, x, use_onednn
+    w = {k: perturb_ulp(v, index * 100003 + i) for i, (k, v) in enumerate(weights.items())}
+    return w, perturb_ulp(x, index * 100003 + 99991), use_onednn
+
+
+def torch_f32_errors(ref: dict[str, torch.Tensor], realisations: int,
+                     run: Callable[[dict[str, torch.Tensor], torch.Tensor], dict[str, torch.Tensor]],
+                     weights: dict[str, torch.Tensor], x: torch.Tensor) -> dict[str, float]:
+    """Per-key median over `realisations` float32 runs of rel_l2_error(f32, ref).
+
+    `run(weights, x)` must perform the float32 computation and return
+    tensors with the same keys as `ref` (after any subsampling).  With
+    realisations=1 this is simply plain PyTorch float32's error.
+    """
+    errors: dict[str, list[float]] = {k: [] for k in ref}
+    for i in range(realisations):
+        w, xi, use_onednn = f32_realisation(i, weights, x)
+        with torch.backends.mkldnn.flags(enabled=use_onednn):
+            out = run(w, xi)
+        for k in ref:
+            errors[k].append(rel_l2_error(out[k], ref[k]))
+    return {k: statistics.median(v) for k, v in errors.items()}
+
+
+def kink_errors(arch: str, num_classes: int, in_chans: int, stem: str,
+                weights: dict[str, torch.Tensor], x: torch.Tensor, target: torch.Tensor,
+                ref: dict[str, torch.Tensor],
+                transform: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] = lambda d: d,
+                tol: float = KINK_TOL, max_kinks: int = 64) -> tuple[dict[str, float], int, int]:
+    """Gradient error that ReLU-mask flips near the kink can legitimately cause.
+
+    Finds the training-mode ReLU inputs with |x| < tol * rms(x) in float64
+    (the ones a float32 implementation may see with the other sign), and for
+    each computes, to first order, how flipping its mask changes every
+    parameter gradient: the element's upstream gradient g is either dropped
+    or let through, i.e. -+g is injected at that ReLU input and propagated
+    back.  (The forward change, |x| ~ 1e-7, is negligible.)  Returns
+      ({key: sum_j ||delta_j[key]|| / ||ref[key]||}, found, used)
+    -- by the triangle inequality a bound on the error from any subset of
+    flips.  Keys are those of transform(outputs), e.g. fixture names; only
+    gradients are affected, everything else gets 0.  At most `max_kinks`
+    elements (the closest to zero) are analysed, since each costs a partial
+    backward pass.
+    """
+    model = build(arch, num_classes, in_chans, stem)
+    model.load_state_dict(weights, strict=True)
+    model = model.to(torch.float64).train()
+
+    calls: list[tuple[torch.Tensor, torch.Tensor]] = []  # (relu input, relu output) per call
+
+    def hook(_module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        out.retain_grad()
+        calls.append((args[0], out))
+
+    for m in model.modules():
+        if isinstance(m, nn.ReLU):
+            m.inplace = False  # keep the pre-activation alive as its own graph node
+            m.register_forward_hook(hook)
+
+    logits = model(x.to(torch.float64))
+    loss = nn.functional.cross_entropy(logits, target)
+    loss.backward(retain_graph=True)
+
+    candidates = []  # (|x|/rms, call index, flat index)
+    for c, (inp, _out) in enumerate(calls):
+        flat = inp.detach().flatten()
+        ratio = flat.abs() / flat.pow(2).mean().sqrt()
+        for i in torch.nonzero(ratio < tol).flatten().tolist():
+            candidates.append((ratio[i].item(), c, i))
+    candidates.sort()
+    used = candidates[:max_kinks]
+
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    ref_norms = {k: torch.linalg.vector_norm(v.to(torch.float64)).item() for k, v in ref.items()}
+    totals = {k: 0.0 for k in ref}
+    for _ratio, c, i in used:
+        inp, out = calls[c]
+        g = out.grad.flatten()[i]
+        inject = torch.zeros_like(inp).flatten()
+        # x > 0: float64 passed g, the flipped mask drops it; x <= 0: the reverse.
+        inject[i] = -g if inp.flatten()[i] > 0 else g
+        grads = torch.autograd.grad([inp], [p for _, p in params], grad_outputs=[inject.view_as(inp)],
+                                    retain_graph=True, allow_unused=True)
+        delta = {"grad." + n: (d if d is not None else torch.zeros_like(p)) for (n, p), d in zip(params, grads)}
+        for k, v in transform(delta).items():
+            if k in totals and ref_norms[k] > 0:
+                totals[k] += torch.linalg.vector_norm(v).item() / ref_norms[k]
+    return totals, len(candidates), len(used)
