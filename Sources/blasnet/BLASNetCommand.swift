@@ -6,7 +6,7 @@ struct BLASNetCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "blasnet",
         abstract: "ResNet and SE-ResNet training and inference on OpenBLAS.",
-        subcommands: [Run.self]
+        subcommands: [Run.self, Bench.self]
     )
 }
 

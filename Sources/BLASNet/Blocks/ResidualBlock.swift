@@ -21,21 +21,21 @@ public final class ResidualBlock: Module {
     }
 
     public func forward(_ x: Tensor) throws -> Tensor {
-        var out = try branch.reduce(x) { try $1.module.forward($0) }
-        if let se { out = try se.forward(out) }
-        let shortcut = try downsample?.forward(x) ?? x
+        var out = try branch.reduce(x) { try $1.module.profiledForward($0) }
+        if let se { out = try se.profiledForward(out) }
+        let shortcut = try downsample?.profiledForward(x) ?? x
         guard shortcut.shape == out.shape else {
             throw BLASNetError.shapeMismatch(layer: "ResidualBlock addition", expected: "\(out.shape)", got: shortcut.shape)
         }
         out += shortcut
-        return try relu.forward(out)
+        return try relu.profiledForward(out)
     }
 
     public func backward(_ dy: Tensor) throws -> Tensor {
-        let d = try relu.backward(dy)
-        var dBranch = try se?.backward(d) ?? d
-        dBranch = try branch.reversed().reduce(dBranch) { try $1.module.backward($0) }
-        dBranch += try downsample?.backward(d) ?? d
+        let d = try relu.profiledBackward(dy)
+        var dBranch = try se?.profiledBackward(d) ?? d
+        dBranch = try branch.reversed().reduce(dBranch) { try $1.module.profiledBackward($0) }
+        dBranch += try downsample?.profiledBackward(d) ?? d
         return dBranch
     }
 }

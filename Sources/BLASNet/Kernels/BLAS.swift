@@ -7,7 +7,6 @@ public enum BLAS {
     ///
     /// `op(A)` is `m × k`, `op(B)` is `k × n`, `C` is `m × n`; leading dimensions are
     /// the row strides of the matrices as stored (before transposition).
-    @inlinable
     public static func sgemm(
         transA: Bool = false, transB: Bool = false,
         m: Int, n: Int, k: Int,
@@ -18,6 +17,7 @@ public enum BLAS {
         c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
         guard m > 0, n > 0 else { return }
+        Profiler.recordGEMM(.init(transA: transA, transB: transB, m: m, n: n, k: k))
         cblas_sgemm(
             CblasRowMajor,
             transA ? CblasTrans : CblasNoTrans,

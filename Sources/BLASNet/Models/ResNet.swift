@@ -115,7 +115,7 @@ public final class ResNet: Module {
         guard x.shape.count == 4, x.shape[1] == inChannels, x.shape[0] > 0 else {
             throw BLASNetError.shapeMismatch(layer: architecture.rawValue, expected: "[N, \(inChannels), H, W]", got: x.shape)
         }
-        return try pipeline.reduce(x.swappingFirstAxes()) { try $1.forward($0) }.swappingFirstAxes()
+        return try pipeline.reduce(x.swappingFirstAxes()) { try $1.profiledForward($0) }.swappingFirstAxes()
     }
 
     /// Back-propagates `dlogits: [N, K]`, accumulating every parameter gradient. Returns
@@ -124,6 +124,6 @@ public final class ResNet: Module {
         guard dy.shape.count == 2, dy.shape[1] == numClasses else {
             throw BLASNetError.shapeMismatch(layer: "\(architecture.rawValue) backward", expected: "[N, \(numClasses)]", got: dy.shape)
         }
-        return try pipeline.reversed().reduce(dy.swappingFirstAxes()) { try $1.backward($0) }
+        return try pipeline.reversed().reduce(dy.swappingFirstAxes()) { try $1.profiledBackward($0) }
     }
 }

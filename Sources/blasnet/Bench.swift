@@ -1,0 +1,154 @@
+import ArgumentParser
+import BLASNet
+import Foundation
+
+/// Times a training or inference step and, in the same run, the step's sgemm calls alone.
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Time a step per layer and against its sgemm calls alone (GEMM efficiency).",
+        discussion: "Build with -c release. GEMM efficiency = time of the step's sgemm calls replayed alone ÷ step time."
+    )
+
+    enum Mode: String, ExpressibleByArgument, CaseIterable { case train, inference }
+
+    @OptionGroup var model: ModelOptions
+
+    @Option(parsing: .upToNextOption, help: "Input height and width.")
+    var input: [Int] = [224, 224]
+
+    @Option(help: "Images per step.")
+    var batch = 16
+
+    @Option(help: "train (forward, loss, backward, SGD update) or inference.")
+    var mode: Mode = .train
+
+    @Option(help: "Untimed steps first.")
+    var warmup = 1
+
+    @Option(help: "Timed steps (the median is reported).")
+    var steps = 5
+
+    @Flag(help: "Print one JSON object instead of tables.")
+    var json = false
+
+    func validate() throws {
+        guard input.count == 2, input.allSatisfy({ $0 > 0 }) else { throw ValidationError("--input takes two positive sizes, H W") }
+        guard batch > 0 else { throw ValidationError("--batch must be positive, got \(batch)") }
+        guard steps > 0, warmup >= 0 else { throw ValidationError("--steps must be positive and --warmup non-negative") }
+        if mode == .train && batch < 2 { throw ValidationError("training needs --batch of at least 2 (BatchNorm statistics)") }
+    }
+
+    func run() throws {
+        let net = try model.makeModel()
+        var rng = SystemRandomNumberGenerator()
+        let x = try Tensor(shape: [batch, model.inChans, input[0], input[1]],
+                           scalars: (0..<(batch * model.inChans * input[0] * input[1])).map { _ in Float.random(in: -1..<1, using: &rng) })
+        let targets = (0..<batch).map { _ in Int.random(in: 0..<model.numClasses, using: &rng) }
+        let sgd = try SGD(net.namedParameters().map(\.parameter), learningRate: 0.01, momentum: 0.9, weightDecay: 1e-4)
+        if mode == .train { net.train() } else { net.eval() }
+        let step = {
+            let logits = try net.forward(x)
+            guard mode == .train else { return }
+            let (_, gradient) = try CrossEntropyLoss()(logits, targets: targets)
+            net.zeroGrad()
+            _ = try net.backward(gradient)
+            sgd.step()
+        }
+        for _ in 0..<warmup { try step() }
+        let stepTimes = try (0..<steps).map { _ in try seconds(step) }
+        let stepSeconds = stepTimes.sorted()[steps / 2]
+
+        let profiler = Profiler(net)
+        try profiler.run { for _ in 0..<steps { try step() } }
+        var gemmTimes: [Profiler.GEMMShape: Double] = [:]
+        let layers = profiler.layers.map { layer -> LayerReport in
+            let gemm = layer.gemms.reduce(0.0) { total, shape in
+                if gemmTimes[shape] == nil { gemmTimes[shape] = shape.time() }
+                return total + gemmTimes[shape]!
+            } / Double(steps)
+            let total = (layer.forwardSeconds + layer.backwardSeconds) / Double(steps)
+            return LayerReport(name: layer.name, kind: layer.kind,
+                               forward_seconds: layer.forwardSeconds / Double(steps),
+                               backward_seconds: layer.backwardSeconds / Double(steps),
+                               gemm_seconds: gemm, gemm_efficiency: total > 0 ? gemm / total : 0,
+                               gflop: layer.gemms.reduce(0) { $0 + $1.flops } / Double(steps) / 1e9)
+        }
+        let gemmSeconds = layers.reduce(0) { $0 + $1.gemm_seconds }
+        let gflop = layers.reduce(0) { $0 + $1.gflop }
+        let report = BenchReport(
+            arch: model.arch.rawValue, stem: model.stem.rawValue, mode: mode.rawValue, batch: batch, input: input,
+            threads: BLAS.threads, openblas_core: BLAS.coreName, openblas_config: BLAS.configuration,
+            step_seconds: stepSeconds, step_seconds_samples: stepTimes, images_per_second: Double(batch) / stepSeconds,
+            gemm_seconds: gemmSeconds, gemm_efficiency: gemmSeconds / stepSeconds, gemm_gflop: gflop,
+            achieved_gflops: gflop / stepSeconds, peak_rss_bytes: peakResidentBytes(), layers: layers)
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+        } else {
+            report.printTables()
+        }
+    }
+
+    private func seconds(_ body: () throws -> Void) rethrows -> Double {
+        let start = DispatchTime.now().uptimeNanoseconds
+        try body()
+        return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+    }
+}
+
+/// Peak resident set size of this process (Linux reports kilobytes).
+func peakResidentBytes() -> Int {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    return usage.ru_maxrss * 1024
+}
+
+struct LayerReport: Codable {
+    var name: String
+    var kind: String
+    var forward_seconds: Double
+    var backward_seconds: Double
+    var gemm_seconds: Double
+    var gemm_efficiency: Double
+    var gflop: Double
+}
+
+struct BenchReport: Codable {
+    var arch: String
+    var stem: String
+    var mode: String
+    var batch: Int
+    var input: [Int]
+    var threads: Int
+    var openblas_core: String
+    var openblas_config: String
+    var step_seconds: Double
+    var step_seconds_samples: [Double]
+    var images_per_second: Double
+    var gemm_seconds: Double
+    var gemm_efficiency: Double
+    var gemm_gflop: Double
+    var achieved_gflops: Double
+    var peak_rss_bytes: Int
+    var layers: [LayerReport]
+
+    func printTables() {
+        func ms(_ s: Double) -> String { String(format: "%8.2f", s * 1000) }
+        print("OpenBLAS \(openblas_core) (\(openblas_config)), \(threads) threads")
+        print("\(arch) \(stem) stem, \(mode), batch \(batch), input \(input[0])×\(input[1])\n")
+        print("layer".padding(toLength: 36, withPad: " ", startingAt: 0) + "   fwd ms   bwd ms  gemm ms   eff  GFLOP/s")
+        for l in layers {
+            let total = l.forward_seconds + l.backward_seconds
+            print(l.name.padding(toLength: 36, withPad: " ", startingAt: 0) + " \(ms(l.forward_seconds)) \(ms(l.backward_seconds)) "
+                  + "\(ms(l.gemm_seconds)) " + String(format: "%5.2f %8.1f", l.gemm_efficiency, total > 0 ? l.gflop / total : 0))
+        }
+        let layerTotal = layers.reduce(0) { $0 + $1.forward_seconds + $1.backward_seconds }
+        print("")
+        print(String(format: "step          %8.1f ms (median of %d)   %.2f images/s", step_seconds * 1000, step_seconds_samples.count, images_per_second))
+        print(String(format: "layers        %8.1f ms   other (loss, optimizer, layout) %.1f ms", layerTotal * 1000, (step_seconds - layerTotal) * 1000))
+        print(String(format: "sgemm alone   %8.1f ms   %.1f GFLOP, %.1f GFLOP/s achieved over the step", gemm_seconds * 1000, gemm_gflop, achieved_gflops))
+        print(String(format: "GEMM efficiency %.3f (sgemm-alone time ÷ step time)", gemm_efficiency))
+        print(String(format: "peak RSS      %8.1f MiB", Double(peak_rss_bytes) / 1048576))
+    }
+}
