@@ -18,17 +18,21 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
 extension Tensor {
     /// Uniform samples in `-bound ..< bound` (PyTorch's default layer initialization).
     static func uniform(shape: [Int], bound: Float, using rng: inout SeededGenerator) -> Tensor {
-        var t = Tensor(shape: shape)
-        for i in 0..<t.count { t.scalars[i] = Float.random(in: -bound..<bound, using: &rng) }
+        var t = Tensor(uninitializedShape: shape)
+        let count = t.count
+        t.withUnsafeMutablePointer { p in for i in 0..<count { p[i] = Float.random(in: -bound..<bound, using: &rng) } }
         return t
     }
 
     /// Normal samples with mean 0 and standard deviation `std` (Box–Muller).
     static func normal(shape: [Int], std: Float, using rng: inout SeededGenerator) -> Tensor {
-        var t = Tensor(shape: shape)
-        for i in 0..<t.count {
-            let u1 = Double.random(in: Double.ulpOfOne..<1, using: &rng), u2 = Double.random(in: 0..<1, using: &rng)
-            t.scalars[i] = Float(sqrt(-2 * log(u1)) * cos(2 * .pi * u2)) * std
+        var t = Tensor(uninitializedShape: shape)
+        let count = t.count
+        t.withUnsafeMutablePointer { p in
+            for i in 0..<count {
+                let u1 = Double.random(in: Double.ulpOfOne..<1, using: &rng), u2 = Double.random(in: 0..<1, using: &rng)
+                p[i] = Float(sqrt(-2 * log(u1)) * cos(2 * .pi * u2)) * std
+            }
         }
         return t
     }

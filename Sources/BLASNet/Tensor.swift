@@ -5,11 +5,12 @@
 /// `[C, N, H, W]` (and `[F, N]` for feature vectors): every 1×1 convolution is then
 /// one sgemm over the whole batch and every per-channel reduction reads one
 /// contiguous block. ``swappingFirstAxes()`` converts between the two.
-public struct Tensor: Sendable, Equatable {
+///
+/// Tensors are values: copies share memory until one of them is written.
+public struct Tensor: @unchecked Sendable {
     /// Extent of each axis; `[]` is a scalar.
     public private(set) var shape: [Int]
-    /// The elements, row-major; `scalars.count == shape.reduce(1, *)`.
-    public var scalars: [Float]
+    private var storage: TensorStorage
 
     /// Wraps `scalars` with `shape`; throws if the counts disagree or a dimension is negative.
     public init(shape: [Int], scalars: [Float]) throws {
@@ -20,29 +21,60 @@ public struct Tensor: Sendable, Equatable {
             throw BLASNetError.invalidArgument(
                 "tensor shape \(shape) needs \(shape.reduce(1, *)) elements, got \(scalars.count)")
         }
-        self.shape = shape
-        self.scalars = scalars
+        self.init(uninitializedShape: shape)
+        scalars.withUnsafeBufferPointer { storage.pointer.update(from: $0.baseAddress!, count: scalars.count) }
     }
 
     /// A tensor of `shape` filled with `value` (zeros by default).
     public init(shape: [Int], repeating value: Float = 0) {
-        precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
-        self.shape = shape
-        self.scalars = [Float](repeating: value, count: shape.reduce(1, *))
+        self.init(uninitializedShape: shape)
+        storage.pointer.update(repeating: value, count: storage.count)
     }
 
     /// A scalar (shape `[]`).
     public init(scalar: Float) {
-        self.shape = []
-        self.scalars = [scalar]
+        self.init(shape: [], repeating: scalar)
+    }
+
+    /// A tensor whose elements the caller must write before reading (kernel outputs).
+    init(uninitializedShape shape: [Int]) {
+        precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
+        self.shape = shape
+        storage = TensorStorage(count: shape.reduce(1, *))
     }
 
     /// Number of elements.
-    public var count: Int { scalars.count }
+    public var count: Int { storage.count }
+
+    /// The elements as an array (a copy); setting replaces them all.
+    public var scalars: [Float] {
+        get { Array(UnsafeBufferPointer(start: storage.pointer, count: count)) }
+        set {
+            precondition(newValue.count == count, "\(newValue.count) scalars for shape \(shape)")
+            withUnsafeMutablePointer { p in newValue.withUnsafeBufferPointer { p.update(from: $0.baseAddress!, count: $0.count) } }
+        }
+    }
+
+    /// Element at flat (row-major) index `i`.
+    public subscript(i: Int) -> Float {
+        get {
+            precondition(i >= 0 && i < count, "index \(i) out of range for shape \(shape)")
+            return storage.pointer[i]
+        }
+        set {
+            precondition(i >= 0 && i < count, "index \(i) out of range for shape \(shape)")
+            withUnsafeMutablePointer { $0[i] = newValue }
+        }
+    }
 
     /// The same elements under a new shape with the same element count.
     public func reshaped(_ newShape: [Int]) throws -> Tensor {
-        try Tensor(shape: newShape, scalars: scalars)
+        guard newShape.allSatisfy({ $0 >= 0 }), newShape.reduce(1, *) == count else {
+            throw BLASNetError.invalidArgument("cannot reshape \(shape) (\(count) elements) to \(newShape)")
+        }
+        var t = self
+        t.shape = newShape
+        return t
     }
 
     /// Swaps the first two axes: `[N, C, …] <-> [C, N, …]`, `[N, K] <-> [K, N]`.
@@ -51,12 +83,8 @@ public struct Tensor: Sendable, Equatable {
     public func swappingFirstAxes() -> Tensor {
         precondition(shape.count >= 2, "swappingFirstAxes needs at least two axes, got \(shape)")
         let a = shape[0], b = shape[1], inner = shape.dropFirst(2).reduce(1, *)
-        var out = Tensor(shape: [b, a] + shape.dropFirst(2))
-        scalars.withUnsafeBufferPointer { src in
-            out.scalars.withUnsafeMutableBufferPointer { dst in
-                Kernels.swapOuterAxes(src.baseAddress!, dst.baseAddress!, a: a, b: b, inner: inner)
-            }
-        }
+        var out = Tensor(uninitializedShape: [b, a] + shape.dropFirst(2))
+        out.withUnsafeMutablePointer { Kernels.swapOuterAxes(storage.pointer, $0, a: a, b: b, inner: inner) }
         return out
     }
 
@@ -68,14 +96,29 @@ public struct Tensor: Sendable, Equatable {
     }
 
     /// Raw read-only access to the elements for kernels.
-    @inlinable
     public func withUnsafePointer<R>(_ body: (UnsafePointer<Float>) throws -> R) rethrows -> R {
-        try scalars.withUnsafeBufferPointer { try body($0.baseAddress!) }
+        try withExtendedLifetime(storage) { try body(storage.pointer) }
     }
 
-    /// Raw mutable access to the elements for kernels.
-    @inlinable
+    /// Raw mutable access to the elements for kernels; copies first if the memory is shared.
     public mutating func withUnsafeMutablePointer<R>(_ body: (UnsafeMutablePointer<Float>) throws -> R) rethrows -> R {
-        try scalars.withUnsafeMutableBufferPointer { try body($0.baseAddress!) }
+        if !isKnownUniquelyReferenced(&storage) {
+            let copy = TensorStorage(count: storage.count)
+            copy.pointer.update(from: storage.pointer, count: storage.count)
+            storage = copy
+        }
+        return try withExtendedLifetime(storage) { try body(storage.pointer) }
     }
+}
+
+extension Tensor: Equatable {
+    public static func == (a: Tensor, b: Tensor) -> Bool {
+        a.shape == b.shape && (a.storage === b.storage || (0..<a.count).allSatisfy { a.storage.pointer[$0] == b.storage.pointer[$0] })
+    }
+}
+
+/// Runs `body` with the elements of `tensor`, or with nil when there is no tensor.
+func withOptionalPointer<R>(_ tensor: Tensor?, _ body: (UnsafePointer<Float>?) throws -> R) rethrows -> R {
+    guard let tensor else { return try body(nil) }
+    return try tensor.withUnsafePointer { try body($0) }
 }

@@ -53,6 +53,18 @@ struct LayerGradientTests {
         try GradientCheck.check(bn, input: GradientCheck.random([3, 4, 3, 2], seed: 9), h: 1e-2, tolerance: 2e-2)
     }
 
+    @Test(arguments: [true, false])
+    func batchNormFusedReLU(training: Bool) throws {
+        let bn = try BatchNorm2d(3, fusesReLU: true)
+        bn.weight.value = GradientCheck.random([3], scale: 0.5, seed: 30)
+        bn.bias.value = GradientCheck.random([3], scale: 0.2, seed: 31)
+        bn.setTraining(training)
+        var x = GradientCheck.random([3, 4, 3, 2], seed: 32)
+        x.scalars = x.scalars.map { $0 >= 0 ? $0 + 0.1 : $0 - 0.1 }
+        try GradientCheck.check(bn, input: x, h: 1e-3, tolerance: 2e-2)
+        #expect(try bn.forward(x).scalars.allSatisfy { $0 >= 0 })
+    }
+
     @Test func batchNorm1d() throws {
         let bn = try BatchNorm1d(5)
         try GradientCheck.check(bn, input: GradientCheck.random([5, 6], seed: 10), tolerance: 2e-2)

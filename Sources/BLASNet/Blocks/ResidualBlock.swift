@@ -8,7 +8,8 @@ public final class ResidualBlock: Module {
     /// Squeeze-and-excitation after the branch's last BatchNorm, before the addition.
     public let se: SEBlock?
     public let downsample: Sequential?
-    private let relu = ReLU()
+    /// The block's output, whose positive entries are where the final ReLU passes gradient.
+    private var output: Tensor?
 
     public init(branch: [(name: String, module: any Module)], se: SEBlock?, downsample: Sequential?) {
         self.branch = branch
@@ -27,12 +28,21 @@ public final class ResidualBlock: Module {
         guard shortcut.shape == out.shape else {
             throw BLASNetError.shapeMismatch(layer: "ResidualBlock addition", expected: "\(out.shape)", got: shortcut.shape)
         }
-        out += shortcut
-        return try relu.profiledForward(out)
+        // The addition and the ReLU after it, in place in one pass.
+        let count = out.count
+        shortcut.withUnsafePointer { s in out.withUnsafeMutablePointer { Kernels.addReLU(s, into: $0, count: count) } }
+        output = out
+        return out
     }
 
     public func backward(_ dy: Tensor) throws -> Tensor {
-        let d = try relu.profiledBackward(dy)
+        guard let y = output else { throw BLASNetError.invalidArgument("ResidualBlock: backward called before forward") }
+        guard dy.shape == y.shape else {
+            throw BLASNetError.shapeMismatch(layer: "ResidualBlock backward", expected: "\(y.shape)", got: dy.shape)
+        }
+        output = nil
+        var d = Tensor(uninitializedShape: y.shape)
+        dy.withUnsafePointer { g in y.withUnsafePointer { yp in d.withUnsafeMutablePointer { Kernels.reluBackward(g, output: yp, $0, count: y.count) } } }
         var dBranch = try se?.profiledBackward(d) ?? d
         dBranch = try branch.reversed().reduce(dBranch) { try $1.module.profiledBackward($0) }
         dBranch += try downsample?.profiledBackward(d) ?? d
@@ -49,32 +59,30 @@ public protocol ResidualBlockKind {
                        rng: inout SeededGenerator) throws -> [(name: String, module: any Module)]
 }
 
-/// torchvision's BasicBlock: 3×3 conv (stride) → BN → ReLU → 3×3 conv → BN.
+/// torchvision's BasicBlock: 3×3 conv (stride) → BN → ReLU → 3×3 conv → BN (each ReLU fused into its BN).
 public enum BasicBlock: ResidualBlockKind {
     public static let expansion = 1
 
     public static func branch(inChannels: Int, planes: Int, stride: Int, workspace: Workspace,
                               rng: inout SeededGenerator) throws -> [(name: String, module: any Module)] {
         [("conv1", try Conv2d(inChannels, planes, kernelSize: 3, stride: stride, padding: 1, workspace: workspace, rng: &rng)),
-         ("bn1", try BatchNorm2d(planes)),
-         ("relu1", ReLU()),
+         ("bn1", try BatchNorm2d(planes, fusesReLU: true)),
          ("conv2", try Conv2d(planes, planes, kernelSize: 3, padding: 1, workspace: workspace, rng: &rng)),
          ("bn2", try BatchNorm2d(planes))]
     }
 }
 
-/// torchvision's Bottleneck (v1.5, stride on the 3×3): 1×1 → BN → ReLU → 3×3 (stride) → BN → ReLU → 1×1 (×4) → BN.
+/// torchvision's Bottleneck (v1.5, stride on the 3×3): 1×1 → BN → ReLU → 3×3 (stride) → BN → ReLU → 1×1 (×4) → BN
+/// (each ReLU fused into its BN).
 public enum Bottleneck: ResidualBlockKind {
     public static let expansion = 4
 
     public static func branch(inChannels: Int, planes: Int, stride: Int, workspace: Workspace,
                               rng: inout SeededGenerator) throws -> [(name: String, module: any Module)] {
         [("conv1", try Conv2d(inChannels, planes, kernelSize: 1, workspace: workspace, rng: &rng)),
-         ("bn1", try BatchNorm2d(planes)),
-         ("relu1", ReLU()),
+         ("bn1", try BatchNorm2d(planes, fusesReLU: true)),
          ("conv2", try Conv2d(planes, planes, kernelSize: 3, stride: stride, padding: 1, workspace: workspace, rng: &rng)),
-         ("bn2", try BatchNorm2d(planes)),
-         ("relu2", ReLU()),
+         ("bn2", try BatchNorm2d(planes, fusesReLU: true)),
          ("conv3", try Conv2d(planes, planes * expansion, kernelSize: 1, workspace: workspace, rng: &rng)),
          ("bn3", try BatchNorm2d(planes * expansion))]
     }

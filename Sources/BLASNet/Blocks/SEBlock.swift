@@ -33,7 +33,7 @@ public final class SEBlock: Module {
         }
         let squeezed = try pool.forward(x).reshaped([channels, x.shape[1], 1, 1])
         let s = try gate.forward(fc2.forward(relu.forward(fc1.forward(squeezed))))
-        var y = Tensor(shape: x.shape)
+        var y = Tensor(uninitializedShape: x.shape)
         x.withUnsafePointer { xp in
             s.withUnsafePointer { sp in
                 y.withUnsafeMutablePointer { Kernels.scalePlanes(xp, by: sp, $0, planes: s.count, planeSize: x.shape[2] * x.shape[3]) }
@@ -46,11 +46,12 @@ public final class SEBlock: Module {
 
     public func backward(_ dy: Tensor) throws -> Tensor {
         guard let x = input, let s = scale else { throw BLASNetError.invalidArgument("SEBlock: backward called before forward") }
+        (input, scale) = (nil, nil)
         guard dy.shape == x.shape else { throw BLASNetError.shapeMismatch(layer: "SEBlock(\(channels)) backward", expected: "\(x.shape)", got: dy.shape) }
         let planes = s.count, planeSize = x.shape[2] * x.shape[3]
         // y = x·s: the direct path scales dy by s; the gate path sees ds = Σ_hw dy·x.
-        var ds = Tensor(shape: s.shape)
-        var dx = Tensor(shape: x.shape)
+        var ds = Tensor(uninitializedShape: s.shape)
+        var dx = Tensor(uninitializedShape: x.shape)
         dy.withUnsafePointer { g in
             x.withUnsafePointer { xp in ds.withUnsafeMutablePointer { Kernels.planeDots(g, xp, $0, planes: planes, planeSize: planeSize) } }
             s.withUnsafePointer { sp in dx.withUnsafeMutablePointer { Kernels.scalePlanes(g, by: sp, $0, planes: planes, planeSize: planeSize) } }

@@ -36,7 +36,7 @@ public struct SafeTensor: Sendable, Equatable {
     public init(_ tensor: Tensor) {
         dtype = .f32
         shape = tensor.shape
-        bytes = tensor.scalars.withUnsafeBytes { Data($0) }
+        bytes = tensor.withUnsafePointer { Data(bytes: $0, count: tensor.count * MemoryLayout<Float>.size) }
     }
 
     /// An I64 tensor holding `values`.

@@ -27,11 +27,18 @@ public enum BLAS {
             beta, c, blasint(ldc))
     }
 
-    /// Number of threads OpenBLAS uses for each call.
+    /// Number of threads OpenBLAS uses for each call; BLASNet's own kernels use as many.
+    /// Set it once, before training: it is read on every kernel call.
     public static var threads: Int {
         get { Int(openblas_get_num_threads()) }
-        set { openblas_set_num_threads(Int32(max(1, newValue))) }
+        set {
+            openblas_set_num_threads(Int32(max(1, newValue)))
+            cachedThreads = Int(openblas_get_num_threads())
+        }
     }
+
+    /// `threads`, without a call into OpenBLAS on every kernel.
+    nonisolated(unsafe) static var cachedThreads = Int(openblas_get_num_threads())
 
     /// The kernel family OpenBLAS selected for this CPU (for example `Cooperlake`).
     public static var coreName: String {

@@ -1,64 +1,79 @@
 import Foundation
 
+/// Element-wise and per-row kernels, split over the workers in contiguous ranges.
 extension Kernels {
+    /// Below this many elements a second worker costs more than it saves.
+    static let elementGrain = 16384
+
     static func relu(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
-        for i in 0..<count { y[i] = max(x[i], 0) }
+        parallelFor(count, grain: elementGrain) { r in for i in r { y[i] = max(x[i], 0) } }
     }
 
     /// Gradient through a ReLU given its *output* (PyTorch's threshold_backward).
     static func reluBackward(_ dy: UnsafePointer<Float>, output: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>, count: Int) {
-        for i in 0..<count { dx[i] = output[i] > 0 ? dy[i] : 0 }
+        parallelFor(count, grain: elementGrain) { r in for i in r { dx[i] = output[i] > 0 ? dy[i] : 0 } }
+    }
+
+    /// `y = max(y + x, 0)` in place: a residual addition and the ReLU after it, in one pass.
+    static func addReLU(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int) {
+        parallelFor(count, grain: elementGrain) { r in for i in r { y[i] = max(y[i] + x[i], 0) } }
     }
 
     static func sigmoid(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
-        for i in 0..<count { y[i] = 1 / (1 + exp(-x[i])) }
+        parallelFor(count, grain: elementGrain) { r in for i in r { y[i] = 1 / (1 + exp(-x[i])) } }
     }
 
     /// Gradient through a sigmoid given its output `s`: `dy·s·(1 − s)`.
     static func sigmoidBackward(_ dy: UnsafePointer<Float>, output: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>, count: Int) {
-        for i in 0..<count { dx[i] = dy[i] * output[i] * (1 - output[i]) }
+        parallelFor(count, grain: elementGrain) { r in for i in r { dx[i] = dy[i] * output[i] * (1 - output[i]) } }
     }
 
     /// `y[i] += x[i]`.
     static func accumulate(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int) {
-        for i in 0..<count { y[i] += x[i] }
+        parallelFor(count, grain: elementGrain) { r in for i in r { y[i] += x[i] } }
     }
 
     /// `b[r] += Σ_j m[r, j]` for a `rows × columns` row-major matrix.
     static func accumulateRowSums(_ m: UnsafePointer<Float>, into b: UnsafeMutablePointer<Float>, rows: Int, columns: Int) {
-        for r in 0..<rows {
-            let row = m + r * columns
-            var s: Float = 0
-            for j in 0..<columns { s += row[j] }
-            b[r] += s
+        parallelFor(rows, grain: max(1, elementGrain / max(columns, 1))) { range in
+            for r in range {
+                let row = m + r * columns
+                var s: Float = 0
+                for j in 0..<columns { s += row[j] }
+                b[r] += s
+            }
         }
     }
 
     /// `m[r, j] += b[r]` for a `rows × columns` row-major matrix.
     static func addRowBias(_ b: UnsafePointer<Float>, to m: UnsafeMutablePointer<Float>, rows: Int, columns: Int) {
-        for r in 0..<rows {
-            let row = m + r * columns, v = b[r]
-            for j in 0..<columns { row[j] += v }
+        parallelFor(rows, grain: max(1, elementGrain / max(columns, 1))) { range in
+            for r in range {
+                let row = m + r * columns, v = b[r]
+                for j in 0..<columns { row[j] += v }
+            }
         }
     }
-}
 
-extension Kernels {
     /// `y[p, i] = x[p, i]·s[p]`: each plane scaled by its own factor.
     static func scalePlanes(_ x: UnsafePointer<Float>, by s: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, planes: Int, planeSize: Int) {
-        for p in 0..<planes {
-            let src = x + p * planeSize, dst = y + p * planeSize, f = s[p]
-            for i in 0..<planeSize { dst[i] = src[i] * f }
+        parallelFor(planes, grain: max(1, elementGrain / max(planeSize, 1))) { range in
+            for p in range {
+                let src = x + p * planeSize, dst = y + p * planeSize, f = s[p]
+                for i in 0..<planeSize { dst[i] = src[i] * f }
+            }
         }
     }
 
     /// `d[p] = Σ_i a[p, i]·b[p, i]`: the dot product of each pair of planes.
     static func planeDots(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ d: UnsafeMutablePointer<Float>, planes: Int, planeSize: Int) {
-        for p in 0..<planes {
-            let u = a + p * planeSize, v = b + p * planeSize
-            var s: Float = 0
-            for i in 0..<planeSize { s += u[i] * v[i] }
-            d[p] = s
+        parallelFor(planes, grain: max(1, elementGrain / max(planeSize, 1))) { range in
+            for p in range {
+                let u = a + p * planeSize, v = b + p * planeSize
+                var s: Float = 0
+                for i in 0..<planeSize { s += u[i] * v[i] }
+                d[p] = s
+            }
         }
     }
 }

@@ -32,14 +32,23 @@ extension Kernels {
 
     /// Visits every (column-matrix row, image plane, output row) with the pointers both
     /// directions need; `body(colRow, plane, inputRow, validColumns, inputColumnOffset)`
-    /// receives `inputRow == nil` where the kernel row falls in the padding.
+    /// receives `inputRow == nil` where the kernel row falls in the padding. Input
+    /// channels are split over the workers: each owns its rows and its input planes.
     @inline(__always)
     private static func forEachColumnRow(
         _ g: ConvGeometry,
         _ body: (_ colRow: Int, _ plane: Int, _ inputRow: Int?, _ valid: Range<Int>, _ columnOffset: Int) -> Void
     ) {
+        parallelFor(g.channels) { channels in forEachColumnRow(g, channels: channels, body) }
+    }
+
+    @inline(__always)
+    private static func forEachColumnRow(
+        _ g: ConvGeometry, channels: Range<Int>,
+        _ body: (_ colRow: Int, _ plane: Int, _ inputRow: Int?, _ valid: Range<Int>, _ columnOffset: Int) -> Void
+    ) {
         let w = g.window
-        for c in 0..<g.channels {
+        for c in channels {
             for ki in 0..<w.kernel.h {
                 let rowOffset = ki * w.dilation.h - w.padding.h
                 for kj in 0..<w.kernel.w {
@@ -84,7 +93,9 @@ extension Kernels {
     /// input position it was copied from. Overwrites `dx: [C, N, H, W]`.
     static func col2im(_ col: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>, _ g: ConvGeometry) {
         let ow = g.outWidth, sw = g.window.stride.w, planeSize = g.height * g.width
-        dx.update(repeating: 0, count: g.channels * g.batch * planeSize)
+        parallelFor(g.channels * g.batch, grain: 16) { planes in
+            (dx + planes.lowerBound * planeSize).update(repeating: 0, count: planes.count * planeSize)
+        }
         forEachColumnRow(g) { colRow, plane, ih, valid, offset in
             guard let ih else { return }
             let src = col + colRow * ow

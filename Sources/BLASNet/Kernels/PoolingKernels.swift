@@ -1,31 +1,52 @@
-/// Pooling over channel-major planes: `[C, N, H, W]` is `C·N` independent `H × W` planes.
+/// Pooling over channel-major planes: `[C, N, H, W]` is `C·N` independent `H × W`
+/// planes, split over the workers.
 extension Kernels {
+    /// Input rows (or columns) `lo..<hi` that output index `o`'s window covers, clipped to the input.
+    @inline(__always)
+    private static func span(_ o: Int, stride: Int, padding: Int, kernel: Int, dilation: Int, size: Int) -> (start: Int, first: Int, last: Int) {
+        let start = o * stride - padding
+        // First and one-past-last kernel taps that land inside 0..<size.
+        let first = start >= 0 ? 0 : (-start + dilation - 1) / dilation
+        let last = min(kernel, (size - start + dilation - 1) / dilation)
+        return (start, first, max(first, last))
+    }
+
     /// Max over each window; `argmax` receives the winning offset inside the plane
-    /// (the first maximum, as PyTorch), for the backward scatter.
+    /// (the first maximum, as PyTorch; NaN wins), for the backward scatter.
     static func maxPool(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, argmax: UnsafeMutablePointer<Int32>,
                         planes: Int, height: Int, width: Int, window w: Window) {
         let (oh, ow) = w.outputSize(h: height, w: width)
-        for p in 0..<planes {
-            let src = x + p * height * width
-            for i in 0..<oh {
-                for j in 0..<ow {
-                    var best = -Float.infinity, bestIndex = Int32(-1)
-                    for ki in 0..<w.kernel.h {
-                        let ih = i * w.stride.h - w.padding.h + ki * w.dilation.h
-                        guard ih >= 0, ih < height else { continue }
-                        for kj in 0..<w.kernel.w {
-                            let iw = j * w.stride.w - w.padding.w + kj * w.dilation.w
-                            guard iw >= 0, iw < width else { continue }
-                            let v = src[ih * width + iw]
-                            if v > best || v.isNaN || bestIndex < 0 {
-                                best = v
-                                bestIndex = Int32(ih * width + iw)
+        // Window extents are the same for every plane: work them out once, not per output.
+        let rows = (0..<oh).map { span($0, stride: w.stride.h, padding: w.padding.h, kernel: w.kernel.h, dilation: w.dilation.h, size: height) }
+        let cols = (0..<ow).map { span($0, stride: w.stride.w, padding: w.padding.w, kernel: w.kernel.w, dilation: w.dilation.w, size: width) }
+        rows.withUnsafeBufferPointer { rows in
+            cols.withUnsafeBufferPointer { cols in
+                parallelFor(planes, grain: 4) { range in
+                    for p in range {
+                        let src = x + p * height * width
+                        for i in 0..<oh {
+                            let r = rows[i]
+                            for j in 0..<ow {
+                                let c = cols[j]
+                                var best = -Float.infinity, bestIndex = -1
+                                for ki in r.first..<r.last {
+                                    let rowBase = (r.start + ki * w.dilation.h) * width + c.start
+                                    for kj in c.first..<c.last {
+                                        let index = rowBase + kj * w.dilation.w
+                                        let v = src[index]
+                                        // The first maximum wins, as in PyTorch; a NaN wins over everything.
+                                        if v > best || bestIndex < 0 || (v.isNaN && !best.isNaN) {
+                                            best = v
+                                            bestIndex = index
+                                        }
+                                    }
+                                }
+                                let o = (p * oh + i) * ow + j
+                                y[o] = best
+                                argmax[o] = Int32(bestIndex)
                             }
                         }
                     }
-                    let o = (p * oh + i) * ow + j
-                    y[o] = best
-                    argmax[o] = bestIndex
                 }
             }
         }
@@ -34,10 +55,12 @@ extension Kernels {
     /// Routes each output gradient to the input that won its window. Overwrites `dx`.
     static func maxPoolBackward(_ dy: UnsafePointer<Float>, argmax: UnsafePointer<Int32>, _ dx: UnsafeMutablePointer<Float>,
                                 planes: Int, planeSize: Int, outPlaneSize: Int) {
-        dx.update(repeating: 0, count: planes * planeSize)
-        for p in 0..<planes {
-            let g = dy + p * outPlaneSize, a = argmax + p * outPlaneSize, d = dx + p * planeSize
-            for o in 0..<outPlaneSize { d[Int(a[o])] += g[o] }
+        parallelFor(planes, grain: 4) { range in
+            for p in range {
+                let g = dy + p * outPlaneSize, a = argmax + p * outPlaneSize, d = dx + p * planeSize
+                d.update(repeating: 0, count: planeSize)
+                for o in 0..<outPlaneSize { d[Int(a[o])] += g[o] }
+            }
         }
     }
 
@@ -54,16 +77,18 @@ extension Kernels {
     static func avgPool(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
                         planes: Int, height: Int, width: Int, window w: Window) {
         let (oh, ow) = w.outputSize(h: height, w: width)
-        for p in 0..<planes {
-            let src = x + p * height * width
-            for i in 0..<oh {
-                for j in 0..<ow {
-                    let h0 = i * w.stride.h - w.padding.h, w0 = j * w.stride.w - w.padding.w
-                    var sum: Float = 0
-                    for ih in max(0, h0)..<min(height, h0 + w.kernel.h) {
-                        for iw in max(0, w0)..<min(width, w0 + w.kernel.w) { sum += src[ih * width + iw] }
+        parallelFor(planes, grain: 4) { range in
+            for p in range {
+                let src = x + p * height * width
+                for i in 0..<oh {
+                    for j in 0..<ow {
+                        let h0 = i * w.stride.h - w.padding.h, w0 = j * w.stride.w - w.padding.w
+                        var sum: Float = 0
+                        for ih in max(0, h0)..<min(height, h0 + w.kernel.h) {
+                            for iw in max(0, w0)..<min(width, w0 + w.kernel.w) { sum += src[ih * width + iw] }
+                        }
+                        y[(p * oh + i) * ow + j] = sum / avgDivisor(i, j, height: height, width: width, w)
                     }
-                    y[(p * oh + i) * ow + j] = sum / avgDivisor(i, j, height: height, width: width, w)
                 }
             }
         }
@@ -73,15 +98,17 @@ extension Kernels {
     static func avgPoolBackward(_ dy: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>,
                                 planes: Int, height: Int, width: Int, window w: Window) {
         let (oh, ow) = w.outputSize(h: height, w: width)
-        dx.update(repeating: 0, count: planes * height * width)
-        for p in 0..<planes {
-            let dst = dx + p * height * width
-            for i in 0..<oh {
-                for j in 0..<ow {
-                    let h0 = i * w.stride.h - w.padding.h, w0 = j * w.stride.w - w.padding.w
-                    let g = dy[(p * oh + i) * ow + j] / avgDivisor(i, j, height: height, width: width, w)
-                    for ih in max(0, h0)..<min(height, h0 + w.kernel.h) {
-                        for iw in max(0, w0)..<min(width, w0 + w.kernel.w) { dst[ih * width + iw] += g }
+        parallelFor(planes, grain: 4) { range in
+            for p in range {
+                let dst = dx + p * height * width
+                dst.update(repeating: 0, count: height * width)
+                for i in 0..<oh {
+                    for j in 0..<ow {
+                        let h0 = i * w.stride.h - w.padding.h, w0 = j * w.stride.w - w.padding.w
+                        let g = dy[(p * oh + i) * ow + j] / avgDivisor(i, j, height: height, width: width, w)
+                        for ih in max(0, h0)..<min(height, h0 + w.kernel.h) {
+                            for iw in max(0, w0)..<min(width, w0 + w.kernel.w) { dst[ih * width + iw] += g }
+                        }
                     }
                 }
             }
@@ -90,18 +117,20 @@ extension Kernels {
 
     /// Mean of each plane: `[C, N, H, W] -> [C, N]`.
     static func planeMeans(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, planes: Int, planeSize: Int) {
-        for p in 0..<planes {
-            let src = x + p * planeSize
-            var sum: Float = 0
-            for i in 0..<planeSize { sum += src[i] }
-            y[p] = sum / Float(planeSize)
+        parallelFor(planes, grain: max(1, elementGrain / max(planeSize, 1))) { range in
+            for p in range {
+                let src = x + p * planeSize
+                var sum: Float = 0
+                for i in 0..<planeSize { sum += src[i] }
+                y[p] = sum / Float(planeSize)
+            }
         }
     }
 
     /// Each plane filled with its gradient divided by the plane size. Overwrites `dx`.
     static func planeMeansBackward(_ dy: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>, planes: Int, planeSize: Int) {
-        for p in 0..<planes {
-            (dx + p * planeSize).update(repeating: dy[p] / Float(planeSize), count: planeSize)
+        parallelFor(planes, grain: max(1, elementGrain / max(planeSize, 1))) { range in
+            for p in range { (dx + p * planeSize).update(repeating: dy[p] / Float(planeSize), count: planeSize) }
         }
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 
-/// Batch normalization with PyTorch's semantics, one γ and β per channel.
+/// Batch normalization with PyTorch's semantics, one γ and β per channel, optionally
+/// fused with the ReLU that follows it (one pass over memory instead of two).
 ///
 /// `x: [C, N, H, W] -> y: same` (or `[C, N]` for vectors); statistics per channel over N·H·W.
 /// Training normalizes with the biased batch variance and moves
@@ -17,17 +18,21 @@ public final class BatchNorm: Module {
     public let numBatchesTracked: Buffer
     /// Batch statistics and running-average updates when true; running statistics when false.
     public var training = true
+    /// Applies `max(·, 0)` to the output, as `BatchNorm2d` followed by `ReLU` would.
+    public let fusesReLU: Bool
 
     private var input: Tensor?
+    private var output: Tensor?
     private var usedBatchStatistics = true
     private var mean: [Double] = []
     private var invStd: [Float] = []
 
-    public init(_ channels: Int, eps: Float = 1e-5, momentum: Float = 0.1) throws {
+    public init(_ channels: Int, eps: Float = 1e-5, momentum: Float = 0.1, fusesReLU: Bool = false) throws {
         guard channels > 0 else { throw BLASNetError.invalidArgument("BatchNorm: channels must be positive, got \(channels)") }
         self.channels = channels
         self.eps = eps
         self.momentum = momentum
+        self.fusesReLU = fusesReLU
         weight = Parameter(Tensor(shape: [channels], repeating: 1))
         bias = Parameter(Tensor(shape: [channels]))
         runningMean = Buffer(Tensor(shape: [channels]))
@@ -59,30 +64,37 @@ public final class BatchNorm: Module {
             var variance = [Double](repeating: 0, count: channels)
             mean = [Double](repeating: 0, count: channels)
             x.withUnsafePointer { Kernels.channelMoments($0, channels: channels, m: m, mean: &mean, variance: &variance) }
-            invStd = variance.map { Float(1 / (Double($0) + Double(eps)).squareRoot()) }
+            invStd = variance.map { Float(1 / ($0 + Double(eps)).squareRoot()) }
             updateRunningStatistics(variance: variance, m: m)
         } else {
             mean = runningMean.value.scalars.map(Double.init)
             invStd = runningVar.value.scalars.map { 1 / ($0 + eps).squareRoot() }
         }
         usedBatchStatistics = training
-        let scale = (0..<channels).map { weight.value.scalars[$0] * invStd[$0] }
-        let shift = (0..<channels).map { bias.value.scalars[$0] - Float(mean[$0]) * scale[$0] }
-        var y = Tensor(shape: x.shape)
+        let gamma = weight.value.scalars, beta = bias.value.scalars
+        let scale = (0..<channels).map { gamma[$0] * invStd[$0] }
+        let shift = (0..<channels).map { beta[$0] - Float(mean[$0]) * scale[$0] }
+        var y = Tensor(uninitializedShape: x.shape)
         x.withUnsafePointer { xp in
-            y.withUnsafeMutablePointer { Kernels.channelAffine(xp, $0, channels: channels, m: m, scale: scale, shift: shift) }
+            y.withUnsafeMutablePointer {
+                Kernels.channelAffine(xp, $0, channels: channels, m: m, scale: scale, shift: shift, relu: fusesReLU)
+            }
         }
         input = x
+        output = fusesReLU ? y : nil
         return y
     }
 
     private func updateRunningStatistics(variance: [Double], m: Int) {
         let unbiased = Double(m) / Double(m - 1)
+        var runningMean = self.runningMean.value.scalars, runningVar = self.runningVar.value.scalars
         for c in 0..<channels {
-            runningMean.value.scalars[c] = (1 - momentum) * runningMean.value.scalars[c] + momentum * Float(mean[c])
-            runningVar.value.scalars[c] = (1 - momentum) * runningVar.value.scalars[c] + momentum * Float(variance[c] * unbiased)
+            runningMean[c] = (1 - momentum) * runningMean[c] + momentum * Float(mean[c])
+            runningVar[c] = (1 - momentum) * runningVar[c] + momentum * Float(variance[c] * unbiased)
         }
-        numBatchesTracked.value.scalars[0] += 1
+        self.runningMean.value.scalars = runningMean
+        self.runningVar.value.scalars = runningVar
+        numBatchesTracked.value[0] += 1
     }
 
     public func backward(_ dy: Tensor) throws -> Tensor {
@@ -90,25 +102,36 @@ public final class BatchNorm: Module {
         guard dy.shape == x.shape else {
             throw BLASNetError.shapeMismatch(layer: "BatchNorm(\(channels)) backward", expected: "\(x.shape)", got: dy.shape)
         }
+        let y = output
+        (input, output) = (nil, nil)
         let m = x.count / channels
         var sumDy = [Double](repeating: 0, count: channels), sumDyXc = [Double](repeating: 0, count: channels)
-        dy.withUnsafePointer { g in
-            x.withUnsafePointer { Kernels.channelGradientSums(g, $0, channels: channels, m: m, mean: mean, sumDy: &sumDy, sumDyXc: &sumDyXc) }
+        withOptionalPointer(y) { yp in
+            dy.withUnsafePointer { g in
+                x.withUnsafePointer {
+                    Kernels.channelGradientSums(g, $0, output: yp, channels: channels, m: m, mean: mean, sumDy: &sumDy, sumDyXc: &sumDyXc)
+                }
+            }
         }
-        for c in 0..<channels {
-            if weight.requiresGrad { weight.grad.scalars[c] += Float(sumDyXc[c]) * invStd[c] }
-            if bias.requiresGrad { bias.grad.scalars[c] += Float(sumDy[c]) }
+        if weight.requiresGrad {
+            weight.grad.withUnsafeMutablePointer { g in for c in 0..<channels { g[c] += Float(sumDyXc[c]) * invStd[c] } }
+        }
+        if bias.requiresGrad {
+            bias.grad.withUnsafeMutablePointer { g in for c in 0..<channels { g[c] += Float(sumDy[c]) } }
         }
         // With batch statistics, the mean and variance depend on x too, which adds the
         // two projection terms; with running statistics the layer is affine in x.
-        let k = (0..<channels).map { weight.value.scalars[$0] * invStd[$0] }
+        let gamma = weight.value.scalars
+        let k = (0..<channels).map { gamma[$0] * invStd[$0] }
         let a = (0..<channels).map { usedBatchStatistics ? Float(sumDy[$0] / Double(m)) : 0 }
         let b = (0..<channels).map { usedBatchStatistics ? Float(sumDyXc[$0] / Double(m)) * invStd[$0] * invStd[$0] : 0 }
-        var dx = Tensor(shape: x.shape)
-        dy.withUnsafePointer { g in
-            x.withUnsafePointer { xp in
-                dx.withUnsafeMutablePointer {
-                    Kernels.channelBatchNormInputGradient(g, xp, $0, channels: channels, m: m, mean: mean, k: k, a: a, b: b)
+        var dx = Tensor(uninitializedShape: x.shape)
+        withOptionalPointer(y) { yp in
+            dy.withUnsafePointer { g in
+                x.withUnsafePointer { xp in
+                    dx.withUnsafeMutablePointer {
+                        Kernels.channelNormInputGradient(g, xp, output: yp, $0, channels: channels, m: m, mean: mean, k: k, a: a, b: b)
+                    }
                 }
             }
         }

@@ -66,7 +66,7 @@ public final class Conv2d: Module {
 
     public func forward(_ x: Tensor) throws -> Tensor {
         let g = try geometry(x)
-        var y = Tensor(shape: [outChannels, g.batch, g.outHeight, g.outWidth])
+        var y = Tensor(uninitializedShape: [outChannels, g.batch, g.outHeight, g.outWidth])
         withColumns(x, g) { col in
             weight.value.withUnsafePointer { w in
                 y.withUnsafeMutablePointer { yp in
@@ -84,6 +84,7 @@ public final class Conv2d: Module {
 
     public func backward(_ dy: Tensor) throws -> Tensor {
         guard let x = input else { throw BLASNetError.invalidArgument("\(label): backward called before forward") }
+        input = nil
         let g = try geometry(x)
         guard dy.shape == [outChannels, g.batch, g.outHeight, g.outWidth] else {
             throw BLASNetError.shapeMismatch(layer: label + " backward",
@@ -105,7 +106,7 @@ public final class Conv2d: Module {
             }
         }
         guard propagatesInputGradient else { return Tensor(shape: [0]) }
-        var dx = Tensor(shape: x.shape)
+        var dx = Tensor(uninitializedShape: x.shape)
         dy.withUnsafePointer { dyp in
             weight.value.withUnsafePointer { w in
                 dx.withUnsafeMutablePointer { dxp in

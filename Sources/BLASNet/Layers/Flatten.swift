@@ -8,7 +8,7 @@ public final class Flatten: Module {
     public func forward(_ x: Tensor) throws -> Tensor {
         guard x.shape.count == 4 else { throw BLASNetError.shapeMismatch(layer: "Flatten", expected: "[C, N, H, W]", got: x.shape) }
         let (c, n, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
-        var y = Tensor(shape: [c * hw, n])
+        var y = Tensor(uninitializedShape: [c * hw, n])
         x.withUnsafePointer { xp in y.withUnsafeMutablePointer { Kernels.transposeInner(xp, $0, outer: c, rows: n, columns: hw) } }
         inputShape = x.shape
         return y
@@ -19,7 +19,7 @@ public final class Flatten: Module {
             throw BLASNetError.shapeMismatch(layer: "Flatten backward", expected: "[C·H·W, N] of the forward input \(inputShape)", got: dy.shape)
         }
         let (c, n, hw) = (inputShape[0], inputShape[1], inputShape[2] * inputShape[3])
-        var dx = Tensor(shape: inputShape)
+        var dx = Tensor(uninitializedShape: inputShape)
         dy.withUnsafePointer { g in dx.withUnsafeMutablePointer { Kernels.transposeInner(g, $0, outer: c, rows: hw, columns: n) } }
         return dx
     }

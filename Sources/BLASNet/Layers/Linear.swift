@@ -29,7 +29,7 @@ public final class Linear: Module {
             throw BLASNetError.shapeMismatch(layer: "Linear(\(inFeatures), \(outFeatures))", expected: "[\(inFeatures), N]", got: x.shape)
         }
         let n = x.shape[1]
-        var y = Tensor(shape: [outFeatures, n])
+        var y = Tensor(uninitializedShape: [outFeatures, n])
         x.withUnsafePointer { xp in
             weight.value.withUnsafePointer { w in
                 y.withUnsafeMutablePointer { yp in
@@ -44,11 +44,12 @@ public final class Linear: Module {
 
     public func backward(_ dy: Tensor) throws -> Tensor {
         guard let x = input else { throw BLASNetError.invalidArgument("Linear: backward called before forward") }
+        input = nil
         let n = x.shape[1]
         guard dy.shape == [outFeatures, n] else {
             throw BLASNetError.shapeMismatch(layer: "Linear(\(inFeatures), \(outFeatures)) backward", expected: "[\(outFeatures), \(n)]", got: dy.shape)
         }
-        var dx = Tensor(shape: x.shape)
+        var dx = Tensor(uninitializedShape: x.shape)
         dy.withUnsafePointer { g in
             if weight.requiresGrad {
                 x.withUnsafePointer { xp in

@@ -24,7 +24,7 @@ public final class MaxPool2d: Module {
 
     public func forward(_ x: Tensor) throws -> Tensor {
         let (oh, ow) = try pooledSize(x, window, layer: "MaxPool2d(\(window.kernel.h))")
-        var y = Tensor(shape: [x.shape[0], x.shape[1], oh, ow])
+        var y = Tensor(uninitializedShape: [x.shape[0], x.shape[1], oh, ow])
         argmax = [Int32](repeating: 0, count: y.count)
         x.withUnsafePointer { xp in
             y.withUnsafeMutablePointer {
@@ -39,7 +39,7 @@ public final class MaxPool2d: Module {
         guard !inputShape.isEmpty, dy.count == argmax.count else {
             throw BLASNetError.shapeMismatch(layer: "MaxPool2d backward", expected: "the forward output's shape", got: dy.shape)
         }
-        var dx = Tensor(shape: inputShape)
+        var dx = Tensor(uninitializedShape: inputShape)
         let planes = inputShape[0] * inputShape[1]
         dy.withUnsafePointer { g in
             dx.withUnsafeMutablePointer {
@@ -66,7 +66,7 @@ public final class AvgPool2d: Module {
 
     public func forward(_ x: Tensor) throws -> Tensor {
         let (oh, ow) = try pooledSize(x, window, layer: "AvgPool2d(\(window.kernel.h))")
-        var y = Tensor(shape: [x.shape[0], x.shape[1], oh, ow])
+        var y = Tensor(uninitializedShape: [x.shape[0], x.shape[1], oh, ow])
         x.withUnsafePointer { xp in
             y.withUnsafeMutablePointer {
                 Kernels.avgPool(xp, $0, planes: x.shape[0] * x.shape[1], height: x.shape[2], width: x.shape[3], window: window)
@@ -82,7 +82,7 @@ public final class AvgPool2d: Module {
         guard dy.shape == [inputShape[0], inputShape[1], oh, ow] else {
             throw BLASNetError.shapeMismatch(layer: "AvgPool2d backward", expected: "\([inputShape[0], inputShape[1], oh, ow])", got: dy.shape)
         }
-        var dx = Tensor(shape: inputShape)
+        var dx = Tensor(uninitializedShape: inputShape)
         dy.withUnsafePointer { g in
             dx.withUnsafeMutablePointer {
                 Kernels.avgPoolBackward(g, $0, planes: inputShape[0] * inputShape[1], height: inputShape[2], width: inputShape[3], window: window)
@@ -103,7 +103,7 @@ public final class GlobalAvgPool2d: Module {
             throw BLASNetError.shapeMismatch(layer: "GlobalAvgPool2d", expected: "[C, N, H, W]", got: x.shape)
         }
         let planes = x.shape[0] * x.shape[1]
-        var y = Tensor(shape: [x.shape[0], x.shape[1]])
+        var y = Tensor(uninitializedShape: [x.shape[0], x.shape[1]])
         x.withUnsafePointer { xp in
             y.withUnsafeMutablePointer { Kernels.planeMeans(xp, $0, planes: planes, planeSize: x.shape[2] * x.shape[3]) }
         }
@@ -115,7 +115,7 @@ public final class GlobalAvgPool2d: Module {
         guard inputShape.count == 4, dy.shape == Array(inputShape.prefix(2)) else {
             throw BLASNetError.shapeMismatch(layer: "GlobalAvgPool2d backward", expected: "\(inputShape.prefix(2))", got: dy.shape)
         }
-        var dx = Tensor(shape: inputShape)
+        var dx = Tensor(uninitializedShape: inputShape)
         dy.withUnsafePointer { g in
             dx.withUnsafeMutablePointer { Kernels.planeMeansBackward(g, $0, planes: dy.count, planeSize: inputShape[2] * inputShape[3]) }
         }

@@ -5,7 +5,7 @@ public final class Sigmoid: Module {
     public init() {}
 
     public func forward(_ x: Tensor) throws -> Tensor {
-        var y = Tensor(shape: x.shape)
+        var y = Tensor(uninitializedShape: x.shape)
         x.withUnsafePointer { xp in y.withUnsafeMutablePointer { Kernels.sigmoid(xp, $0, count: x.count) } }
         output = y
         return y
@@ -13,8 +13,9 @@ public final class Sigmoid: Module {
 
     public func backward(_ dy: Tensor) throws -> Tensor {
         guard let y = output else { throw BLASNetError.invalidArgument("Sigmoid: backward called before forward") }
+        output = nil
         guard dy.shape == y.shape else { throw BLASNetError.shapeMismatch(layer: "Sigmoid backward", expected: "\(y.shape)", got: dy.shape) }
-        var dx = Tensor(shape: y.shape)
+        var dx = Tensor(uninitializedShape: y.shape)
         dy.withUnsafePointer { g in
             y.withUnsafePointer { yp in dx.withUnsafeMutablePointer { Kernels.sigmoidBackward(g, output: yp, $0, count: y.count) } }
         }

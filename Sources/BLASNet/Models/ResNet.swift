@@ -47,7 +47,6 @@ public final class ResNet: Module {
     public let bn1: BatchNorm2d
     public let stages: [Sequential]
     public let fc: Linear
-    private let relu = ReLU()
     private let maxpool: MaxPool2d?
     private let pool = GlobalAvgPool2d()
 
@@ -78,7 +77,7 @@ public final class ResNet: Module {
         }
         // Nothing consumes the gradient with respect to the image.
         conv1.propagatesInputGradient = false
-        bn1 = try BatchNorm2d(width)
+        bn1 = try BatchNorm2d(width, fusesReLU: true)
         var channels = width
         var stages: [Sequential] = []
         for (index, depth) in architecture.depths.enumerated() {
@@ -108,7 +107,7 @@ public final class ResNet: Module {
 
     /// The layers in the order the data flows through them.
     private var pipeline: [any Module] {
-        [conv1, bn1, relu] + (maxpool.map { [$0] } ?? []) + stages + [pool, fc]
+        [conv1, bn1] + (maxpool.map { [$0] } ?? []) + stages + [pool, fc]
     }
 
     public func forward(_ x: Tensor) throws -> Tensor {

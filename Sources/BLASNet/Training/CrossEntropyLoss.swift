@@ -15,20 +15,21 @@ public struct CrossEntropyLoss: Sendable {
         if let bad = targets.first(where: { !(0..<k).contains($0) }) {
             throw BLASNetError.invalidArgument("CrossEntropyLoss: target \(bad) is outside 0..<\(k)")
         }
-        var gradient = Tensor(shape: logits.shape)
+        let values = logits.scalars
+        var gradient = [Float](repeating: 0, count: values.count)
         var total = 0.0
         for i in 0..<n {
             // log-softmax with the row maximum subtracted, in Float64 so that large
             // logits neither overflow nor lose the small probabilities.
-            let row = logits.scalars[(i * k)..<((i + 1) * k)].map(Double.init)
+            let row = values[(i * k)..<((i + 1) * k)].map(Double.init)
             let top = row.max()!
             let logSum = log(row.reduce(0) { $0 + exp($1 - top) }) + top
             total += logSum - row[targets[i]]
             for j in 0..<k {
                 let p = exp(row[j] - logSum)
-                gradient.scalars[i * k + j] = Float((p - (j == targets[i] ? 1 : 0)) / Double(n))
+                gradient[i * k + j] = Float((p - (j == targets[i] ? 1 : 0)) / Double(n))
             }
         }
-        return (Float(total / Double(n)), gradient)
+        return (Float(total / Double(n)), try Tensor(shape: logits.shape, scalars: gradient))
     }
 }
