@@ -28,6 +28,12 @@ struct Bench: ParsableCommand {
     @Option(help: "Timed steps (the median is reported).")
     var steps = 5
 
+    @Option(help: "Weights to load (.safetensors by state_dict name) instead of a random initialization.")
+    var weights: String?
+
+    @Option(help: "Batch to use (.safetensors with `input` [N, C, H, W] and `target` [N]) instead of random data.")
+    var data: String?
+
     @Flag(help: "Print one JSON object instead of tables.")
     var json = false
 
@@ -40,22 +46,24 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         let net = try model.makeModel()
-        var rng = SystemRandomNumberGenerator()
-        let x = try Tensor(shape: [batch, model.inChans, input[0], input[1]],
-                           scalars: (0..<(batch * model.inChans * input[0] * input[1])).map { _ in Float.random(in: -1..<1, using: &rng) })
-        let targets = (0..<batch).map { _ in Int.random(in: 0..<model.numClasses, using: &rng) }
+        if let weights { try net.loadStateDict(SafeTensorsFile(contentsOf: weights)) }
+        let (x, targets) = try batchTensors()
         let sgd = try SGD(net.namedParameters().map(\.parameter), learningRate: 0.01, momentum: 0.9, weightDecay: 1e-4)
         if mode == .train { net.train() } else { net.eval() }
+        var losses: [Float] = []
         let step = {
             let logits = try net.forward(x)
             guard mode == .train else { return }
-            let (_, gradient) = try CrossEntropyLoss()(logits, targets: targets)
+            let (loss, gradient) = try CrossEntropyLoss()(logits, targets: targets)
+            losses.append(loss)
             net.zeroGrad()
             _ = try net.backward(gradient)
             sgd.step()
         }
         for _ in 0..<warmup { try step() }
+        let allocationsBefore = AllocationCounter.read()
         let stepTimes = try (0..<steps).map { _ in try seconds(step) }
+        let allocationsAfter = AllocationCounter.read()
         let stepSeconds = stepTimes.sorted()[steps / 2]
 
         let profiler = Profiler(net)
@@ -76,11 +84,15 @@ struct Bench: ParsableCommand {
         let gemmSeconds = layers.reduce(0) { $0 + $1.gemm_seconds }
         let gflop = layers.reduce(0) { $0 + $1.gflop }
         let report = BenchReport(
-            arch: model.arch.rawValue, stem: model.stem.rawValue, mode: mode.rawValue, batch: batch, input: input,
+            arch: model.arch.rawValue, stem: model.stem.rawValue, mode: mode.rawValue, batch: x.shape[0], input: Array(x.shape[2...]),
+            first_loss: losses.first,
             threads: BLAS.threads, openblas_core: BLAS.coreName, openblas_config: BLAS.configuration,
-            step_seconds: stepSeconds, step_seconds_samples: stepTimes, images_per_second: Double(batch) / stepSeconds,
+            step_seconds: stepSeconds, step_seconds_samples: stepTimes, images_per_second: Double(x.shape[0]) / stepSeconds,
             gemm_seconds: gemmSeconds, gemm_efficiency: gemmSeconds / stepSeconds, gemm_gflop: gflop,
-            achieved_gflops: gflop / stepSeconds, peak_rss_bytes: peakResidentBytes(), layers: layers)
+            achieved_gflops: gflop / stepSeconds, peak_rss_bytes: peakResidentBytes(),
+            allocations_per_step: allocationsAfter.map { ($0.calls - allocationsBefore!.calls) / steps },
+            allocated_bytes_per_step: allocationsAfter.map { ($0.bytes - allocationsBefore!.bytes) / steps },
+            layers: layers)
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -90,10 +102,37 @@ struct Bench: ParsableCommand {
         }
     }
 
+    /// The batch from `--data`, or uniform noise and random labels of the requested size.
+    private func batchTensors() throws -> (Tensor, [Int]) {
+        if let data {
+            let file = try SafeTensorsFile(contentsOf: data)
+            guard let x = file["input"], let t = file["target"] else {
+                throw BLASNetError.invalidArgument("\(data): needs tensors 'input' and 'target'")
+            }
+            return (x.floats(), try t.integers().map { Int($0) })
+        }
+        var rng = SystemRandomNumberGenerator()
+        let x = try Tensor(shape: [batch, model.inChans, input[0], input[1]],
+                           scalars: (0..<(batch * model.inChans * input[0] * input[1])).map { _ in Float.random(in: -1..<1, using: &rng) })
+        return (x, (0..<batch).map { _ in Int.random(in: 0..<model.numClasses, using: &rng) })
+    }
+
     private func seconds(_ body: () throws -> Void) rethrows -> Double {
         let start = DispatchTime.now().uptimeNanoseconds
         try body()
         return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+    }
+}
+
+/// Heap allocation counts from scripts/count-allocations' preloaded shim, when present.
+enum AllocationCounter {
+    private typealias Read = @convention(c) (UnsafeMutablePointer<UInt>, UnsafeMutablePointer<UInt>) -> Void
+
+    static func read() -> (calls: Int, bytes: Int)? {
+        guard let symbol = dlsym(nil, "blasnet_allocation_counts") else { return nil }
+        var calls: UInt = 0, bytes: UInt = 0
+        unsafeBitCast(symbol, to: Read.self)(&calls, &bytes)
+        return (Int(calls), Int(bytes))
     }
 }
 
@@ -120,6 +159,8 @@ struct BenchReport: Codable {
     var mode: String
     var batch: Int
     var input: [Int]
+    /// Loss of the first training step (before any update), to compare with other frameworks.
+    var first_loss: Float?
     var threads: Int
     var openblas_core: String
     var openblas_config: String
@@ -131,6 +172,9 @@ struct BenchReport: Codable {
     var gemm_gflop: Double
     var achieved_gflops: Double
     var peak_rss_bytes: Int
+    /// Heap allocations per timed step; present when run under scripts/count-allocations.
+    var allocations_per_step: Int?
+    var allocated_bytes_per_step: Int?
     var layers: [LayerReport]
 
     func printTables() {
@@ -150,5 +194,8 @@ struct BenchReport: Codable {
         print(String(format: "sgemm alone   %8.1f ms   %.1f GFLOP, %.1f GFLOP/s achieved over the step", gemm_seconds * 1000, gemm_gflop, achieved_gflops))
         print(String(format: "GEMM efficiency %.3f (sgemm-alone time ÷ step time)", gemm_efficiency))
         print(String(format: "peak RSS      %8.1f MiB", Double(peak_rss_bytes) / 1048576))
+        if let allocations_per_step, let allocated_bytes_per_step {
+            print("allocations   \(allocations_per_step) per step, \(allocated_bytes_per_step) bytes per step")
+        }
     }
 }

@@ -19,6 +19,21 @@ struct LayerGradientTests {
         try GradientCheck.check(conv, input: GradientCheck.random([3, 2, 7, 6], seed: 2))
     }
 
+    @Test func conv2dInImageChunksMatchesWholeBatch() throws {
+        var rng1 = SeededGenerator(seed: 40), rng2 = SeededGenerator(seed: 40)
+        let whole = try Conv2d(3, 5, kernelSize: 3, stride: 2, padding: 1, bias: true, rng: &rng1)
+        let chunked = try Conv2d(3, 5, kernelSize: 3, stride: 2, padding: 1, bias: true, rng: &rng2)
+        chunked.columnChunkBytes = 1  // one image per chunk
+        let x = GradientCheck.random([3, 4, 9, 8], seed: 41), dy = GradientCheck.random([5, 4, 5, 4], seed: 42)
+        let (y1, y2) = (try whole.forward(x), try chunked.forward(x))
+        let (dx1, dx2) = (try whole.backward(dy), try chunked.backward(dy))
+        for (a, b) in [(y1, y2), (dx1, dx2), (whole.weight.grad, chunked.weight.grad), (whole.bias!.grad, chunked.bias!.grad)] {
+            #expect(a.shape == b.shape)
+            #expect(zip(a.scalars, b.scalars).allSatisfy { abs($0 - $1) <= 1e-5 * max(1, abs($0)) })
+        }
+        try GradientCheck.check(chunked, input: x)
+    }
+
     @Test func conv2dMatchesDirectConvolution() throws {
         // An independent reference: the convolution sum written out, no im2col.
         var rng = SeededGenerator(seed: 3)

@@ -28,6 +28,11 @@ extension Kernels {
         parallelFor(count, grain: elementGrain) { r in for i in r { dx[i] = dy[i] * output[i] * (1 - output[i]) } }
     }
 
+    /// `y[i] = 0`.
+    static func zero(_ y: UnsafeMutablePointer<Float>, count: Int) {
+        parallelFor(count, grain: elementGrain) { r in (y + r.lowerBound).update(repeating: 0, count: r.count) }
+    }
+
     /// `y[i] += x[i]`.
     static func accumulate(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int) {
         parallelFor(count, grain: elementGrain) { r in for i in r { y[i] += x[i] } }

@@ -13,6 +13,8 @@ struct ConvGeometry {
     var columnRows: Int { channels * window.kernel.h * window.kernel.w }
     /// Columns of the column matrix: one per output position of the whole batch.
     var columnCount: Int { batch * outHeight * outWidth }
+    /// Output positions of one image.
+    var outPlane: Int { outHeight * outWidth }
 }
 
 extension Kernels {
@@ -30,21 +32,22 @@ extension Kernels {
         return lo..<hi
     }
 
-    /// Visits every (column-matrix row, image plane, output row) with the pointers both
-    /// directions need; `body(colRow, plane, inputRow, validColumns, inputColumnOffset)`
-    /// receives `inputRow == nil` where the kernel row falls in the padding. Input
-    /// channels are split over the workers: each owns its rows and its input planes.
+    /// Visits every (column-matrix row, image plane, output row) of the column matrix of
+    /// `images` with the pointers both directions need;
+    /// `body(colRow, plane, inputRow, validColumns, inputColumnOffset)` receives
+    /// `inputRow == nil` where the kernel row falls in the padding. Input channels are
+    /// split over the workers: each owns its rows and its input planes.
     @inline(__always)
     private static func forEachColumnRow(
-        _ g: ConvGeometry,
+        _ g: ConvGeometry, images: Range<Int>,
         _ body: (_ colRow: Int, _ plane: Int, _ inputRow: Int?, _ valid: Range<Int>, _ columnOffset: Int) -> Void
     ) {
-        parallelFor(g.channels) { channels in forEachColumnRow(g, channels: channels, body) }
+        parallelFor(g.channels) { channels in forEachColumnRow(g, channels: channels, images: images, body) }
     }
 
     @inline(__always)
     private static func forEachColumnRow(
-        _ g: ConvGeometry, channels: Range<Int>,
+        _ g: ConvGeometry, channels: Range<Int>, images: Range<Int>,
         _ body: (_ colRow: Int, _ plane: Int, _ inputRow: Int?, _ valid: Range<Int>, _ columnOffset: Int) -> Void
     ) {
         let w = g.window
@@ -55,11 +58,11 @@ extension Kernels {
                     let columnOffset = kj * w.dilation.w - w.padding.w
                     let valid = validRange(offset: columnOffset, stride: w.stride.w, size: g.width, outSize: g.outWidth)
                     let row = (c * w.kernel.h + ki) * w.kernel.w + kj
-                    for n in 0..<g.batch {
+                    for n in images {
                         let plane = c * g.batch + n
                         for oh in 0..<g.outHeight {
                             let ih = oh * w.stride.h + rowOffset
-                            let colRow = (row * g.batch + n) * g.outHeight + oh
+                            let colRow = (row * images.count + n - images.lowerBound) * g.outHeight + oh
                             body(colRow, plane, (0..<g.height).contains(ih) ? ih : nil, valid, columnOffset)
                         }
                     }
@@ -68,11 +71,11 @@ extension Kernels {
         }
     }
 
-    /// Lays every receptive field of `x: [C, N, H, W]` out as a column:
-    /// `col: [C·kh·kw, N·Ho·Wo]`, so the convolution becomes one sgemm.
-    static func im2col(_ x: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>, _ g: ConvGeometry) {
+    /// Lays every receptive field of `images` of `x: [C, N, H, W]` out as a column:
+    /// `col: [C·kh·kw, images·Ho·Wo]`, so the convolution becomes one sgemm.
+    static func im2col(_ x: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>, _ g: ConvGeometry, images: Range<Int>) {
         let ow = g.outWidth, sw = g.window.stride.w, planeSize = g.height * g.width
-        forEachColumnRow(g) { colRow, plane, ih, valid, offset in
+        forEachColumnRow(g, images: images) { colRow, plane, ih, valid, offset in
             let dst = col + colRow * ow
             guard let ih else {
                 dst.update(repeating: 0, count: ow)
@@ -89,14 +92,11 @@ extension Kernels {
         }
     }
 
-    /// The adjoint of ``im2col(_:_:_:)``: sums every column entry back into the
-    /// input position it was copied from. Overwrites `dx: [C, N, H, W]`.
-    static func col2im(_ col: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>, _ g: ConvGeometry) {
+    /// The adjoint of ``im2col(_:_:_:images:)``: adds every column entry of `images`
+    /// back into the position of `dx: [C, N, H, W]` it was copied from.
+    static func col2im(_ col: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>, _ g: ConvGeometry, images: Range<Int>) {
         let ow = g.outWidth, sw = g.window.stride.w, planeSize = g.height * g.width
-        parallelFor(g.channels * g.batch, grain: 16) { planes in
-            (dx + planes.lowerBound * planeSize).update(repeating: 0, count: planes.count * planeSize)
-        }
-        forEachColumnRow(g) { colRow, plane, ih, valid, offset in
+        forEachColumnRow(g, images: images) { colRow, plane, ih, valid, offset in
             guard let ih else { return }
             let src = col + colRow * ow
             let dst = dx + plane * planeSize + ih * g.width + offset

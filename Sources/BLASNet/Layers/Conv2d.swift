@@ -54,24 +54,41 @@ public final class Conv2d: Module {
         return g
     }
 
-    /// The column matrix of `x` (`x` itself for pointwise convolutions), valid inside `body`.
-    private func withColumns<R>(_ x: Tensor, _ g: ConvGeometry, _ body: (UnsafePointer<Float>) -> R) -> R {
-        x.withUnsafePointer { xp in
-            if window.isPointwise { return body(xp) }
-            let col = workspace.floats(g.columnRows * g.columnCount)
-            Kernels.im2col(xp, col, g)
-            return body(col)
-        }
+    /// Column matrices are built a few images at a time, about this many bytes each, so
+    /// that im2col writes and the sgemm reads them in cache rather than in main memory.
+    var columnChunkBytes = 8 << 20
+
+    /// The batch split into runs of images whose column matrix fits the chunk size.
+    private func imageChunks(_ g: ConvGeometry) -> [Range<Int>] {
+        let perImage = g.columnRows * g.outPlane * MemoryLayout<Float>.size
+        let step = window.isPointwise ? g.batch : max(1, columnChunkBytes / max(perImage, 1))
+        return stride(from: 0, to: g.batch, by: step).map { $0..<min($0 + step, g.batch) }
+    }
+
+    /// The column matrix of `images` of `x` (`x` itself for pointwise convolutions, whose
+    /// single chunk is the whole batch) and its row stride, valid inside `body`.
+    private func withColumns<R>(_ xp: UnsafePointer<Float>, _ g: ConvGeometry, images: Range<Int>,
+                                _ body: (UnsafePointer<Float>, Int) -> R) -> R {
+        if window.isPointwise { return body(xp, g.columnCount) }
+        let columns = images.count * g.outPlane
+        let col = workspace.floats(g.columnRows * columns)
+        Kernels.im2col(xp, col, g, images: images)
+        return body(col, columns)
     }
 
     public func forward(_ x: Tensor) throws -> Tensor {
         let g = try geometry(x)
         var y = Tensor(uninitializedShape: [outChannels, g.batch, g.outHeight, g.outWidth])
-        withColumns(x, g) { col in
+        x.withUnsafePointer { xp in
             weight.value.withUnsafePointer { w in
                 y.withUnsafeMutablePointer { yp in
-                    BLAS.sgemm(m: outChannels, n: g.columnCount, k: g.columnRows,
-                               a: w, lda: g.columnRows, b: col, ldb: g.columnCount, c: yp, ldc: g.columnCount)
+                    for images in imageChunks(g) {
+                        // Y[:, images] = W[K, rows] · col[rows, images]
+                        withColumns(xp, g, images: images) { col, columns in
+                            BLAS.sgemm(m: outChannels, n: columns, k: g.columnRows, a: w, lda: g.columnRows,
+                                       b: col, ldb: columns, c: yp + images.lowerBound * g.outPlane, ldc: g.columnCount)
+                        }
+                    }
                     if let bias {
                         bias.value.withUnsafePointer { Kernels.addRowBias($0, to: yp, rows: outChannels, columns: g.columnCount) }
                     }
@@ -90,31 +107,36 @@ public final class Conv2d: Module {
             throw BLASNetError.shapeMismatch(layer: label + " backward",
                                              expected: "\([outChannels, g.batch, g.outHeight, g.outWidth])", got: dy.shape)
         }
-        let rows = g.columnRows, cols = g.columnCount
+        let rows = g.columnRows, ldy = g.columnCount
+        var dx = propagatesInputGradient ? Tensor(uninitializedShape: x.shape) : Tensor(shape: [0])
         dy.withUnsafePointer { dyp in
-            if weight.requiresGrad {
-                // dW[K, rows] += dY[K, cols] · colᵀ
-                withColumns(x, g) { col in
-                    weight.grad.withUnsafeMutablePointer { dw in
-                        BLAS.sgemm(transB: true, m: outChannels, n: rows, k: cols,
-                                   a: dyp, lda: cols, b: col, ldb: cols, beta: 1, c: dw, ldc: rows)
-                    }
-                }
-            }
             if let bias, bias.requiresGrad {
-                bias.grad.withUnsafeMutablePointer { Kernels.accumulateRowSums(dyp, into: $0, rows: outChannels, columns: cols) }
+                bias.grad.withUnsafeMutablePointer { Kernels.accumulateRowSums(dyp, into: $0, rows: outChannels, columns: ldy) }
             }
-        }
-        guard propagatesInputGradient else { return Tensor(shape: [0]) }
-        var dx = Tensor(uninitializedShape: x.shape)
-        dy.withUnsafePointer { dyp in
-            weight.value.withUnsafePointer { w in
-                dx.withUnsafeMutablePointer { dxp in
-                    // dcol[rows, cols] = Wᵀ · dY; a pointwise convolution's dcol is dx itself.
-                    let dcol = window.isPointwise ? dxp : workspace.floats(rows * cols)
-                    BLAS.sgemm(transA: true, m: rows, n: cols, k: outChannels,
-                               a: w, lda: rows, b: dyp, ldb: cols, c: dcol, ldc: cols)
-                    if !window.isPointwise { Kernels.col2im(dcol, dxp, g) }
+            x.withUnsafePointer { xp in
+                weight.value.withUnsafePointer { w in
+                    dx.withUnsafeMutablePointer { dxp in
+                        if propagatesInputGradient && !window.isPointwise { Kernels.zero(dxp, count: x.count) }
+                        for images in imageChunks(g) {
+                            let dyChunk = dyp + images.lowerBound * g.outPlane
+                            if weight.requiresGrad {
+                                // dW[K, rows] += dY[K, images] · col[rows, images]ᵀ
+                                withColumns(xp, g, images: images) { col, columns in
+                                    weight.grad.withUnsafeMutablePointer { dw in
+                                        BLAS.sgemm(transB: true, m: outChannels, n: rows, k: columns,
+                                                   a: dyChunk, lda: ldy, b: col, ldb: columns, beta: 1, c: dw, ldc: rows)
+                                    }
+                                }
+                            }
+                            guard propagatesInputGradient else { continue }
+                            // dcol[rows, images] = Wᵀ · dY[K, images]; a pointwise convolution's dcol is dx itself.
+                            let columns = images.count * g.outPlane
+                            let dcol = window.isPointwise ? dxp : workspace.floats(rows * columns)
+                            BLAS.sgemm(transA: true, m: rows, n: columns, k: outChannels,
+                                       a: w, lda: rows, b: dyChunk, ldb: ldy, c: dcol, ldc: columns)
+                            if !window.isPointwise { Kernels.col2im(dcol, dxp, g, images: images) }
+                        }
+                    }
                 }
             }
         }
