@@ -9,27 +9,56 @@ BatchNorm running statistics) with a float64 PyTorch reference by relative
 L2 error ||blasnet - ref|| / ||ref||.
 
 A tensor passes if
-    blasnet_err <= min(max(FACTOR * torch_f32_err, FLOOR) + KINK_FACTOR * kink_err, MAX_ALLOWED)
+    blasnet_err <= min(max(FACTOR * torch_f32_err, FLOOR), MAX_ALLOWED)
 where torch_f32_err is PyTorch float32's own error on that tensor (median
-over --f32-realisations runs), FLOOR is --output-floor or --grad-floor, and
-kink_err bounds the gradient error a correct float32 implementation can get
-from ReLU masks that flip because the pre-activation is within rounding of
-zero.  See torch_models.py for why the median and the kink term are needed;
-in short, without them a correct float32 implementation fails now and then
-by 1e-3.
+over --f32-realisations runs) and FLOOR is --output-floor or --grad-floor.
 
-MAX_ALLOWED exists because deep networks in training mode are badly
-conditioned: with these weights PyTorch's own float32 gradients differ from
-float64 by ~2% (resnet50) up to ~20% (resnet152), because rounding error is
-amplified block after block and then flips many ReLU masks.  FACTOR times
-that would accept anything, even all-zero gradients (error 1.0); the cap
-keeps such cases a check for gross errors.  The summary counts the tensors
-where the cap applied.
+Seeds (well-conditioned references): a ReLU input (or max-pool near-tie)
+within float32 rounding of its kink can legitimately go either way in two
+correct float32 implementations, and the flip moves every gradient further
+back by 1e-3..3e-2 (see torch_models.py).  So for each training case the
+seed -- which drives the weights, the input and the targets -- is searched:
+the seed derived from the case name, then +1, +2, ... up to
+--max-seed-tries seeds, and the first whose float64 training-mode forward
+pass has no near-kink ReLU input and no near-tied max-pool window
+(torch_models.count_near_kinks; forward only, cheap) is used, with the pass
+rule above.  The search stops early when the counts seen so far make a
+kink-free seed hopeless: counts are roughly Poisson, and it gives up once
+(seeds left) * exp(-mean count so far) < 1% -- large networks have tens of
+near-kink inputs per seed, so they stop after one or two seeds.
+
+If no kink-free seed turns up, the case falls back to a kink allowance: it
+uses the tried seed with the fewest near-kink inputs, and each gradient may
+additionally be off by KINK_FACTOR * kink_err, where kink_err is the
+first-order bound on the error that flipping those ReLU masks can cause
+(torch_models.kink_errors; it covers ReLU kinks, not max-pool near-ties, and
+at most --max-kinks of them).  The bound can be hit to within 1%, hence
+KINK_FACTOR 1.5 rather than 1.  The table marks such cases ("allowance" in
+the kinks column) and the summary counts them.  Evaluation cases need no
+search: a flipped kink changes a forward value by ~1e-7 of its tensor's
+scale, far below the output floor; they use the name-derived seed.
+
+Weights: fixture_weights.deterministic_state_dict, except that the gamma of
+each residual branch's last BatchNorm is multiplied by --residual-gamma
+(default 0.2; the CLI gets the weights by file, so nothing needs to mirror
+this).  With all gammas ~1 every block adds a full-size branch to the
+residual stream, and deep networks become chaotic in float32: PyTorch's own
+float32 differs from float64 by up to 20% in resnet101/152 training
+gradients and 40% in seresnet101/152 *eval* logits (the stream grows until
+the SE gates act as hard thresholds), which would make the comparison
+meaningless.  Damped branches -- what timm's zero_init_last and torchvision's
+zero_init_residual do at initialisation -- bring those errors to 1e-6..1e-2.
+
+MAX_ALLOWED (default 0.5) keeps the test meaningful if a case is still badly
+conditioned: FACTOR times a large float32 error would otherwise accept
+anything, even all-zero gradients (error 1.0).  The summary lists the
+tensors where the cap applied.
 
 The "worst" column names the tensor with the largest blasnet_err / allowed
 ratio, i.e. the one closest to failing, and shows that ratio.
 
-Exit status: 0 if every tensor of every case passes, 1 otherwise.
+Exit status: 0 if every tensor of every case passes, 1 if any fails, 2 on
+usage errors (including a missing CLI binary).
 """
 
 from __future__ import annotations
@@ -39,6 +68,7 @@ import dataclasses
 import math
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,7 +82,8 @@ SCRIPTS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(SCRIPTS)
 sys.path.insert(0, SCRIPTS)
 from fixture_weights import deterministic_state_dict, deterministic_tensor, fnv1a64, uniform  # noqa: E402
-from torch_models import ARCHS, build, kink_errors, reference_outputs, rel_l2_error, torch_f32_errors  # noqa: E402
+from torch_models import (ARCHS, build, count_near_kinks, kink_errors, reference_outputs,  # noqa: E402
+                          rel_l2_error, residual_last_bn_weights, torch_f32_errors)
 
 QUICK_ARCHS = ("resnet18", "seresnet18")
 
@@ -76,6 +107,7 @@ class Case:
 
     @property
     def seed(self) -> int:
+        """First seed tried (see the module docstring for the search)."""
         # Derived from the name (not the position in the list) so a case keeps
         # its data when other cases are filtered out.
         return fnv1a64(self.name.encode()) & 0xFFFFFFFF
@@ -123,7 +155,10 @@ class CaseResult:
     tensors: list[TensorResult]
     error: str = ""  # CLI failure or unreadable output: the whole case fails
     extra: list[str] = dataclasses.field(default_factory=list)
-    near_kinks: int = 0
+    seed: int = 0
+    near_kinks: int = 0     # near-kink ReLU inputs + near-tied max-pool windows at `seed`
+    allowance: bool = False  # no kink-free seed found: kink allowance added to the gradients
+    seeds_tried: int = 0
     seconds: float = 0.0
 
     @property
@@ -131,12 +166,57 @@ class CaseResult:
         return not self.error and all(t.ok for t in self.tensors)
 
 
-def make_batch(case: Case) -> tuple[torch.Tensor, torch.Tensor]:
+def make_batch(case: Case, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     x = deterministic_tensor("input", (case.batch, case.in_chans, case.height, case.width),
-                             seed=case.seed, scale=1.0, offset=0.0)
-    u = uniform("target", case.batch, case.seed)  # in [-1, 1)
+                             seed=seed, scale=1.0, offset=0.0)
+    u = uniform("target", case.batch, seed)  # in [-1, 1)
     target = np.minimum(((u + 1.0) / 2.0 * case.num_classes).astype(np.int64), case.num_classes - 1)
     return x, torch.from_numpy(target)
+
+
+def make_weights(model: torch.nn.Module, seed: int, residual_gamma: float) -> dict[str, torch.Tensor]:
+    weights = deterministic_state_dict(model.state_dict(), seed=seed)
+    for key in residual_last_bn_weights(model):
+        weights[key] = weights[key] * residual_gamma
+    return weights
+
+
+@dataclasses.dataclass
+class SeedChoice:
+    seed: int
+    weights: dict[str, torch.Tensor]
+    x: torch.Tensor
+    target: torch.Tensor
+    near_kinks: int  # ReLU + max-pool, at `seed`
+    kink_free: bool
+    tries: int
+
+
+def choose_seed(case: Case, model: torch.nn.Module, args: argparse.Namespace) -> SeedChoice:
+    """The case's data: for training cases the first kink-free seed of
+    case.seed, case.seed + 1, ... (see the module docstring), else the
+    tried seed with the fewest near-kink elements; eval cases use case.seed."""
+    best: SeedChoice | None = None
+    counts: list[int] = []
+    tries = max(args.max_seed_tries, 1) if case.train else 1
+    for k in range(tries):
+        seed = case.seed + k
+        weights = make_weights(model, seed, args.residual_gamma)
+        x, target = make_batch(case, seed)
+        if not case.train:
+            return SeedChoice(seed, weights, x, target, 0, True, 1)
+        relu, pool = count_near_kinks(case.arch, case.num_classes, case.in_chans, case.stem, weights, x)
+        counts.append(relu + pool)
+        if best is None or counts[-1] < best.near_kinks:
+            best = SeedChoice(seed, weights, x, target, counts[-1], counts[-1] == 0, 0)
+        if best.kink_free:
+            break
+        left = tries - len(counts)
+        if left * math.exp(-statistics.mean(counts)) < 0.01:
+            break  # see the module docstring: a kink-free seed is not to be expected
+    assert best is not None
+    best.tries = len(counts)
+    return best
 
 
 def run_cli(cmd: list[str], case: Case, workdir: str, weights: dict[str, torch.Tensor],
@@ -175,9 +255,10 @@ def run_cli(cmd: list[str], case: Case, workdir: str, weights: dict[str, torch.T
 
 def check_case(case: Case, args: argparse.Namespace, cmd: list[str]) -> CaseResult:
     start = time.monotonic()
-    shapes = build(case.arch, case.num_classes, case.in_chans, case.stem).state_dict()
-    weights = deterministic_state_dict(shapes, seed=case.seed)
-    x, target = make_batch(case)
+    model = build(case.arch, case.num_classes, case.in_chans, case.stem)
+    choice = choose_seed(case, model, args)
+    weights, x, target = choice.weights, choice.x, choice.target
+    allowance = case.train and not choice.kink_free and args.kink_factor > 0
 
     def reference(w: dict[str, torch.Tensor], xi: torch.Tensor, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         return reference_outputs(case.arch, case.num_classes, case.in_chans, case.stem, w, xi, target,
@@ -187,10 +268,9 @@ def check_case(case: Case, args: argparse.Namespace, cmd: list[str]) -> CaseResu
     f32_errs = torch_f32_errors(ref, args.f32_realisations,
                                 lambda w, xi: reference(w, xi, torch.float32), weights, x)
     kinks = {k: 0.0 for k in ref}
-    near_kinks = 0
-    if case.train and args.kink_factor > 0:
-        kinks, near_kinks, _ = kink_errors(case.arch, case.num_classes, case.in_chans, case.stem,
-                                           weights, x, target, ref, max_kinks=args.max_kinks)
+    if allowance:
+        kinks, _, _ = kink_errors(case.arch, case.num_classes, case.in_chans, case.stem,
+                                  weights, x, target, ref, max_kinks=args.max_kinks)
 
     workdir = os.path.join(args.keep, case.name.replace(" ", "_")) if args.keep else tempfile.mkdtemp(prefix="parity-")
     os.makedirs(workdir, exist_ok=True)
@@ -201,7 +281,8 @@ def check_case(case: Case, args: argparse.Namespace, cmd: list[str]) -> CaseResu
             for f in os.listdir(workdir):
                 os.remove(os.path.join(workdir, f))
             os.rmdir(workdir)
-    result = CaseResult(case, [], error=error, near_kinks=near_kinks)
+    result = CaseResult(case, [], error=error, seed=choice.seed, near_kinks=choice.near_kinks,
+                        allowance=allowance, seeds_tried=choice.tries)
     if outputs is None:
         result.seconds = time.monotonic() - start
         return result
@@ -209,6 +290,7 @@ def check_case(case: Case, args: argparse.Namespace, cmd: list[str]) -> CaseResu
     for name, expected in ref.items():
         is_grad = name.startswith("grad.")
         floor = args.grad_floor if is_grad else args.output_floor
+        # kinks[name] is 0 unless the case fell back to the kink allowance.
         allowed = min(max(args.factor * f32_errs[name], floor) + args.kink_factor * kinks[name], args.max_allowed)
         got = outputs.get(name)
         if got is None:
@@ -236,8 +318,19 @@ def _max_err(tensors: list[TensorResult], grads: bool, attr: str) -> float | Non
     return max(vals) if vals else None
 
 
-COLUMNS = (("case", 44), ("n", 4), ("blas out", 9), ("blas grad", 9), ("f32 out", 9), ("f32 grad", 9),
-           ("kinks", 5), ("worst (err/allowed)", 0))
+COLUMNS = (("case", 44), ("seed", 5), ("kinks", 12), ("n", 4), ("blas out", 9), ("blas grad", 9),
+           ("f32 out", 9), ("f32 grad", 9), ("worst (err/allowed)", 0))
+
+
+def _seed_cell(r: CaseResult) -> str:
+    """Offset of the seed used from the case's first seed."""
+    return f"+{r.seed - r.case.seed}"
+
+
+def _kinks_cell(r: CaseResult) -> str:
+    if not r.case.train:
+        return "-"
+    return f"{r.near_kinks} allowance" if r.allowance else str(r.near_kinks)
 
 
 def print_header() -> None:
@@ -248,20 +341,20 @@ def print_header() -> None:
 def print_row(r: CaseResult) -> None:
     status = "ok  " if r.ok else "FAIL"
     if r.error:
-        cells = [r.case.name, "-", "-", "-", "-", "-", "-", "CLI error"]
+        cells = [r.case.name, _seed_cell(r), _kinks_cell(r), "-", "-", "-", "-", "-", "CLI error"]
     else:
         worst = max(r.tensors, key=lambda t: t.ratio)
-        cells = [r.case.name, str(len(r.tensors)),
+        cells = [r.case.name, _seed_cell(r), _kinks_cell(r), str(len(r.tensors)),
                  _fmt(_max_err(r.tensors, False, "blasnet_err")), _fmt(_max_err(r.tensors, True, "blasnet_err")),
                  _fmt(_max_err(r.tensors, False, "torch_err")), _fmt(_max_err(r.tensors, True, "torch_err")),
-                 str(r.near_kinks) if r.case.train else "-",
                  f"{worst.name} ({worst.ratio:.2f})"]
     line = "  ".join(f"{c:<{w}}" if w else c for c, (_, w) in zip(cells, COLUMNS))
     print(f"{line}  {status} {r.seconds:.0f}s", flush=True)
 
 
 def print_details(r: CaseResult, limit: int = 10) -> None:
-    print(f"\n{r.case.name} (seed {r.case.seed}):")
+    kinks = f", {r.near_kinks} near kinks, kink allowance" if r.allowance else ""
+    print(f"\n{r.case.name} (seed {r.seed} = {r.case.seed}{_seed_cell(r)}{kinks}):")
     if r.error:
         print(f"  CLI failed: {r.error}")
         return
@@ -306,12 +399,19 @@ def main() -> int:
                         help="minimum allowed error for logits/loss/running stats (default: %(default)s)")
     parser.add_argument("--grad-floor", type=float, default=1e-4,
                         help="minimum allowed error for gradients (default: %(default)s)")
-    parser.add_argument("--kink-factor", type=float, default=1.0,
-                        help="weight of the ReLU-kink error bound; 0 disables it (default: %(default)s)")
+    parser.add_argument("--max-seed-tries", type=int, default=20, metavar="N",
+                        help="seeds searched per training case for a kink-free reference; "
+                             "1 = no search (default: %(default)s)")
+    parser.add_argument("--kink-factor", type=float, default=1.5,
+                        help="weight of the ReLU-kink error bound in the fallback allowance, for cases "
+                             "without a kink-free seed; 0 disables the allowance (default: %(default)s)")
+    parser.add_argument("--residual-gamma", type=float, default=0.2,
+                        help="scale of each residual branch's last BN gamma; 1 = plain "
+                             "deterministic_state_dict (default: %(default)s)")
     parser.add_argument("--max-allowed", type=float, default=0.5,
                         help="cap on the allowed error of any tensor (default: %(default)s)")
     parser.add_argument("--max-kinks", type=int, default=64,
-                        help="near-kink ReLU inputs analysed per training case (default: %(default)s)")
+                        help="near-kink ReLU inputs analysed per allowance case (default: %(default)s)")
     parser.add_argument("--f32-realisations", type=int, default=3, metavar="N",
                         help="PyTorch float32 runs whose median error is used (default: %(default)s)")
     parser.add_argument("--threads", type=int, help="pass --threads N to the CLI")
@@ -325,7 +425,7 @@ def main() -> int:
         return 2
     if args.list:
         for c in cases:
-            print(f"{c.name}  (seed {c.seed})")
+            print(f"{c.name}  (first seed {c.seed})")
         return 0
 
     if args.self_test:
@@ -342,7 +442,9 @@ def main() -> int:
 
     print(f"CLI: {shlex.join(cmd)}")
     print(f"pass: err <= min(max({args.factor:g} x torch f32 err, {args.output_floor:g} outputs / "
-          f"{args.grad_floor:g} grads) + {args.kink_factor:g} x kink bound, {args.max_allowed:g})\n")
+          f"{args.grad_floor:g} grads), {args.max_allowed:g})")
+    print(f"      training cases: first kink-free seed among up to {args.max_seed_tries}; if there is none "
+          f"(kinks column \"allowance\"),\n      gradients may add {args.kink_factor:g} x kink bound\n")
     print_header()
     results = []
     for case in cases:
@@ -362,6 +464,16 @@ def main() -> int:
         cases_capped = sorted({c for c, _ in capped})
         print(f"\nnote: {len(capped)} tensors in {len(cases_capped)} cases are so ill-conditioned in float32 that "
               f"only errors above {args.max_allowed:g} are caught: {'; '.join(cases_capped)}")
+    train = [r for r in results if r.case.train]
+    if train:
+        allowed = [r for r in train if r.allowance]
+        unallowed = [r for r in train if not r.allowance and r.near_kinks > 0]  # --kink-factor 0
+        print(f"\nkink allowance: {len(allowed)}/{len(train)} training cases had no kink-free seed "
+              f"(searched up to {args.max_seed_tries} seeds)" + (":" if allowed else ""))
+        for r in allowed:
+            print(f"  {r.case.name}: {r.near_kinks} near kinks at the best of {r.seeds_tried} seeds")
+        if unallowed:
+            print(f"  {len(unallowed)} more had near kinks but --kink-factor 0 disabled the allowance")
     print(f"\n{len(results) - len(failed)}/{len(results)} cases passed")
     return 1 if failed else 0
 

@@ -32,10 +32,10 @@ struct RunCommandTests {
         weights = dir.appendingPathComponent("w.safetensors").path
         input = dir.appendingPathComponent("x.safetensors").path
         output = dir.appendingPathComponent("out.safetensors").path
-        let model = try ResNet(.seresnet18, numClasses: 10, stem: .cifar)
-        FixtureWeights.load(into: model)
-        try SafeTensorsFile(tensors: model.stateDict()).write(to: weights)
         let fixture = try PyTorchParityTests.Fixture("seresnet18_cifar")
+        let model = try ResNet(.seresnet18, numClasses: 10, stem: .cifar)
+        FixtureWeights.load(into: model, seed: fixture.seed)
+        try SafeTensorsFile(tensors: model.stateDict()).write(to: weights)
         try SafeTensorsFile(tensors: [("input", fixture.file["input"]!), ("target", fixture.file["target"]!)]).write(to: input)
     }
 
