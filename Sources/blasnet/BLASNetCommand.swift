@@ -15,8 +15,11 @@ extension Stem: ExpressibleByArgument {}
 
 /// Options that pick and shape a model, shared by the subcommands.
 struct ModelOptions: ParsableArguments {
-    @Option(help: "Architecture: \(Architecture.allCases.map(\.rawValue).joined(separator: ", ")).")
+    @Option(help: "Architecture: \(Architecture.allCases.map(\.rawValue).joined(separator: ", ")), or any resnet/seresnet of depth 6n+2.")
     var arch: Architecture
+
+    @Option(help: "Channels of the stem and first stage (default: the architecture's, 64 or 16); each stage doubles it.")
+    var width: Int?
 
     @Option(help: "Number of output classes.")
     var numClasses = 1000
@@ -33,11 +36,12 @@ struct ModelOptions: ParsableArguments {
     func validate() throws {
         guard numClasses > 0 else { throw ValidationError("--num-classes must be positive, got \(numClasses)") }
         guard inChans > 0 else { throw ValidationError("--in-chans must be positive, got \(inChans)") }
+        if let width, width <= 0 { throw ValidationError("--width must be positive, got \(width)") }
         if let threads, threads <= 0 { throw ValidationError("--threads must be positive, got \(threads)") }
     }
 
     func makeModel() throws -> ResNet {
         if let threads { BLAS.threads = threads }
-        return try ResNet(arch, numClasses: numClasses, inChannels: inChans, stem: stem)
+        return try ResNet(arch, numClasses: numClasses, inChannels: inChans, stem: stem, width: width)
     }
 }

@@ -10,17 +10,22 @@ struct RunCommandTests {
         URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("blasnet")
     }
 
-    static func run(_ arguments: [String]) throws -> (status: Int32, stderr: String) {
+    /// Runs `blasnet` to completion; its output goes through files, which cannot fill up
+    /// and stall the child the way an unread pipe can.
+    static func run(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+        let capture = FileManager.default.temporaryDirectory.appendingPathComponent("blasnet-capture-\(UUID().uuidString)")
+        let (outURL, errURL) = (capture.appendingPathExtension("out"), capture.appendingPathExtension("err"))
+        FileManager.default.createFile(atPath: outURL.path, contents: nil)
+        FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        defer { for url in [outURL, errURL] { try? FileManager.default.removeItem(at: url) } }
         let process = Process()
         process.executableURL = executable
         process.arguments = arguments
-        let errors = Pipe()
-        process.standardError = errors
-        process.standardOutput = FileHandle.nullDevice
+        process.standardOutput = try FileHandle(forWritingTo: outURL)
+        process.standardError = try FileHandle(forWritingTo: errURL)
         try process.run()
-        let data = errors.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+        return (process.terminationStatus, try String(contentsOf: outURL, encoding: .utf8), try String(contentsOf: errURL, encoding: .utf8))
     }
 
     let dir: URL

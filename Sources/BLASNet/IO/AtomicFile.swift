@@ -5,10 +5,10 @@ import Glibc
 
 /// Writes files so that a reader sees either the old contents or the new ones, never
 /// a torn mix, even if the process is killed or the machine loses power mid-write.
-enum AtomicFile {
+public enum AtomicFile {
     /// Writes `data` to a temporary file beside `path`, fsyncs it, renames it over
     /// `path`, and fsyncs the directory so the rename itself is durable.
-    static func write(_ data: Data, to path: String) throws {
+    public static func write(_ data: Data, to path: String) throws {
         let url = URL(fileURLWithPath: path)
         let directory = url.deletingLastPathComponent().path
         let temporary = directory + "/." + url.lastPathComponent + ".tmp-\(getpid())"

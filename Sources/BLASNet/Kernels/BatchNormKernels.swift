@@ -3,43 +3,12 @@ import Foundation
 /// Per-channel kernels over channel-major data: channel `c` owns the contiguous
 /// block `x[c·m ..< (c+1)·m]` with `m = N·H·W`. Channels are split over the workers.
 ///
-/// Sums run eight lanes wide in Float32 over blocks of ``block`` elements and add the
-/// block totals in Float64: vectorized like PyTorch's cascade sums, and as accurate.
+/// Sums use ``Kernels/blockedSum(_:lanes:scalar:)``: eight Float32 lanes, Float64 block totals.
 ///
 /// A normalization followed by a ReLU runs fused: the forward clamps as it writes, and
 /// the backward reads the clamped output `y` as the mask instead of materializing
 /// the masked gradient.
 extension Kernels {
-    typealias Lanes = SIMD8<Float>
-    private static let block = 2048
-
-    @inline(__always)
-    private static func load(_ p: UnsafePointer<Float>) -> Lanes {
-        UnsafeRawPointer(p).loadUnaligned(as: Lanes.self)
-    }
-
-    /// `Σ_i f(i)` over `0..<m`, with `f` producing eight lanes at a time (`lanes`) or one
-    /// element (`scalar`) for the tail of each block.
-    @inline(__always)
-    private static func blockedSum(_ m: Int, lanes: (Int) -> Lanes, scalar: (Int) -> Float) -> Double {
-        var total = 0.0, i = 0
-        while i < m {
-            let end = min(i + block, m)
-            var acc = Lanes.zero
-            while i + 8 <= end {
-                acc += lanes(i)
-                i += 8
-            }
-            var partial = Double(acc.sum())
-            while i < end {
-                partial += Double(scalar(i))
-                i += 1
-            }
-            total += partial
-        }
-        return total
-    }
-
     /// Mean and biased variance of each channel (two passes, so the variance does not
     /// lose digits to cancellation).
     static func channelMoments(_ x: UnsafePointer<Float>, channels: Int, m: Int,
@@ -89,9 +58,9 @@ extension Kernels {
                     @inline(__always) func masked(_ i: Int) -> Lanes {
                         load(g + i).replacing(with: 0, where: load(y + i) .<= 0)
                     }
-                    sumDy[c] = blockedSum(m, lanes: masked, scalar: { y[$0] > 0 ? g[$0] : 0 })
+                    sumDy[c] = blockedSum(m, lanes: masked, scalar: { reluMasked(g, y, $0) })
                     sumDyXc[c] = blockedSum(m, lanes: { masked($0) * (load(p + $0) - muLanes) },
-                                            scalar: { (y[$0] > 0 ? g[$0] : 0) * (p[$0] - mu) })
+                                            scalar: { reluMasked(g, y, $0) * (p[$0] - mu) })
                 } else {
                     sumDy[c] = blockedSum(m, lanes: { load(g + $0) }, scalar: { g[$0] })
                     sumDyXc[c] = blockedSum(m, lanes: { load(g + $0) * (load(p + $0) - muLanes) },
@@ -113,7 +82,7 @@ extension Kernels {
                 let mu = Float(mean[c]), kc = k[c], ac = a[c], bc = b[c]
                 if let output {
                     let y = output + c * m
-                    for i in 0..<m { out[i] = kc * ((y[i] > 0 ? g[i] : 0) - ac - (p[i] - mu) * bc) }
+                    for i in 0..<m { out[i] = kc * (reluMasked(g, y, i) - ac - (p[i] - mu) * bc) }
                 } else {
                     for i in 0..<m { out[i] = kc * (g[i] - ac - (p[i] - mu) * bc) }
                 }

@@ -119,10 +119,7 @@ extension Kernels {
     static func planeMeans(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, planes: Int, planeSize: Int) {
         parallelFor(planes, grain: max(1, elementGrain / max(planeSize, 1))) { range in
             for p in range {
-                let src = x + p * planeSize
-                var sum: Float = 0
-                for i in 0..<planeSize { sum += src[i] }
-                y[p] = sum / Float(planeSize)
+                y[p] = Float(sum(x + p * planeSize, count: planeSize) / Double(planeSize))
             }
         }
     }

@@ -8,31 +8,77 @@ public enum Stem: String, CaseIterable, Sendable {
     case cifar
 }
 
-/// The ten ResNet and SE-ResNet architectures, as data.
-public enum Architecture: String, CaseIterable, Sendable {
-    case resnet18, resnet34, resnet50, resnet101, resnet152
-    case seresnet18, seresnet34, seresnet50, seresnet101, seresnet152
+/// A ResNet or SE-ResNet architecture, as data: a block kind and the blocks per stage.
+///
+/// Two families share one implementation:
+/// - torchvision's ImageNet ResNets (`resnet18` … `resnet152`, four stages, width 64) and
+///   timm's SE-ResNets (`seresnet18` … `seresnet152`);
+/// - the CIFAR ResNets of He et al. (2016), `resnet<6n+2>` such as `resnet20`, `resnet32`,
+///   `resnet56` (three stages of n basic blocks, width 16), and their SE variants
+///   `seresnet20` …. Their shortcuts are 1×1 projections when the shape changes (the
+///   paper's option B), so every shortcut has torchvision's `downsample` names.
+public struct Architecture: RawRepresentable, Hashable, CaseIterable, Sendable, CustomStringConvertible {
+    /// Basic blocks (two 3×3 convolutions) or bottlenecks (1×1, 3×3, 1×1 ×4).
+    public enum BlockType: Sendable { case basic, bottleneck }
+
+    /// The name, as in torchvision and timm (`resnet50`, `seresnet20`).
+    public let rawValue: String
+    public let blockType: BlockType
+    /// Blocks per stage (`layer1`, `layer2`, …).
+    public let depths: [Int]
+    /// Whether every block carries squeeze-and-excitation (timm's `seresnet*`).
+    public let squeezeExcitation: Bool
+    /// Channels of the stem and the first stage in the published model (64 or 16).
+    public let defaultWidth: Int
+
+    /// Parses `resnet18` … `resnet152`, `seresnet18` … `seresnet152`, and `resnet<6n+2>` /
+    /// `seresnet<6n+2>` for the CIFAR family; nil for any other name.
+    public init?(rawValue: String) {
+        let se = rawValue.hasPrefix("seresnet")
+        guard let depth = Int(rawValue.dropFirst(se ? 8 : 6)), rawValue.hasPrefix(se ? "seresnet" : "resnet") else { return nil }
+        let imagenet: [Int: (BlockType, [Int])] = [
+            18: (.basic, [2, 2, 2, 2]), 34: (.basic, [3, 4, 6, 3]), 50: (.bottleneck, [3, 4, 6, 3]),
+            101: (.bottleneck, [3, 4, 23, 3]), 152: (.bottleneck, [3, 8, 36, 3]),
+        ]
+        if let (block, depths) = imagenet[depth] {
+            (blockType, self.depths, defaultWidth) = (block, depths, 64)
+        } else if depth >= 8, (depth - 2) % 6 == 0 {
+            let n = (depth - 2) / 6
+            (blockType, depths, defaultWidth) = (.basic, [n, n, n], 16)
+        } else {
+            return nil
+        }
+        self.rawValue = rawValue
+        squeezeExcitation = se
+    }
+
+    public static let resnet18 = Architecture(rawValue: "resnet18")!
+    public static let resnet34 = Architecture(rawValue: "resnet34")!
+    public static let resnet50 = Architecture(rawValue: "resnet50")!
+    public static let resnet101 = Architecture(rawValue: "resnet101")!
+    public static let resnet152 = Architecture(rawValue: "resnet152")!
+    public static let seresnet18 = Architecture(rawValue: "seresnet18")!
+    public static let seresnet34 = Architecture(rawValue: "seresnet34")!
+    public static let seresnet50 = Architecture(rawValue: "seresnet50")!
+    public static let seresnet101 = Architecture(rawValue: "seresnet101")!
+    public static let seresnet152 = Architecture(rawValue: "seresnet152")!
+    public static let resnet20 = Architecture(rawValue: "resnet20")!
+    public static let seresnet20 = Architecture(rawValue: "seresnet20")!
+
+    /// The published depths of both families (any other `6n+2` also parses).
+    public static let allCases: [Architecture] = ["", "se"].flatMap { prefix in
+        [18, 34, 50, 101, 152, 8, 14, 20, 32, 44, 56, 110].map { Architecture(rawValue: "\(prefix)resnet\($0)")! }
+    }
+
+    public var description: String { rawValue }
 
     /// Block kind of every stage.
     public var block: any ResidualBlockKind.Type {
-        switch self {
-        case .resnet18, .resnet34, .seresnet18, .seresnet34: BasicBlock.self
-        default: Bottleneck.self
+        switch blockType {
+        case .basic: BasicBlock.self
+        case .bottleneck: Bottleneck.self
         }
     }
-
-    /// Blocks per stage (`layer1` … `layer4`).
-    public var depths: [Int] {
-        switch self {
-        case .resnet18, .seresnet18: [2, 2, 2, 2]
-        case .resnet34, .seresnet34, .resnet50, .seresnet50: [3, 4, 6, 3]
-        case .resnet101, .seresnet101: [3, 4, 23, 3]
-        case .resnet152, .seresnet152: [3, 8, 36, 3]
-        }
-    }
-
-    /// Whether every block carries squeeze-and-excitation (timm's `seresnet*`).
-    public var squeezeExcitation: Bool { rawValue.hasPrefix("se") }
 }
 
 /// A ResNet or SE-ResNet with torchvision/timm state_dict names.
@@ -43,6 +89,8 @@ public final class ResNet: Module {
     public let stem: Stem
     public let inChannels: Int
     public let numClasses: Int
+    /// Channels of the stem and the first stage.
+    public let width: Int
     public let conv1: Conv2d
     public let bn1: BatchNorm2d
     public let stages: [Sequential]
@@ -54,9 +102,11 @@ public final class ResNet: Module {
     /// BN γ = 1 and β = 0, PyTorch's default for `fc`), seeded for reproducibility.
     ///
     /// - Parameter width: channels of the stem and of `layer1` (64 in the published
-    ///   models); every stage doubles it. Smaller widths make small-image models cheap.
+    ///   models, 16 in the CIFAR family; nil picks that); every stage doubles it.
+    ///   Smaller widths make small-image models cheap.
     public init(_ architecture: Architecture, numClasses: Int = 1000, inChannels: Int = 3, stem: Stem = .imagenet,
-                width: Int = 64, seed: UInt64 = 0) throws {
+                width: Int? = nil, seed: UInt64 = 0) throws {
+        let width = width ?? architecture.defaultWidth
         guard numClasses > 0, inChannels > 0, width > 0 else {
             throw BLASNetError.invalidArgument(
                 "ResNet: numClasses, inChannels and width must be positive, got \(numClasses), \(inChannels) and \(width)")
@@ -67,6 +117,7 @@ public final class ResNet: Module {
         self.stem = stem
         self.inChannels = inChannels
         self.numClasses = numClasses
+        self.width = width
         switch stem {
         case .imagenet:
             conv1 = try Conv2d(inChannels, width, kernelSize: 7, stride: 2, padding: 3, workspace: workspace, rng: &rng)
