@@ -17,9 +17,15 @@ let package = Package(
             pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev", "liblapacke-dev"])]
         ),
+        .systemLibrary(
+            name: "CZlib",
+            path: "Modules/CZlib",
+            pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"])]
+        ),
         .target(
             name: "BLASNet",
-            dependencies: ["COpenBLAS"]
+            dependencies: ["COpenBLAS", "CZlib"]
         ),
         .executableTarget(
             name: "blasnet",

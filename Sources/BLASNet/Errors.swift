@@ -4,8 +4,10 @@ public enum BLASNetError: Error, CustomStringConvertible, Equatable {
     case shapeMismatch(layer: String, expected: String, got: [Int])
     /// An argument is out of its domain (negative size, unknown name, …).
     case invalidArgument(String)
-    /// A safetensors file is malformed; the message says where.
+    /// A file (safetensors, IDX, CIFAR batch, …) is malformed; the message says where.
     case malformedFile(path: String, reason: String)
+    /// A dataset's files are not where they were looked for; `hint` says how to get them.
+    case datasetMissing(dataset: String, lookedFor: String, hint: String)
     /// A state dict does not fit the model.
     case stateDictMismatch(missing: [String], unexpected: [String], wrongShape: [String])
     /// Reading or writing a file failed.
@@ -19,6 +21,8 @@ public enum BLASNetError: Error, CustomStringConvertible, Equatable {
             return message
         case let .malformedFile(path, reason):
             return "\(path): \(reason)"
+        case let .datasetMissing(dataset, lookedFor, hint):
+            return "\(dataset) not found: looked for \(lookedFor); \(hint)"
         case let .stateDictMismatch(missing, unexpected, wrongShape):
             var parts: [String] = []
             if !missing.isEmpty { parts.append("missing keys: \(missing.joined(separator: ", "))") }

@@ -1,0 +1,150 @@
+/// Random changes to training images, drawn anew for every sample in every epoch.
+public struct Augmentation: Sendable, Equatable {
+    /// Pixels of zero padding added on every side before cropping a random window of
+    /// the original size (the standard CIFAR augmentation uses 4); 0 turns cropping off.
+    public var cropPadding: Int
+    /// Mirror left–right with probability ½.
+    public var horizontalFlip: Bool
+
+    /// No augmentation: images as they are (evaluation).
+    public static let none = Augmentation()
+
+    public init(cropPadding: Int = 0, horizontalFlip: Bool = false) {
+        self.cropPadding = cropPadding
+        self.horizontalFlip = horizontalFlip
+    }
+}
+
+/// A batch ready for a model.
+public struct Batch: Sendable {
+    /// The images, `[B, C, H, W]`, normalized Float32.
+    public let images: Tensor
+    /// The class of each image.
+    public let labels: [Int]
+    /// The dataset index of each image.
+    public let indices: [Int]
+}
+
+/// Cuts an ``ImageDataset`` into normalized batches, shuffled and augmented if asked,
+/// one epoch at a time, prepared on a background thread while the model trains.
+///
+/// Every random choice is a function of `(seed, epoch, sample index)` alone: an epoch
+/// replays identically after a resume, whatever batch it resumes at and whatever the
+/// threads do.
+public final class DataLoader: Sendable {
+    public let dataset: ImageDataset
+    public let batchSize: Int
+    public let shuffle: Bool
+    public let seed: UInt64
+    public let augmentation: Augmentation
+    /// Whether a last batch smaller than `batchSize` is left out.
+    public let dropLast: Bool
+    /// How many prepared batches may wait for the consumer.
+    public let prefetch: Int
+    /// `(p / 255 − mean[c]) / std[c]` for every channel `c` and pixel value `p`, at
+    /// `c·256 + p`: one lookup per pixel, rounded exactly as the formula is.
+    private let normalization: [Float]
+
+    /// A loader normalizing channel `c` as `(pixel / 255 − mean[c]) / std[c]`; throws
+    /// unless `mean` and `std` have one finite value per channel (`std` positive), the
+    /// batch size and `prefetch` are positive and the crop padding is not negative.
+    public init(dataset: ImageDataset, batchSize: Int, shuffle: Bool, seed: UInt64, mean: [Float], std: [Float],
+                augmentation: Augmentation = .none, dropLast: Bool = false, prefetch: Int = 2) throws {
+        guard batchSize > 0 else { throw BLASNetError.invalidArgument("data loader: batch size \(batchSize) is not positive") }
+        guard prefetch > 0 else { throw BLASNetError.invalidArgument("data loader: prefetch \(prefetch) is not positive") }
+        guard augmentation.cropPadding >= 0 else {
+            throw BLASNetError.invalidArgument("data loader: crop padding \(augmentation.cropPadding) is negative")
+        }
+        let c = dataset.channels
+        guard mean.count == c, std.count == c, mean.allSatisfy(\.isFinite), std.allSatisfy({ $0.isFinite && $0 > 0 }) else {
+            throw BLASNetError.invalidArgument(
+                "data loader: need a finite mean and a positive finite std for each of the \(c) channels, got mean \(mean), std \(std)")
+        }
+        self.dataset = dataset
+        self.batchSize = batchSize
+        self.shuffle = shuffle
+        self.seed = seed
+        self.augmentation = augmentation
+        self.dropLast = dropLast
+        self.prefetch = prefetch
+        normalization = (0..<c).flatMap { c in (0..<256).map { p in (Float(p) / 255 - mean[c]) / std[c] } }
+    }
+
+    public var batchesPerEpoch: Int {
+        dropLast ? dataset.count / batchSize : (dataset.count + batchSize - 1) / batchSize
+    }
+
+    /// The dataset indices of epoch `epoch` (0-based) in the order its batches take them.
+    public func order(epoch: Int) -> [Int] {
+        var order = Array(0..<dataset.count)
+        guard shuffle else { return order }
+        // Fisher–Yates with our own draws: the standard library's shuffle may change
+        // between Swift versions, and a resumed run must replay the same order.
+        var rng = SeededGenerator(seed: Self.mix(seed, UInt64(epoch)))
+        for i in stride(from: order.count - 1, to: 0, by: -1) {
+            order.swapAt(i, Self.below(i + 1, using: &rng))
+        }
+        return order
+    }
+
+    /// The batches of epoch `epoch` (0-based) from batch `batch` on, in order.
+    ///
+    /// The order and every augmentation draw are functions of (seed, epoch, sample
+    /// index) only, so an epoch replays identically after a resume and regardless of
+    /// threads. Batches are prepared on a background thread, at most ``prefetch`` ahead,
+    /// so the training step does not wait for them.
+    public func batches(epoch: Int, startingAt batch: Int = 0) -> BatchSequence {
+        precondition(epoch >= 0, "epoch \(epoch) is negative")
+        precondition(batch >= 0 && batch <= batchesPerEpoch, "batch \(batch) is outside the epoch's \(batchesPerEpoch) batches")
+        return BatchSequence(loader: self, epoch: epoch, batches: batch..<batchesPerEpoch)
+    }
+
+    /// Batch number `b` of an epoch whose sample order is `order`.
+    func makeBatch(_ b: Int, epoch: Int, order: [Int]) -> Batch {
+        let indices = Array(order[(b * batchSize)..<min((b + 1) * batchSize, order.count)])
+        let (c, h, w) = (dataset.channels, dataset.height, dataset.width)
+        let size = c * h * w
+        var images = Tensor(uninitializedShape: [indices.count, c, h, w])
+        images.withUnsafeMutablePointer { out in
+            dataset.pixels.withUnsafeBufferPointer { pixels in
+                normalization.withUnsafeBufferPointer { table in
+                    for (k, i) in indices.enumerated() {
+                        let draw = augmentationDraw(epoch: epoch, index: i)
+                        Kernels.normalizeImage(pixels.baseAddress! + i * size, out + k * size, table: table.baseAddress!,
+                                               channels: c, height: h, width: w,
+                                               shiftY: draw.shiftY, shiftX: draw.shiftX, flip: draw.flip)
+                    }
+                }
+            }
+        }
+        return Batch(images: images, labels: indices.map { dataset.labels[$0] }, indices: indices)
+    }
+
+    /// Where sample `index` is cropped from in epoch `epoch` (the source pixel of output
+    /// pixel `(y, x)` is `(y + shiftY, x + shiftX)`), and whether it is then mirrored.
+    func augmentationDraw(epoch: Int, index: Int) -> (shiftY: Int, shiftX: Int, flip: Bool) {
+        let padding = augmentation.cropPadding
+        guard padding > 0 || augmentation.horizontalFlip else { return (0, 0, false) }
+        var rng = SeededGenerator(seed: Self.mix(Self.mix(seed, UInt64(epoch)), UInt64(index)))
+        var shiftY = 0, shiftX = 0
+        if padding > 0 {
+            shiftY = Self.below(2 * padding + 1, using: &rng) - padding
+            shiftX = Self.below(2 * padding + 1, using: &rng) - padding
+        }
+        let flip = augmentation.horizontalFlip && rng.next() >> 63 == 1
+        return (shiftY, shiftX, flip)
+    }
+
+    /// A seed that depends on both values: one SplitMix64 step from their combination.
+    static func mix(_ a: UInt64, _ b: UInt64) -> UInt64 {
+        var rng = SeededGenerator(seed: a ^ (b &* 0xD1B5_4A32_D192_ED03))
+        return rng.next()
+    }
+
+    /// A draw from `0..<n` by the high half of a 128-bit product (Lemire's method
+    /// without the rejection step: the bias, under n / 2⁶⁴, is far below anything a
+    /// dataset's size can show), fixed so that draws never change with the Swift version.
+    static func below(_ n: Int, using rng: inout SeededGenerator) -> Int {
+        Int(rng.next().multipliedFullWidth(by: UInt64(n)).high)
+    }
+}
