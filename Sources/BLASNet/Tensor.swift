@@ -122,3 +122,9 @@ func withOptionalPointer<R>(_ tensor: Tensor?, _ body: (UnsafePointer<Float>?) t
     guard let tensor else { return try body(nil) }
     return try tensor.withUnsafePointer { try body($0) }
 }
+
+/// Runs `body` with the mutable elements of `tensor`, or with nil when there is no tensor.
+func withOptionalMutablePointer<R>(_ tensor: inout Tensor?, _ body: (UnsafeMutablePointer<Float>?) throws -> R) rethrows -> R {
+    guard tensor != nil else { return try body(nil) }
+    return try tensor!.withUnsafeMutablePointer { try body($0) }
+}

@@ -16,3 +16,28 @@ extension Kernels {
         }
     }
 }
+
+extension Kernels {
+    /// One `torch.optim.AdamW` update of `count` weights, each operation in the order of
+    /// PyTorch's single-tensor loop: decay `w`, lerp the mean `m` toward `g`, update the
+    /// squared mean `v` (and its running maximum `maxSquareMean` with amsgrad), then
+    /// `w += negativeStepSize·m / (√v / biasCorrection2Root + epsilon)`.
+    static func adamWStep(_ w: UnsafeMutablePointer<Float>, grad g: UnsafePointer<Float>, mean m: UnsafeMutablePointer<Float>,
+                          squareMean v: UnsafeMutablePointer<Float>, maxSquareMean vMax: UnsafeMutablePointer<Float>?,
+                          count: Int, decay: Float, meanWeight: Float, beta2: Float, squareWeight: Float,
+                          biasCorrection2Root: Float, epsilon: Float, negativeStepSize: Float) {
+        parallelFor(count, grain: elementGrain) { range in
+            for i in range {
+                w[i] *= decay
+                m[i] += meanWeight * (g[i] - m[i])
+                v[i] = v[i] * beta2 + squareWeight * g[i] * g[i]
+                var normalizer = v[i]
+                if let vMax {
+                    vMax[i] = max(vMax[i], v[i])
+                    normalizer = vMax[i]
+                }
+                w[i] += negativeStepSize * m[i] / (normalizer.squareRoot() / biasCorrection2Root + epsilon)
+            }
+        }
+    }
+}

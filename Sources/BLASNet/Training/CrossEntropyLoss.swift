@@ -1,10 +1,20 @@
-import Foundation
-
-/// Softmax cross-entropy, averaged over the batch (PyTorch's `F.cross_entropy`).
+/// Softmax cross-entropy, averaged over the batch (PyTorch's `F.cross_entropy`), with
+/// optional label smoothing.
+///
+/// With smoothing ε over K classes the target distribution is `(1 − ε)·onehot + ε/K`, so
+/// each row's loss is `(1 − ε)·(−log p_target) + ε·mean_k(−log p_k)`, as in PyTorch.
 ///
 /// `logits: [N, K], targets: [N] -> loss: scalar, gradient: [N, K]`
 public struct CrossEntropyLoss: Sendable {
-    public init() {}
+    /// ε, in `0...1`.
+    public let labelSmoothing: Float
+
+    public init(labelSmoothing: Float = 0) throws {
+        guard (0...1).contains(labelSmoothing) else {
+            throw BLASNetError.invalidArgument("CrossEntropyLoss: label smoothing \(labelSmoothing) must lie in [0, 1]")
+        }
+        self.labelSmoothing = labelSmoothing
+    }
 
     /// The mean loss and its gradient with respect to the logits.
     public func callAsFunction(_ logits: Tensor, targets: [Int]) throws -> (loss: Float, gradient: Tensor) {
@@ -15,21 +25,15 @@ public struct CrossEntropyLoss: Sendable {
         if let bad = targets.first(where: { !(0..<k).contains($0) }) {
             throw BLASNetError.invalidArgument("CrossEntropyLoss: target \(bad) is outside 0..<\(k)")
         }
-        let values = logits.scalars
-        var gradient = [Float](repeating: 0, count: values.count)
-        var total = 0.0
-        for i in 0..<n {
-            // log-softmax with the row maximum subtracted, in Float64 so that large
-            // logits neither overflow nor lose the small probabilities.
-            let row = values[(i * k)..<((i + 1) * k)].map(Double.init)
-            let top = row.max()!
-            let logSum = log(row.reduce(0) { $0 + exp($1 - top) }) + top
-            total += logSum - row[targets[i]]
-            for j in 0..<k {
-                let p = exp(row[j] - logSum)
-                gradient[i * k + j] = Float((p - (j == targets[i] ? 1 : 0)) / Double(n))
+        var gradient = Tensor(uninitializedShape: logits.shape)
+        let loss = logits.withUnsafePointer { x in
+            targets.withUnsafeBufferPointer { t in
+                gradient.withUnsafeMutablePointer { dx in
+                    Kernels.softmaxCrossEntropy(x, targets: t.baseAddress!, gradient: dx, rows: n, classes: k,
+                                                smoothing: Double(labelSmoothing))
+                }
             }
         }
-        return (Float(total / Double(n)), try Tensor(shape: logits.shape, scalars: gradient))
+        return (Float(loss), gradient)
     }
 }

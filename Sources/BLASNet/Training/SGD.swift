@@ -1,16 +1,23 @@
 /// Stochastic gradient descent with PyTorch's `torch.optim.SGD` semantics:
-/// `g = grad + wd·w`; with momentum `b = μ·b + (1 − dampening)·g` (first step `b = g`),
-/// Nesterov `g = g + μ·b`, otherwise `g = b`; then `w −= lr·g`.
-public final class SGD {
+/// `g = grad + wd·w`; with momentum `b = μ·b + (1 − dampening)·g` (a parameter's first
+/// update sets `b = g`), Nesterov `g = g + μ·b`, otherwise `g = b`; then `w −= lr·g`.
+///
+/// Checkpoint state: `optimizer.momentum_buffer.<index>` for each parameter updated so far
+/// (none without momentum).
+public final class SGD: Optimizer {
     public let parameters: [Parameter]
     public var learningRate: Float
-    public var momentum: Float
-    public var dampening: Float
-    public var weightDecay: Float
-    public var nesterov: Bool
-    /// Momentum buffers, one per parameter (none without momentum), filled by the first step.
-    public private(set) var momentumBuffers: [Tensor]
-    private var steps = 0
+    public let momentum: Float
+    public let dampening: Float
+    public let weightDecay: Float
+    public let nesterov: Bool
+    public private(set) var stepCount = 0
+    /// Momentum buffers by parameter index; nil until the parameter's first update, and always without momentum.
+    public private(set) var momentumBuffers: [Tensor?]
+
+    private var layout: OptimizerStateLayout {
+        OptimizerStateLayout(optimizer: "SGD", buffers: momentum != 0 ? ["momentum_buffer"] : [])
+    }
 
     public init(_ parameters: [Parameter], learningRate: Float, momentum: Float = 0, dampening: Float = 0,
                 weightDecay: Float = 0, nesterov: Bool = false) throws {
@@ -27,28 +34,37 @@ public final class SGD {
         self.dampening = dampening
         self.weightDecay = weightDecay
         self.nesterov = nesterov
-        momentumBuffers = momentum != 0 ? parameters.map { Tensor(shape: $0.value.shape) } : []
+        momentumBuffers = Array(repeating: nil, count: parameters.count)
     }
 
-    /// Applies one update to every parameter that requires a gradient.
     public func step() {
         for (index, p) in parameters.enumerated() where p.requiresGrad {
+            // A new buffer is written in full by the kernel's first step.
+            let firstStep = momentum != 0 && momentumBuffers[index] == nil
+            if firstStep { momentumBuffers[index] = Tensor(uninitializedShape: p.value.shape) }
             let count = p.value.count
-            let update = { (b: UnsafeMutablePointer<Float>?) in
+            withOptionalMutablePointer(&momentumBuffers[index]) { b in
                 p.grad.withUnsafePointer { g in
                     p.value.withUnsafeMutablePointer { w in
-                        Kernels.sgdStep(w, grad: g, buffer: b, count: count,
-                                        learningRate: self.learningRate, momentum: self.momentum, dampening: self.dampening,
-                                        weightDecay: self.weightDecay, nesterov: self.nesterov, firstStep: self.steps == 0)
+                        Kernels.sgdStep(w, grad: g, buffer: b, count: count, learningRate: learningRate, momentum: momentum,
+                                        dampening: dampening, weightDecay: weightDecay, nesterov: nesterov, firstStep: firstStep)
                     }
                 }
             }
-            if momentum != 0 {
-                momentumBuffers[index].withUnsafeMutablePointer { update($0) }
-            } else {
-                update(nil)
-            }
         }
-        steps += 1
+        stepCount += 1
+    }
+
+    public func stateTensors() -> [String: Tensor] {
+        var state: [String: Tensor] = [:]
+        for (index, buffer) in momentumBuffers.enumerated() {
+            if let buffer { state[OptimizerStateLayout.key("momentum_buffer", index)] = buffer }
+        }
+        return state
+    }
+
+    public func loadState(_ tensors: [String: Tensor], stepCount: Int) throws {
+        momentumBuffers = try layout.parse(tensors, parameters: parameters, stepCount: stepCount).map { $0?["momentum_buffer"] }
+        self.stepCount = stepCount
     }
 }
