@@ -61,7 +61,7 @@ public final class Conv2d: Module {
     /// The batch split into runs of images whose column matrix fits the chunk size.
     private func imageChunks(_ g: ConvGeometry) -> [Range<Int>] {
         let perImage = g.columnRows * g.outPlane * MemoryLayout<Float>.size
-        let step = window.isPointwise ? g.batch : max(1, columnChunkBytes / max(perImage, 1))
+        let step = g.window.isPointwise ? g.batch : max(1, columnChunkBytes / max(perImage, 1))
         return stride(from: 0, to: g.batch, by: step).map { $0..<min($0 + step, g.batch) }
     }
 
@@ -69,11 +69,22 @@ public final class Conv2d: Module {
     /// single chunk is the whole batch) and its row stride, valid inside `body`.
     private func withColumns<R>(_ xp: UnsafePointer<Float>, _ g: ConvGeometry, images: Range<Int>,
                                 _ body: (UnsafePointer<Float>, Int) -> R) -> R {
-        if window.isPointwise { return body(xp, g.columnCount) }
+        if g.window.isPointwise { return body(xp, g.columnCount) }
         let columns = images.count * g.outPlane
         let col = workspace.floats(g.columnRows * columns)
         Kernels.im2col(xp, col, g, images: images)
         return body(col, columns)
+    }
+
+    /// `y[K', N, Ho, Wo] = w[K', rows] · im2col(x)`, a chunk of images at a time.
+    private func convolve(_ xp: UnsafePointer<Float>, _ g: ConvGeometry, weights w: UnsafePointer<Float>, outputs: Int,
+                          into yp: UnsafeMutablePointer<Float>) {
+        for images in imageChunks(g) {
+            withColumns(xp, g, images: images) { col, columns in
+                BLAS.sgemm(m: outputs, n: columns, k: g.columnRows, a: w, lda: g.columnRows,
+                           b: col, ldb: columns, c: yp + images.lowerBound * g.outPlane, ldc: g.columnCount)
+            }
+        }
     }
 
     public func forward(_ x: Tensor) throws -> Tensor {
@@ -82,13 +93,7 @@ public final class Conv2d: Module {
         x.withUnsafePointer { xp in
             weight.value.withUnsafePointer { w in
                 y.withUnsafeMutablePointer { yp in
-                    for images in imageChunks(g) {
-                        // Y[:, images] = W[K, rows] · col[rows, images]
-                        withColumns(xp, g, images: images) { col, columns in
-                            BLAS.sgemm(m: outChannels, n: columns, k: g.columnRows, a: w, lda: g.columnRows,
-                                       b: col, ldb: columns, c: yp + images.lowerBound * g.outPlane, ldc: g.columnCount)
-                        }
-                    }
+                    convolve(xp, g, weights: w, outputs: outChannels, into: yp)
                     if let bias {
                         bias.value.withUnsafePointer { Kernels.addRowBias($0, to: yp, rows: outChannels, columns: g.columnCount) }
                     }
@@ -99,6 +104,21 @@ public final class Conv2d: Module {
         return y
     }
 
+    /// With stride 1 the input gradient is itself a convolution: of `dy` with each kernel
+    /// flipped and the channel axes swapped, padded by `k − 1 − p`. Done that way it is
+    /// im2col and an sgemm of the forward's good shape, instead of a thin `Wᵀ·dY` sgemm
+    /// that writes a column matrix, col2im's scattered adds and zeroing `dx`.
+    private var transposedWindow: Window? {
+        let w = window
+        guard w.stride == (1, 1), w.dilation == (1, 1), !w.isPointwise,
+              w.padding.h < w.kernel.h, w.padding.w < w.kernel.w else { return nil }
+        return Window(kernel: w.kernel, stride: (1, 1), padding: (w.kernel.h - 1 - w.padding.h, w.kernel.w - 1 - w.padding.w),
+                      dilation: (1, 1))
+    }
+
+    /// `weight` as `[C, K, kh, kw]` with each kernel rotated 180°, rebuilt every backward.
+    private var flippedWeight = Tensor(shape: [0])
+
     public func backward(_ dy: Tensor) throws -> Tensor {
         guard let x = input else { throw BLASNetError.invalidArgument("\(label): backward called before forward") }
         input = nil
@@ -108,7 +128,18 @@ public final class Conv2d: Module {
                                              expected: "\([outChannels, g.batch, g.outHeight, g.outWidth])", got: dy.shape)
         }
         let rows = g.columnRows, ldy = g.columnCount
+        let transposed = propagatesInputGradient ? transposedWindow : nil
         var dx = propagatesInputGradient ? Tensor(uninitializedShape: x.shape) : Tensor(shape: [0])
+        if transposed != nil {
+            if flippedWeight.count != weight.value.count {
+                flippedWeight = Tensor(shape: [inChannels, outChannels, window.kernel.h, window.kernel.w])
+            }
+            weight.value.withUnsafePointer { w in
+                flippedWeight.withUnsafeMutablePointer {
+                    Kernels.flipKernels(w, $0, outChannels: outChannels, inChannels: inChannels, kernelSize: window.kernel.h * window.kernel.w)
+                }
+            }
+        }
         dy.withUnsafePointer { dyp in
             if let bias, bias.requiresGrad {
                 bias.grad.withUnsafeMutablePointer { Kernels.accumulateRowSums(dyp, into: $0, rows: outChannels, columns: ldy) }
@@ -116,7 +147,8 @@ public final class Conv2d: Module {
             x.withUnsafePointer { xp in
                 weight.value.withUnsafePointer { w in
                     dx.withUnsafeMutablePointer { dxp in
-                        if propagatesInputGradient && !window.isPointwise { Kernels.zero(dxp, count: x.count) }
+                        let scatters = propagatesInputGradient && transposed == nil
+                        if scatters && !window.isPointwise { Kernels.zero(dxp, count: x.count) }
                         for images in imageChunks(g) {
                             let dyChunk = dyp + images.lowerBound * g.outPlane
                             if weight.requiresGrad {
@@ -128,13 +160,18 @@ public final class Conv2d: Module {
                                     }
                                 }
                             }
-                            guard propagatesInputGradient else { continue }
+                            guard scatters else { continue }
                             // dcol[rows, images] = Wᵀ · dY[K, images]; a pointwise convolution's dcol is dx itself.
                             let columns = images.count * g.outPlane
                             let dcol = window.isPointwise ? dxp : workspace.floats(rows * columns)
                             BLAS.sgemm(transA: true, m: rows, n: columns, k: outChannels,
                                        a: w, lda: rows, b: dyChunk, ldb: ldy, c: dcol, ldc: columns)
                             if !window.isPointwise { Kernels.col2im(dcol, dxp, g, images: images) }
+                        }
+                        if let transposed {
+                            let gt = ConvGeometry(channels: outChannels, batch: g.batch, height: g.outHeight, width: g.outWidth,
+                                                  window: transposed)
+                            flippedWeight.withUnsafePointer { convolve(dyp, gt, weights: $0, outputs: inChannels, into: dxp) }
                         }
                     }
                 }

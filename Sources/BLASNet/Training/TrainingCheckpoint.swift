@@ -1,0 +1,72 @@
+import Foundation
+
+/// A training run's complete state in one safetensors file: the model under its PyTorch
+/// state_dict names, the optimizer state under `optimizer.`, and in `__metadata__` the
+/// completed epochs, optimizer steps, per-epoch history and the run's settings.
+///
+/// The random state is the run's seed and the epoch: batch order and augmentation are
+/// functions of those two (see ``DataLoader``), so nothing else needs saving for a
+/// resumed run to take the same steps an uninterrupted one would.
+///
+/// PyTorch reads the weights with `load_state_dict(strict=False)` (or after dropping the
+/// `optimizer.` keys); ``modelStateDict`` gives them alone.
+public struct TrainingCheckpoint {
+    public static let format = "blasnet-checkpoint-1"
+    /// The prefix ``Optimizer/stateTensors()`` puts on every key.
+    static let optimizerPrefix = "optimizer."
+
+    /// Model parameters and buffers, optimizer state, and metadata.
+    public private(set) var file: SafeTensorsFile
+
+    /// Captures `trainer`'s model and optimizer; `settings` are stored as they are (the
+    /// CLI keeps the model shape and training options there) next to the bookkeeping keys.
+    public init(trainer: Trainer, history: [EpochSummary], settings: [String: String]) throws {
+        let optimizerState = trainer.optimizer.stateTensors()
+            .sorted { $0.key < $1.key }
+            .map { ($0.key, SafeTensor($0.value)) }
+        var metadata = settings
+        metadata["format"] = Self.format
+        metadata["completed_epochs"] = String(trainer.completedEpochs)
+        metadata["optimizer_steps"] = String(trainer.optimizer.stepCount)
+        metadata["history"] = String(decoding: try JSONEncoder().encode(history), as: UTF8.self)
+        file = SafeTensorsFile(tensors: trainer.model.stateDict() + optimizerState, metadata: metadata)
+    }
+
+    /// Reads a checkpoint; throws if `path` is not one.
+    public init(contentsOf path: String) throws {
+        file = try SafeTensorsFile(contentsOf: path)
+        guard file.metadata["format"] == Self.format else {
+            throw BLASNetError.malformedFile(path: path, reason: "not a BLASNet training checkpoint (no \"format\": \"\(Self.format)\" in __metadata__)")
+        }
+        guard completedEpochs != nil, optimizerSteps != nil, history != nil else {
+            throw BLASNetError.malformedFile(path: path, reason: "checkpoint metadata lacks completed_epochs, optimizer_steps or history")
+        }
+    }
+
+    public var metadata: [String: String] { file.metadata }
+    public var completedEpochs: Int? { file.metadata["completed_epochs"].flatMap { Int($0) } }
+    public var optimizerSteps: Int? { file.metadata["optimizer_steps"].flatMap { Int($0) } }
+    public var history: [EpochSummary]? {
+        file.metadata["history"].flatMap { try? JSONDecoder().decode([EpochSummary].self, from: Data($0.utf8)) }
+    }
+
+    /// The model's tensors alone, as `load_state_dict` expects them.
+    public var modelStateDict: SafeTensorsFile {
+        SafeTensorsFile(tensors: file.tensors.filter { !$0.name.hasPrefix(Self.optimizerPrefix) }, metadata: file.metadata)
+    }
+
+    /// Puts the model weights, optimizer state and epoch count back into `trainer`.
+    public func restore(into trainer: Trainer) throws {
+        try trainer.model.loadStateDict(modelStateDict)
+        let optimizerState = Dictionary(uniqueKeysWithValues: file.tensors
+            .filter { $0.name.hasPrefix(Self.optimizerPrefix) }
+            .map { ($0.name, $0.tensor.floats()) })
+        try trainer.optimizer.loadState(optimizerState, stepCount: optimizerSteps ?? 0)
+        trainer.completedEpochs = completedEpochs ?? 0
+    }
+
+    /// Writes atomically: a temporary file beside `path`, fsynced, then renamed over it.
+    public func write(to path: String) throws {
+        try file.write(to: path)
+    }
+}

@@ -1,0 +1,103 @@
+import ArgumentParser
+import BLASNet
+import Foundation
+
+/// Accuracy, per-class accuracy and confusion matrix of saved weights on a test split.
+struct Eval: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Evaluate weights on a dataset's test split: accuracy, per-class accuracy, confusion matrix.",
+        discussion: """
+            A checkpoint from `blasnet train` carries its architecture, dataset and normalization. \
+            For other weights (a PyTorch state_dict saved as safetensors) give --arch, --width and \
+            --stem; the normalization is then computed from the training split.
+            """
+    )
+
+    @Option(help: "Weights (.safetensors): a `blasnet train` checkpoint or a state_dict.")
+    var weights: String
+
+    @Option(help: "Architecture, when the file does not name one.")
+    var arch: Architecture?
+
+    @Option(help: "Channels of the stem and first stage, when the file does not say.")
+    var width: Int?
+
+    @Option(help: "Stem, when the file does not say.")
+    var stem: Stem?
+
+    @Option(help: "Dataset (default: the checkpoint's, else fashion-mnist).")
+    var dataset: DatasetName?
+
+    @Option(help: "Directory holding the dataset's files.")
+    var data: String?
+
+    @Option(help: "Images per forward pass.")
+    var batchSize = 500
+
+    @Option(help: "OpenBLAS threads (default: OpenBLAS's own choice).")
+    var threads: Int?
+
+    func validate() throws {
+        guard batchSize > 0 else { throw ValidationError("--batch-size must be positive, got \(batchSize)") }
+        if let width, width <= 0 { throw ValidationError("--width must be positive, got \(width)") }
+        if let threads, threads <= 0 { throw ValidationError("--threads must be positive, got \(threads)") }
+    }
+
+    func run() throws {
+        if let threads { BLAS.threads = threads }
+        let file = try SafeTensorsFile(contentsOf: weights)
+        let meta = file.metadata
+        let datasetName = try dataset ?? meta["dataset"].map {
+            guard let name = DatasetName(rawValue: $0) else { throw BLASNetError.malformedFile(path: weights, reason: "unknown dataset '\($0)' in metadata") }
+            return name
+        } ?? .fashionMNIST
+        guard let arch = arch ?? meta["arch"].flatMap(Architecture.init(rawValue:)) else {
+            throw ValidationError("\(weights) does not name its architecture; pass --arch")
+        }
+        let directory = data.map { URL(fileURLWithPath: $0) }
+        let testSet = try ImageDataset.load(datasetName, split: .test, directory: directory)
+        var (mean, std) = (Self.floats(meta["mean"]), Self.floats(meta["std"]))
+        if mean.count != testSet.channels || std.count != testSet.channels {
+            (mean, std) = try ImageDataset.load(datasetName, split: .train, directory: directory).channelStatistics()
+        }
+        let model = try ResNet(arch, numClasses: testSet.numClasses, inChannels: testSet.channels,
+                               stem: stem ?? meta["stem"].flatMap(Stem.init(rawValue:)) ?? .cifar,
+                               width: width ?? meta["width"].flatMap { Int($0) }, seed: 0)
+        let report = try model.loadStateDict(file, strict: false)
+        let ignored = report.unexpectedKeys.filter { !$0.hasPrefix("optimizer.") }
+        guard report.missingKeys.filter({ !$0.hasSuffix("num_batches_tracked") }).isEmpty, ignored.isEmpty else {
+            throw BLASNetError.stateDictMismatch(missing: report.missingKeys, unexpected: ignored, wrongShape: [])
+        }
+        let loader = try DataLoader(dataset: testSet, batchSize: batchSize, shuffle: false, seed: 0, mean: mean, std: std)
+        let result = try Trainer.evaluate(model, on: loader, numClasses: testSet.numClasses)
+        print(String(format: "%@ on %@ test split (%d images): accuracy %.2f%%, loss %.4f",
+                     arch.rawValue, datasetName.rawValue, testSet.count, result.accuracy * 100, result.loss))
+        printPerClass(result, names: testSet.classNames)
+    }
+
+    private func printPerClass(_ result: Evaluation, names: [String]) {
+        let nameWidth = max(names.map(\.count).max() ?? 0, 5) + 3
+        print("\n" + "class".padding(toLength: nameWidth, withPad: " ", startingAt: 0) + "  accuracy")
+        for (name, accuracy) in zip(names, result.perClassAccuracy) {
+            print(name.padding(toLength: nameWidth, withPad: " ", startingAt: 0) + String(format: "  %6.2f%%", accuracy * 100))
+        }
+        let cell = max(String(result.confusion.flatMap { $0 }.max() ?? 0).count, 3) + 1
+        print("\nconfusion matrix (rows: true class, columns: predicted)")
+        print(String(repeating: " ", count: nameWidth)
+              + names.indices.map { String($0).leftPadded(to: cell) }.joined())
+        for (index, row) in result.confusion.enumerated() {
+            let label = "\(index) \(names[index])".padding(toLength: nameWidth, withPad: " ", startingAt: 0)
+            print(label + row.map { String($0).leftPadded(to: cell) }.joined())
+        }
+    }
+
+    private static func floats(_ text: String?) -> [Float] {
+        text.map { $0.split(separator: ",").compactMap { Float($0) } } ?? []
+    }
+}
+
+extension String {
+    func leftPadded(to width: Int) -> String {
+        String(repeating: " ", count: max(width - count, 0)) + self
+    }
+}

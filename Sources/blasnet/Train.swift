@@ -1,0 +1,136 @@
+import ArgumentParser
+import BLASNet
+import Foundation
+
+extension DatasetName: ExpressibleByArgument {}
+
+/// Trains a ResNet / SE-ResNet on an image dataset, with live progress, per-epoch
+/// metrics, a chart, and atomic checkpoints from which `--resume` continues exactly.
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train a ResNet or SE-ResNet on Fashion-MNIST, MNIST, CIFAR-10 or CIFAR-100.",
+        discussion: """
+            Writes DIR/metrics.csv, DIR/curves.svg, DIR/last.safetensors (every epoch) and \
+            DIR/best.safetensors (best test accuracy). The defaults train a small SE-ResNet on \
+            Fashion-MNIST to about 92% test accuracy in under five minutes on two cores; \
+            `--preset long` trains longer for about 94%.
+            """
+    )
+
+    enum OptimizerName: String, ExpressibleByArgument, CaseIterable { case sgd, adamw }
+    enum Preset: String, ExpressibleByArgument, CaseIterable { case quick, long }
+
+    @Option(help: "Settings bundle: quick (the default run) or long (more epochs, wider model).")
+    var preset: Preset = .quick
+
+    @Option(help: "Architecture (default: the preset's): resnet/seresnet 18…152, or CIFAR-style 6n+2 such as seresnet20.")
+    var arch: Architecture?
+
+    @Option(help: "Channels of the stem and first stage (default: the preset's).")
+    var width: Int?
+
+    @Option(help: "Stem: imagenet (7×7/2 conv + max-pool), cifar (3×3/1 conv) or strided (3×3/2 conv).")
+    var stem: Stem?
+
+    @Option(help: "Dataset: \(DatasetName.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var dataset: DatasetName?
+
+    @Option(help: "Directory holding the dataset's files (default: the Debian package's location).")
+    var data: String?
+
+    @Option(help: "Total epochs of the run (the schedule spans them).")
+    var epochs: Int?
+
+    @Option(help: "Images per training step.")
+    var batchSize: Int?
+
+    @Option(help: "Peak learning rate.")
+    var lr: Float?
+
+    @Option(help: "Optimizer: sgd (momentum 0.9, Nesterov) or adamw.")
+    var optimizer: OptimizerName?
+
+    @Option(help: "Learning-rate schedule, per step: constant, cosine[:minimum=M], step:every=N[,gamma=G], onecycle[:pct-start=P,div-factor=D,final-div-factor=F].")
+    var schedule: String?
+
+    @Option(help: "Linear warm-up, in epochs (fractions allowed); not with onecycle, which warms up by itself.")
+    var warmup: Double?
+
+    @Option(help: "Weight decay (decoupled for adamw).")
+    var weightDecay: Float?
+
+    @Option(help: "Label smoothing for cross-entropy, in [0, 1).")
+    var labelSmoothing: Float?
+
+    @Option(help: "Random crop after zero padding by this many pixels (0: off).")
+    var cropPadding: Int?
+
+    @Option(help: "Random horizontal flips: true or false.")
+    var flip: Bool?
+
+    @Option(help: "Seed for initialization, batch order and augmentation.")
+    var seed: UInt64?
+
+    @Option(help: "OpenBLAS threads (default: OpenBLAS's own choice).")
+    var threads: Int?
+
+    @Option(help: "Directory for metrics, chart and checkpoints, created if needed (default: runs/latest, or the --resume directory).")
+    var out: String?
+
+    @Option(help: "Continue the run whose checkpoint is DIR/last.safetensors, to --epochs in all.")
+    var resume: String?
+
+    func validate() throws {
+        if let width, width <= 0 { throw ValidationError("--width must be positive, got \(width)") }
+        if let epochs, epochs <= 0 { throw ValidationError("--epochs must be positive, got \(epochs)") }
+        if let batchSize, batchSize < 2 { throw ValidationError("--batch-size must be at least 2 (BatchNorm statistics), got \(batchSize)") }
+        if let lr, !(lr > 0) { throw ValidationError("--lr must be positive, got \(lr)") }
+        if let warmup, !(warmup >= 0) { throw ValidationError("--warmup must be non-negative, got \(warmup)") }
+        if let weightDecay, !(weightDecay >= 0) { throw ValidationError("--weight-decay must be non-negative, got \(weightDecay)") }
+        if let labelSmoothing, !(0..<1).contains(labelSmoothing) { throw ValidationError("--label-smoothing must be in [0, 1), got \(labelSmoothing)") }
+        if let cropPadding, cropPadding < 0 { throw ValidationError("--crop-padding must be non-negative, got \(cropPadding)") }
+        if let threads, threads <= 0 { throw ValidationError("--threads must be positive, got \(threads)") }
+        if let schedule { _ = try LearningRateSchedule.Kind(parsing: schedule) }
+    }
+
+    func run() throws {
+        if let threads { BLAS.threads = threads }
+        let checkpoint = try resume.map { try TrainingCheckpoint(contentsOf: URL(fileURLWithPath: $0).appendingPathComponent("last.safetensors").path) }
+        let run = try TrainingRun(settings: resolvedSettings(checkpoint), dataDirectory: data, out: out ?? resume ?? "runs/latest")
+        if let checkpoint { try run.restore(checkpoint) }
+        try run.train()
+    }
+
+    /// The run's settings: the preset's (or on resume the checkpoint's), overridden by the
+    /// flags given. What shapes the model or the data cannot change on resume.
+    private func resolvedSettings(_ checkpoint: TrainingCheckpoint?) throws -> RunSettings {
+        var s = try checkpoint.map(RunSettings.init(checkpoint:)) ?? RunSettings(preset: preset)
+        func apply<T>(_ value: T?, to path: WritableKeyPath<RunSettings, T>) {
+            if let value { s[keyPath: path] = value }
+        }
+        if checkpoint != nil {
+            let fixed = [("--arch", arch?.rawValue, s.arch.rawValue), ("--width", width.map(String.init), String(s.width)),
+                         ("--stem", stem?.rawValue, s.stem.rawValue), ("--dataset", dataset?.rawValue, s.dataset.rawValue),
+                         ("--seed", seed.map(String.init), String(s.seed))]
+            for (flag, given, saved) in fixed where given != nil && given != saved {
+                throw ValidationError("\(flag) \(given!) differs from the resumed run's \(saved); start a new run instead")
+            }
+        }
+        apply(dataset, to: \.dataset)
+        apply(stem, to: \.stem)
+        apply(seed, to: \.seed)
+        apply(arch, to: \.arch)
+        apply(width, to: \.width)
+        apply(epochs, to: \.epochs)
+        apply(batchSize, to: \.batchSize)
+        apply(lr, to: \.learningRate)
+        apply(optimizer?.rawValue, to: \.optimizer)
+        apply(schedule, to: \.schedule)
+        apply(warmup, to: \.warmupEpochs)
+        apply(weightDecay, to: \.weightDecay)
+        apply(labelSmoothing, to: \.labelSmoothing)
+        apply(cropPadding, to: \.cropPadding)
+        apply(flip, to: \.flip)
+        return s
+    }
+}

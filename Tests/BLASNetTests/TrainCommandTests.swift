@@ -1,0 +1,93 @@
+import Foundation
+import Testing
+@testable import BLASNet
+
+/// `blasnet train` and `blasnet eval` end to end on a tiny IDX dataset in Fashion-MNIST's layout.
+@Suite(.serialized)
+struct TrainCommandTests {
+    let dir: URL
+    let data: String
+
+    /// Writes an IDX image file `[n, h, w]` and its label file.
+    static func writeIDX(images: [UInt8], labels: [UInt8], h: Int, w: Int, prefix: String, in dir: URL) throws {
+        func header(_ magic: UInt32, _ dims: [Int]) -> Data {
+            var d = Data()
+            for v in [magic] + dims.map(UInt32.init) { withUnsafeBytes(of: v.bigEndian) { d.append(contentsOf: $0) } }
+            return d
+        }
+        try (header(0x803, [labels.count, h, w]) + Data(images)).write(to: dir.appendingPathComponent("\(prefix)-images-idx3-ubyte"))
+        try (header(0x801, [labels.count]) + Data(labels)).write(to: dir.appendingPathComponent("\(prefix)-labels-idx1-ubyte"))
+    }
+
+    init() throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("blasnet-train-\(UUID().uuidString)")
+        let dataDir = dir.appendingPathComponent("data")
+        try FileManager.default.createDirectory(at: dataDir, withIntermediateDirectories: true)
+        data = dataDir.path
+        // Class c is a bright c-th row band on noise: learnable, so accuracy has room to move.
+        var rng = SeededGenerator(seed: 5)
+        for (prefix, count) in [("train", 96), ("t10k", 40)] {
+            let labels = (0..<count).map { _ in UInt8.random(in: 0..<10, using: &rng) }
+            let images = labels.flatMap { label in
+                (0..<100).map { i in i / 10 == Int(label) ? UInt8(200) : UInt8.random(in: 0...60, using: &rng) }
+            }
+            try Self.writeIDX(images: images, labels: labels, h: 10, w: 10, prefix: prefix, in: dataDir)
+        }
+    }
+
+    func train(_ extra: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+        try RunCommandTests.run(["train", "--data", data, "--arch", "resnet8", "--width", "4", "--batch-size", "16",
+                                 "--lr", "0.05", "--schedule", "constant", "--threads", "1"] + extra)
+    }
+
+    func modelTensors(_ path: String) throws -> [String: SafeTensor] {
+        Dictionary(uniqueKeysWithValues: try SafeTensorsFile(contentsOf: path).tensors.filter { !$0.name.hasPrefix("optimizer.") })
+    }
+
+    @Test func twoEpochsEqualOneEpochPlusResume() throws {
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let whole = dir.appendingPathComponent("whole").path, split = dir.appendingPathComponent("split").path
+        let a = try train(["--epochs", "2", "--out", whole])
+        #expect(a.status == 0, "\(a.stderr)")
+        let b = try train(["--epochs", "1", "--out", split])
+        #expect(b.status == 0, "\(b.stderr)")
+        let c = try RunCommandTests.run(["train", "--resume", split, "--epochs", "2", "--threads", "1", "--data", data])
+        #expect(c.status == 0, "\(c.stderr)")
+        let wholeWeights = try modelTensors(whole + "/last.safetensors")
+        #expect(wholeWeights.count > 10)
+        #expect(wholeWeights == (try modelTensors(split + "/last.safetensors")))
+
+        // Progress, per-epoch lines, metrics and chart.
+        #expect(a.stdout.contains("epoch 2/2"), "\(a.stdout)")
+        #expect(a.stdout.contains("test loss"))
+        let csv = try String(contentsOfFile: split + "/metrics.csv", encoding: .utf8).split(separator: "\n")
+        #expect(csv.count == 3)
+        #expect(csv[0].hasPrefix("epoch,train_loss,train_accuracy,test_loss,test_accuracy,seconds"))
+        #expect(FileManager.default.fileExists(atPath: split + "/curves.svg"))
+        #expect(FileManager.default.fileExists(atPath: split + "/best.safetensors"))
+        let checkpoint = try TrainingCheckpoint(contentsOf: split + "/last.safetensors")
+        #expect(checkpoint.completedEpochs == 2)
+        #expect(checkpoint.metadata["arch"] == "resnet8")
+        #expect(checkpoint.file.tensors.contains { $0.name.hasPrefix("optimizer.") })
+
+        // eval reads the architecture and normalization from the checkpoint.
+        let e = try RunCommandTests.run(["eval", "--weights", whole + "/best.safetensors", "--data", data, "--threads", "1"])
+        #expect(e.status == 0, "\(e.stderr)")
+        #expect(e.stdout.contains("accuracy"))
+        #expect(e.stdout.contains("confusion matrix"))
+        #expect(e.stdout.contains("Ankle boot"))
+    }
+
+    @Test func badInputGetsOneClearLine() throws {
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let missing = try RunCommandTests.run(["train", "--data", dir.appendingPathComponent("nowhere").path, "--epochs", "1"])
+        #expect(missing.status != 0)
+        #expect(missing.stderr.contains("train-images-idx3-ubyte"), "\(missing.stderr)")
+        let badResume = try RunCommandTests.run(["train", "--resume", dir.appendingPathComponent("nothing").path])
+        #expect(badResume.status != 0)
+        #expect(badResume.stderr.contains("last.safetensors"), "\(badResume.stderr)")
+        let badSchedule = try train(["--schedule", "zigzag"])
+        #expect(badSchedule.status != 0)
+        #expect(badSchedule.stderr.contains("zigzag"), "\(badSchedule.stderr)")
+    }
+}

@@ -1,0 +1,110 @@
+import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+import Testing
+@testable import BLASNet
+
+/// The training loop end to end on small synthetic data: it learns, it is deterministic,
+/// and a checkpointed run resumes onto exactly the weights of an uninterrupted one.
+struct TrainingTests {
+    /// `count` random 1×8×8 images with random labels among `classes`.
+    static func noiseDataset(count: Int, classes: Int = 4, seed: UInt64 = 1) throws -> ImageDataset {
+        var rng = SeededGenerator(seed: seed)
+        return try ImageDataset(pixels: (0..<(count * 64)).map { _ in UInt8.random(in: 0...255, using: &rng) },
+                                labels: (0..<count).map { _ in Int.random(in: 0..<classes, using: &rng) },
+                                channels: 1, height: 8, width: 8, classNames: (0..<classes).map(String.init))
+    }
+
+    static func trainer(_ data: ImageDataset, epochs: Int, batchSize: Int = 16, augment: Bool = true,
+                        optimizer: String = "sgd") throws -> Trainer {
+        let model = try ResNet(.resnet8, numClasses: data.numClasses, inChannels: 1, stem: .cifar, width: 4, seed: 3)
+        let loader = try DataLoader(dataset: data, batchSize: batchSize, shuffle: true, seed: 7, mean: [0.5], std: [0.25],
+                                    augmentation: augment ? Augmentation(cropPadding: 1, horizontalFlip: true) : .none,
+                                    dropLast: true)
+        let parameters = model.namedParameters().map(\.parameter)
+        let opt: any Optimizer = optimizer == "adamw"
+            ? try AdamW(parameters, learningRate: 0.01, weightDecay: 1e-4)
+            : try SGD(parameters, learningRate: 0.05, momentum: 0.9, weightDecay: 5e-4, nesterov: true)
+        let schedule = try LearningRateSchedule(kind: .cosine(minimum: 0), baseLR: opt.learningRate,
+                                                totalSteps: epochs * loader.batchesPerEpoch, warmupSteps: 2)
+        return Trainer(model: model, optimizer: opt, schedule: schedule, loss: try CrossEntropyLoss(labelSmoothing: 0.1),
+                       trainLoader: loader)
+    }
+
+    static func weights(_ trainer: Trainer) -> [String: [Float]] {
+        Dictionary(uniqueKeysWithValues: trainer.model.stateDict().map { ($0.name, $0.tensor.floats().scalars) })
+    }
+
+    @Test func tinyModelOverfitsSixtyFourImages() throws {
+        let data = try Self.noiseDataset(count: 64)
+        let trainer = try Self.trainer(data, epochs: 60, batchSize: 64, augment: false, optimizer: "adamw")
+        var first = 0.0, last = 0.0
+        for epoch in 0..<60 {
+            let (loss, _, _) = try trainer.trainEpoch()
+            if epoch == 0 { first = loss }
+            last = loss
+        }
+        // Random labels on noise: only memorization brings the loss down (smoothing 0.1 floors it near 0.2).
+        #expect(first > 1.2)
+        #expect(last < 0.45, "loss \(first) -> \(last) after 60 full-batch steps")
+        let evaluation = try Trainer.evaluate(trainer.model, on: DataLoader(dataset: data, batchSize: 64, shuffle: false, seed: 0,
+                                                                            mean: [0.5], std: [0.25]), numClasses: 4)
+        #expect(evaluation.accuracy > 0.95)
+        #expect(evaluation.confusion.flatMap { $0 }.reduce(0, +) == 64)
+    }
+
+    @Test func sameSeedGivesSameWeights() throws {
+        let data = try Self.noiseDataset(count: 96)
+        let a = try Self.trainer(data, epochs: 2), b = try Self.trainer(data, epochs: 2)
+        for trainer in [a, b] {
+            for _ in 0..<2 { _ = try trainer.trainEpoch() }
+        }
+        #expect(Self.weights(a) == Self.weights(b))
+    }
+
+    @Test(arguments: ["sgd", "adamw"])
+    func checkpointResumeEqualsUninterruptedRun(_ optimizer: String) throws {
+        let data = try Self.noiseDataset(count: 96)
+        let uninterrupted = try Self.trainer(data, epochs: 3, optimizer: optimizer)
+        for _ in 0..<3 { _ = try uninterrupted.trainEpoch() }
+
+        let first = try Self.trainer(data, epochs: 3, optimizer: optimizer)
+        _ = try first.trainEpoch()
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("resume-\(optimizer)-\(getpid()).safetensors").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try TrainingCheckpoint(trainer: first, history: [], settings: ["note": "test"]).write(to: path)
+
+        let resumed = try Self.trainer(data, epochs: 3, optimizer: optimizer)
+        let checkpoint = try TrainingCheckpoint(contentsOf: path)
+        #expect(checkpoint.completedEpochs == 1)
+        #expect(checkpoint.metadata["note"] == "test")
+        try checkpoint.restore(into: resumed)
+        #expect(resumed.completedEpochs == 1)
+        for _ in 0..<2 { _ = try resumed.trainEpoch() }
+        #expect(Self.weights(resumed) == Self.weights(uninterrupted))
+        #expect(resumed.optimizer.stepCount == uninterrupted.optimizer.stepCount)
+    }
+
+    @Test func aFileThatIsNotACheckpointIsRejected() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("plain-\(getpid()).safetensors").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try SafeTensorsFile(tensors: [("w", SafeTensor(Tensor(shape: [2])))]).write(to: path)
+        #expect(throws: BLASNetError.self) { try TrainingCheckpoint(contentsOf: path) }
+    }
+
+    @Test func metricsAndCurves() throws {
+        let history = (1...3).map {
+            EpochSummary(epoch: $0, trainLoss: 1 / Double($0), trainAccuracy: 0.5 + 0.1 * Double($0),
+                         testLoss: 1.2 / Double($0), testAccuracy: 0.45 + 0.1 * Double($0), seconds: 2.5, learningRate: 0.1)
+        }
+        let csv = TrainingCurves.csv(history).split(separator: "\n")
+        #expect(csv.count == 4)
+        #expect(csv[0].hasPrefix("epoch,train_loss,train_accuracy,test_loss,test_accuracy,seconds"))
+        #expect(csv[2].hasPrefix("2,0.5,0.7,0.6,0.65"))
+        let svg = TrainingCurves.svg(history, title: "a <test> & run")
+        #expect(svg.components(separatedBy: "<polyline").count - 1 == 4)
+        #expect(svg.contains("a &lt;test&gt; &amp; run"))
+        #expect(XMLParser(data: Data(svg.utf8)).parse(), "the chart must be well-formed XML")
+    }
+}
