@@ -123,11 +123,10 @@ extension Kernels {
                             let first = (rows.lowerBound + rowOffset) * w + columnOffset
                             let lo = max(0, -first), hi = min(rows.count * w, planeSize - first)
                             (dst + rows.lowerBound * w + lo).update(from: plane + first + lo, count: max(0, hi - lo))
-                            for r in rows {
-                                let line = dst + r * w
-                                for o in 0..<valid.lowerBound { line[o] = 0 }
-                                for o in valid.upperBound..<w { line[o] = 0 }
-                            }
+                            // Column by column: a strided store per row, where a loop along each
+                            // row would become a memset call for one or two floats.
+                            for o in 0..<valid.lowerBound { for r in rows { dst[r * w + o] = 0 } }
+                            for o in valid.upperBound..<w { for r in rows { dst[r * w + o] = 0 } }
                         }
                     }
                 }
