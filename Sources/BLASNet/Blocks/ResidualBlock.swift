@@ -17,9 +17,12 @@ public final class ResidualBlock: Module {
         self.downsample = downsample
     }
 
-    public var children: [(name: String, module: any Module)] {
-        branch + (se.map { [("se", $0)] } ?? []) + (downsample.map { [("downsample", $0)] } ?? [])
-    }
+    public var children: [(name: String, module: any Module)] { branchPath + shortcutPath }
+
+    /// The branch's layers and its SE block, in the order they run.
+    private var branchPath: [(name: String, module: any Module)] { branch + (se.map { [("se", $0)] } ?? []) }
+    /// The projection, or nothing for the identity.
+    private var shortcutPath: [(name: String, module: any Module)] { downsample.map { [("downsample", $0)] } ?? [] }
 
     public func forward(_ x: Tensor) throws -> Tensor {
         var out = try branch.reduce(x) { try $1.module.profiledForward($0) }
@@ -102,4 +105,9 @@ extension ResidualBlockKind {
             se: squeezeExcitation ? try SEBlock(out, workspace: workspace, rng: &rng) : nil,
             downsample: downsample)
     }
+}
+
+extension ResidualBlock: SpatialModule {
+    /// The branch (with its SE block) and the shortcut, added; the ReLU after the addition is pointwise.
+    public var spatialStructure: SpatialStructure { .sum([branchPath, shortcutPath]) }
 }

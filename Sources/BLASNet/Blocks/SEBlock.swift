@@ -61,3 +61,10 @@ public final class SEBlock: Module {
         return dx
     }
 }
+
+extension SEBlock: SpatialModule {
+    /// The spatial path only: each position is scaled by its channel's gate. The gate comes
+    /// from a global average, so strictly every output depends on the whole input, but
+    /// receptive fields describe where features are computed from, which is this path.
+    public var spatialStructure: SpatialStructure { .pointwise }
+}

@@ -28,10 +28,13 @@ public struct Window: Sendable, Equatable {
         (dilation.h * (kernel.h - 1) + 1, dilation.w * (kernel.w - 1) + 1)
     }
 
-    /// Output height and width for an input of `h × w` (PyTorch's floor rule).
+    /// Output height and width for an input of `h × w` (PyTorch's floor rule); 0 where the
+    /// padded input is smaller than the kernel.
     public func outputSize(h: Int, w: Int) -> (h: Int, w: Int) {
         let k = effectiveKernel
-        return ((h + 2 * padding.h - k.h) / stride.h + 1, (w + 2 * padding.w - k.w) / stride.w + 1)
+        // Swift's `/` truncates towards zero, which would turn a span of −1 into one output.
+        func positions(_ span: Int, _ stride: Int) -> Int { span < 0 ? 0 : span / stride + 1 }
+        return (positions(h + 2 * padding.h - k.h, stride.h), positions(w + 2 * padding.w - k.w, stride.w))
     }
 
     /// True for a 1×1, stride-1, unpadded window, where im2col is the identity.

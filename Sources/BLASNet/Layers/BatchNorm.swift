@@ -143,3 +143,7 @@ public final class BatchNorm: Module {
 public typealias BatchNorm2d = BatchNorm
 /// PyTorch's name for batch normalization of feature vectors `[F, N]`.
 public typealias BatchNorm1d = BatchNorm
+
+extension BatchNorm: SpatialModule {
+    public var spatialStructure: SpatialStructure { .pointwise }
+}

@@ -180,3 +180,7 @@ public final class Conv2d: Module {
         return dx
     }
 }
+
+extension Conv2d: SpatialModule {
+    public var spatialStructure: SpatialStructure { .window(window) }
+}

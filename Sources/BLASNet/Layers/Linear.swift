@@ -70,3 +70,8 @@ public final class Linear: Module {
         return dx
     }
 }
+
+extension Linear: SpatialModule {
+    /// A vector is one position (what global pooling leaves), which this maps to one position.
+    public var spatialStructure: SpatialStructure { .pointwise }
+}

@@ -122,3 +122,15 @@ public final class GlobalAvgPool2d: Module {
         return dx
     }
 }
+
+extension MaxPool2d: SpatialModule {
+    public var spatialStructure: SpatialStructure { .window(window) }
+}
+
+extension AvgPool2d: SpatialModule {
+    public var spatialStructure: SpatialStructure { .window(window) }
+}
+
+extension GlobalAvgPool2d: SpatialModule {
+    public var spatialStructure: SpatialStructure { .global }
+}

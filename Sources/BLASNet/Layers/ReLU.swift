@@ -22,3 +22,7 @@ public final class ReLU: Module {
         return dx
     }
 }
+
+extension ReLU: SpatialModule {
+    public var spatialStructure: SpatialStructure { .pointwise }
+}

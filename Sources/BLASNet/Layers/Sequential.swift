@@ -16,3 +16,7 @@ public final class Sequential: Module {
         try layers.reversed().reduce(dy) { try $1.profiledBackward($0) }
     }
 }
+
+extension Sequential: SpatialModule {
+    public var spatialStructure: SpatialStructure { .chain(children) }
+}

@@ -22,3 +22,7 @@ public final class Sigmoid: Module {
         return dx
     }
 }
+
+extension Sigmoid: SpatialModule {
+    public var spatialStructure: SpatialStructure { .pointwise }
+}

@@ -156,22 +156,18 @@ public final class ResNet: Module {
         }
     }
 
+    /// The layers in the order the data flows through them, with torchvision's names
+    /// (`maxpool` and `avgpool` hold no state; the ReLU after `bn1` is fused into it).
     public var children: [(name: String, module: any Module)] {
-        [("conv1", conv1), ("bn1", bn1)]
-            + stages.enumerated().map { ("layer\($0.offset + 1)", $0.element) }
-            + [("fc", fc)]
-    }
-
-    /// The layers in the order the data flows through them.
-    private var pipeline: [any Module] {
-        [conv1, bn1] + (maxpool.map { [$0] } ?? []) + stages + [pool, fc]
+        [("conv1", conv1), ("bn1", bn1)] + (maxpool.map { [("maxpool", $0)] } ?? [])
+            + stages.enumerated().map { ("layer\($0.offset + 1)", $0.element) } + [("avgpool", pool), ("fc", fc)]
     }
 
     public func forward(_ x: Tensor) throws -> Tensor {
         guard x.shape.count == 4, x.shape[1] == inChannels, x.shape[0] > 0 else {
             throw BLASNetError.shapeMismatch(layer: architecture.rawValue, expected: "[N, \(inChannels), H, W]", got: x.shape)
         }
-        return try pipeline.reduce(x.swappingFirstAxes()) { try $1.profiledForward($0) }.swappingFirstAxes()
+        return try children.reduce(x.swappingFirstAxes()) { try $1.module.profiledForward($0) }.swappingFirstAxes()
     }
 
     /// Back-propagates `dlogits: [N, K]`, accumulating every parameter gradient. Returns
@@ -180,6 +176,11 @@ public final class ResNet: Module {
         guard dy.shape.count == 2, dy.shape[1] == numClasses else {
             throw BLASNetError.shapeMismatch(layer: "\(architecture.rawValue) backward", expected: "[N, \(numClasses)]", got: dy.shape)
         }
-        return try pipeline.reversed().reduce(dy.swappingFirstAxes()) { try $1.profiledBackward($0) }
+        return try children.reversed().reduce(dy.swappingFirstAxes()) { try $1.module.profiledBackward($0) }
     }
+}
+
+extension ResNet: SpatialModule {
+    /// The layers from the image to the logits.
+    public var spatialStructure: SpatialStructure { .chain(children) }
 }
