@@ -7,6 +7,13 @@ small CIFAR-stem network.  The weights themselves are NOT stored: the Swift
 test regenerates them with the same generator (scripts/fixture_weights.py),
 which keeps each file well under 1 MB.
 
+Networks (CASES): resnet18 and seresnet18 with BatchNorm (<arch>_cifar), and
+resnet18 with each other --norm of BLASNet in every norm slot
+(<arch>_cifar_<norm without ':'>): GroupNorm(32, C), layer = GroupNorm(1, C)
+and instance = GroupNorm(C, C), all eps 1e-5 under the BatchNorm's names
+(torch_models.replace_norms).  The norm fixtures sample large gradients more
+sparsely (NORM_SAMPLE_COUNT) to keep the three files small.
+
 Well-conditioned references (seed search):
 A ReLU input within float32 rounding of zero can legitimately land on either
 side of the kink in two correct float32 implementations, and the flipped
@@ -34,9 +41,10 @@ Keys (all float32 unless noted):
   train.grad.<param>         full gradient, for params with numel <= 16384
   train.gradsample.<param>   sample_gradient(grad) (see there), for larger params
   train.<bn>.running_mean    running stats after the single training step
-  train.<bn>.running_var     (momentum 0.1, unbiased batch variance)
+  train.<bn>.running_var     (momentum 0.1, unbiased batch variance; BatchNorm only)
 Metadata:
   torch                    torch version
+  sample_count             elements per gradsample (4096 if absent)
   seed                     weight/input seed chosen by the search above
   torch_f32_error          JSON {key: relative L2 error of PyTorch's own float32
                            computation against the float64 reference}: median over
@@ -51,7 +59,7 @@ Metadata:
       max(4 * torch_f32_error, 1e-5 (outputs) / 1e-4 (gradients))
   with no kink term: the reference has no kink a correct float32
   implementation could resolve differently.
-  arch, stem, num_classes, in_chans
+  arch, stem, norm, num_classes, in_chans
 """
 
 from __future__ import annotations
@@ -75,15 +83,23 @@ INPUT_SHAPE = (4, IN_CHANS, 13, 11)
 TARGET = [3, 7, 0, 9]
 FULL_GRAD_MAX = 16384
 SAMPLE_COUNT = 4096
-ARCHS = ("resnet18", "seresnet18")
+NORM_SAMPLE_COUNT = 1024
+CASES = (("resnet18", "batch"), ("seresnet18", "batch"),
+         ("resnet18", "group:32"), ("resnet18", "layer"), ("resnet18", "instance"))
+ARCHS = tuple(dict.fromkeys(arch for arch, _ in CASES))
+NORMS = tuple(dict.fromkeys(norm for _, norm in CASES))
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
                            "Tests", "BLASNetTests", "Fixtures")
 
 
-def sample_gradient(flat: torch.Tensor) -> torch.Tensor:
-    """The `gradsample` entries of a large gradient: flat[::stride][:4096] with
+def fixture_name(arch: str, norm: str) -> str:
+    return f"{arch}_{STEM}" + ("" if norm == "batch" else "_" + norm.replace(":", ""))
 
-        stride = numel // 4096
+
+def sample_gradient(flat: torch.Tensor, count: int) -> torch.Tensor:
+    """The `gradsample` entries of a large gradient: flat[::stride][:count] with
+
+        stride = numel // count
         while stride % 3 == 0: stride -= 1      (stride >= 1)
 
     The Swift test (PyTorchParityTests) picks the same elements and must use
@@ -93,13 +109,13 @@ def sample_gradient(flat: torch.Tensor) -> torch.Tensor:
     of 9 -- e.g. 36864 // 4096 = 9 for [64, 64, 3, 3] -- only on tap (0, 0)),
     and an error confined to the other taps would go unnoticed.
     """
-    stride = max(flat.numel() // SAMPLE_COUNT, 1)
+    stride = max(flat.numel() // count, 1)
     while stride > 1 and stride % 3 == 0:
         stride -= 1
-    return flat[::stride][:SAMPLE_COUNT]
+    return flat[::stride][:count]
 
 
-def fixture_entries(outputs: dict[str, torch.Tensor], train: bool) -> dict[str, torch.Tensor]:
+def fixture_entries(outputs: dict[str, torch.Tensor], train: bool, sample_count: int) -> dict[str, torch.Tensor]:
     """Map CLI-style output names to fixture keys, subsampling large gradients.
 
     Large conv gradients would dominate the file size; a strided sample still
@@ -112,47 +128,49 @@ def fixture_entries(outputs: dict[str, torch.Tensor], train: bool) -> dict[str, 
         if name.startswith("grad."):
             flat = t.flatten()
             if flat.numel() > FULL_GRAD_MAX:
-                entries[prefix + "gradsample." + name[len("grad."):]] = sample_gradient(flat)
+                entries[prefix + "gradsample." + name[len("grad."):]] = sample_gradient(flat, sample_count)
                 continue
         entries[prefix + name] = t
     return entries
 
 
-def find_kink_free_seed(arch: str, max_tries: int
+def find_kink_free_seed(arch: str, norm: str, max_tries: int
                         ) -> tuple[int, dict[str, torch.Tensor], torch.Tensor, list[tuple[int, int]]]:
     """First seed 0, 1, 2, ... whose float64 training-mode forward pass has no
     ReLU input (nor max-pool window) near a kink; returns (seed, weights,
     input, [(seed, count) of the rejected seeds])."""
-    shapes = build(arch, NUM_CLASSES, IN_CHANS, STEM).state_dict()
+    shapes = build(arch, NUM_CLASSES, IN_CHANS, STEM, norm).state_dict()
     rejected = []
     for seed in range(max_tries):
         weights = deterministic_state_dict(shapes, seed=seed)
         x = deterministic_tensor("input", INPUT_SHAPE, seed=seed, scale=1.0, offset=0.0)
-        relu, pool = count_near_kinks(arch, NUM_CLASSES, IN_CHANS, STEM, weights, x)
+        relu, pool = count_near_kinks(arch, NUM_CLASSES, IN_CHANS, STEM, weights, x, norm=norm)
         if relu + pool == 0:
             return seed, weights, x, rejected
         rejected.append((seed, relu + pool))
-    raise RuntimeError(f"{arch}: no kink-free seed in 0..{max_tries - 1} at input {list(INPUT_SHAPE)} "
+    raise RuntimeError(f"{arch} ({norm} norm): no kink-free seed in 0..{max_tries - 1} at input {list(INPUT_SHAPE)} "
                        f"(near-kink counts: {rejected}); try a smaller input or --max-seed-tries")
 
 
-def make_fixture(arch: str, realisations: int, max_seed_tries: int
+def make_fixture(arch: str, norm: str, realisations: int, max_seed_tries: int
                  ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    seed, weights, x, rejected = find_kink_free_seed(arch, max_seed_tries)
+    seed, weights, x, rejected = find_kink_free_seed(arch, norm, max_seed_tries)
     target = torch.tensor(TARGET, dtype=torch.int64)
+    sample_count = SAMPLE_COUNT if norm == "batch" else NORM_SAMPLE_COUNT
 
     def run(w: dict[str, torch.Tensor], xi: torch.Tensor, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         entries: dict[str, torch.Tensor] = {}
         for train in (False, True):
-            outputs = reference_outputs(arch, NUM_CLASSES, IN_CHANS, STEM, w, xi, target, train, dtype=dtype)
-            entries.update(fixture_entries(outputs, train))
+            outputs = reference_outputs(arch, NUM_CLASSES, IN_CHANS, STEM, w, xi, target, train, dtype=dtype, norm=norm)
+            entries.update(fixture_entries(outputs, train, sample_count))
         return entries
 
     ref = run(weights, x, torch.float64)
     errors = torch_f32_errors(ref, realisations, lambda w, xi: run(w, xi, torch.float32), weights, x)
     # Diagnostics: the full kink analysis must agree with the search (nothing found).
     kinks, found, used = kink_errors(arch, NUM_CLASSES, IN_CHANS, STEM, weights, x, target, ref,
-                                     transform=lambda d: fixture_entries(d, train=True), max_kinks=10**6)
+                                     transform=lambda d: fixture_entries(d, train=True, sample_count=sample_count),
+                                     max_kinks=10**6, norm=norm)
     assert found == used == 0 and not any(kinks.values()), (found, kinks)
 
     tensors = {"input": x, "target": target}
@@ -160,6 +178,7 @@ def make_fixture(arch: str, realisations: int, max_seed_tries: int
     metadata = {
         "torch": torch.__version__,
         "seed": str(seed),
+        "sample_count": str(sample_count),
         "torch_f32_error": json.dumps(errors, sort_keys=True, allow_nan=False),
         "torch_f32_realisations": str(realisations),
         "kink_error": json.dumps(kinks, sort_keys=True, allow_nan=False),
@@ -168,6 +187,7 @@ def make_fixture(arch: str, realisations: int, max_seed_tries: int
         # Self-description, so a reader doesn't need this script to interpret the file.
         "arch": arch,
         "stem": STEM,
+        "norm": norm,
         "num_classes": str(NUM_CLASSES),
         "in_chans": str(IN_CHANS),
     }
@@ -178,6 +198,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out-dir", default=DEFAULT_OUT, help="fixture directory (default: %(default)s)")
     parser.add_argument("--arch", action="append", choices=ARCHS, help="only these archs (repeatable)")
+    parser.add_argument("--norm", action="append", choices=NORMS, help="only these norms (repeatable)")
     parser.add_argument("--f32-realisations", type=int, default=5, metavar="N",
                         help="float32 runs whose median error becomes torch_f32_error (default: %(default)s)")
     parser.add_argument("--max-seed-tries", type=int, default=500, metavar="N",
@@ -188,9 +209,11 @@ def main() -> int:
     # machine's core count (reduction order), so regenerating is reproducible.
     torch.set_num_threads(1)
     os.makedirs(args.out_dir, exist_ok=True)
-    for arch in args.arch or ARCHS:
-        tensors, metadata = make_fixture(arch, args.f32_realisations, args.max_seed_tries)
-        path = os.path.join(args.out_dir, f"{arch}_{STEM}.safetensors")
+    for arch, norm in CASES:
+        if (args.arch and arch not in args.arch) or (args.norm and norm not in args.norm):
+            continue
+        tensors, metadata = make_fixture(arch, norm, args.f32_realisations, args.max_seed_tries)
+        path = os.path.join(args.out_dir, fixture_name(arch, norm) + ".safetensors")
         save_file(tensors, path, metadata=metadata)
         os.chmod(path, 0o644)  # safetensors writes 0600; these are ordinary repo files
         errors = json.loads(metadata["torch_f32_error"])

@@ -31,6 +31,13 @@ Cross-entropy: CE_LOGITS ([6, 5], float32, one row of logits near +-90 so that
 an implementation without the max subtraction overflows) against CE_TARGET, for each
 label smoothing in CE_SMOOTHING, computed in float64 from the float32 logits.
 
+Focal loss: the same logits against FOCAL_TARGET, for each case of FOCAL_CASES (gamma,
+and alpha as one weight for all classes or a list of one per class), in float64 by
+autograd from log-softmax: mean over rows of -alpha_t * (1 - p_t)**gamma * log p_t, with
+1 - p_t = -expm1(log p_t).  FOCAL_TARGET differs from CE_TARGET in the large row, whose
+CE target has p_t = 1 in float64: there autograd's d/dq q**gamma = inf for gamma < 1
+makes the reference NaN (the true gradient is 0, which the Swift tests check by themselves).
+
 Keys (float32 unless noted):
   param.<i>                 initial value of parameter i
   grad.<i>                  [STEPS, *shape]  gradient of parameter i at each step
@@ -38,8 +45,10 @@ Keys (float32 unless noted):
   <scenario>.param.<i>      [STEPS, *shape]  parameter i after each step
   ce.logits, ce.target      float32 [6, 5], int64 [6]
   ce.<j>.loss, ce.<j>.grad  [], [6, 5]       mean loss and its gradient for CE_SMOOTHING[j]
+  focal.target              int64 [6]
+  focal.<j>.loss, focal.<j>.grad  [], [6, 5] mean focal loss and its gradient for FOCAL_CASES[j]
 Metadata:
-  torch, steps, ce_label_smoothing (JSON list)
+  torch, steps, ce_label_smoothing (JSON list), focal_cases (JSON list)
   scenarios   JSON {name: {"optimizer": {...torch keyword arguments, "name": sgd|adamw},
               "schedule": str, "warmup_steps": int, "warmup_start_factor": float,
               "frozen_until": {param index: step}}}
@@ -60,6 +69,13 @@ PARAM_SHAPES = [(4, 6), (6,), (2, 3, 5)]
 GRAD_SCALES = [1.0, 0.3, 2.0, 0.05, 1.5, 0.5, 3.0, 0.1]
 CE_SMOOTHING = [0.0, 0.1, 0.25, 1.0]
 CE_TARGET = [0, 4, 2, 2, 1, 3]
+FOCAL_TARGET = [0, 4, 2, 0, 1, 3]
+FOCAL_CASES = [
+    {"gamma": 0.0, "alpha": 1.0},                          # cross-entropy
+    {"gamma": 2.0, "alpha": 0.25},                         # the defaults
+    {"gamma": 0.5, "alpha": 0.25},                         # gamma < 1: (1 - p)**(gamma - 1) is unbounded
+    {"gamma": 2.0, "alpha": [0.1, 0.4, 0.25, 1.0, 0.6]},   # a weight per class
+]
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
                            "Tests", "BLASNetTests", "Fixtures", "optimizers.safetensors")
 
@@ -144,18 +160,30 @@ def run_scenario(scenario: dict, initial: list[torch.Tensor], grads: list[torch.
     return torch.tensor(lrs, dtype=torch.float64), [torch.stack(h) for h in history]
 
 
-def cross_entropy_entries() -> dict[str, torch.Tensor]:
+def loss_entries() -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(2)
     logits = torch.randn(len(CE_TARGET), 5, generator=g, dtype=torch.float32) * 3
     logits[3] *= 30
     target = torch.tensor(CE_TARGET, dtype=torch.int64)
-    entries = {"ce.logits": logits, "ce.target": target}
-    for j, eps in enumerate(CE_SMOOTHING):
+    focal_target = torch.tensor(FOCAL_TARGET, dtype=torch.int64)
+    entries = {"ce.logits": logits, "ce.target": target, "focal.target": focal_target}
+
+    def record(key: str, loss_of) -> None:
         x = logits.to(torch.float64).requires_grad_(True)
-        loss = F.cross_entropy(x, target, label_smoothing=eps)
+        loss = loss_of(x)
         loss.backward()
-        entries[f"ce.{j}.loss"] = loss.detach().to(torch.float32)
-        entries[f"ce.{j}.grad"] = x.grad.to(torch.float32)
+        entries[f"{key}.loss"] = loss.detach().to(torch.float32)
+        entries[f"{key}.grad"] = x.grad.to(torch.float32)
+
+    def focal(x: torch.Tensor, gamma: float, alpha: float | list[float]) -> torch.Tensor:
+        log_p = F.log_softmax(x, dim=1).gather(1, focal_target[:, None])[:, 0]
+        alpha_t = torch.tensor(alpha, dtype=torch.float64)[focal_target] if isinstance(alpha, list) else alpha
+        return (-alpha_t * (-torch.expm1(log_p)) ** gamma * log_p).mean()
+
+    for j, eps in enumerate(CE_SMOOTHING):
+        record(f"ce.{j}", lambda x: F.cross_entropy(x, target, label_smoothing=eps))
+    for j, case in enumerate(FOCAL_CASES):
+        record(f"focal.{j}", lambda x: focal(x, case["gamma"], case["alpha"]))
     return entries
 
 
@@ -179,19 +207,20 @@ def main() -> int:
         tensors[f"{name}.lr"] = lrs
         for i, h in enumerate(history):
             tensors[f"{name}.param.{i}"] = h
-    tensors.update(cross_entropy_entries())
+    tensors.update(loss_entries())
 
     metadata = {
         "torch": torch.__version__,
         "steps": str(STEPS),
         "scenarios": json.dumps(SCENARIOS, sort_keys=True),
         "ce_label_smoothing": json.dumps(CE_SMOOTHING),
+        "focal_cases": json.dumps(FOCAL_CASES),
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     save_file({k: v.contiguous() for k, v in tensors.items()}, args.out, metadata=metadata)
     os.chmod(args.out, 0o644)  # safetensors writes 0600; this is an ordinary repo file
     print(f"{os.path.relpath(args.out)}: {len(SCENARIOS)} optimizer scenarios x {STEPS} steps, "
-          f"{len(CE_SMOOTHING)} label smoothings, {len(tensors)} tensors, {os.path.getsize(args.out) / 1024:.1f} KiB")
+          f"{len(CE_SMOOTHING)} label smoothings, {len(FOCAL_CASES)} focal losses, {len(tensors)} tensors, {os.path.getsize(args.out) / 1024:.1f} KiB")
     return 0
 
 

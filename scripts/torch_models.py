@@ -55,6 +55,8 @@ RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 SERESNETS = tuple("se" + a for a in RESNETS)
 ARCHS = RESNETS + SERESNETS
 STEMS = ("imagenet", "cifar")
+# BLASNet's --norm forms; every one but "batch" puts a GroupNorm where each BatchNorm2d was.
+NORMS = ("batch", "group", "group:G", "layer", "instance")
 
 # A ReLU input counts as "near the kink" if |x| < KINK_TOL * rms(x) of its
 # tensor: ~100x float32 rounding, so a float32 implementation up to 10x less
@@ -62,8 +64,36 @@ STEMS = ("imagenet", "cifar")
 KINK_TOL = 1e-5
 
 
-def build(arch: str, num_classes: int, in_chans: int = 3, stem: str = "imagenet") -> nn.Module:
-    """Build an untrained model (weights are expected to be overwritten)."""
+def norm_groups(norm: str, channels: int) -> int:
+    """GroupNorm groups of BLASNet's --norm for a slot of `channels` channels:
+    group[:G] (default 32), layer = GroupNorm(1, C), instance = GroupNorm(C, C)."""
+    kind, _, groups = norm.partition(":")
+    if kind == "group":
+        return int(groups) if groups else 32
+    if kind == "layer" and not groups:
+        return 1
+    if kind == "instance" and not groups:
+        return channels
+    raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
+
+
+def replace_norms(model: nn.Module, norm: str) -> nn.Module:
+    """Puts nn.GroupNorm(norm_groups(norm, C), C) (eps 1e-5, affine) in place of every
+    BatchNorm2d, under the same name, so the state_dict keys stay (minus the running
+    buffers).  "batch" leaves the model as it is."""
+    if norm == "batch":
+        return model
+    for name, m in list(model.named_modules()):
+        if isinstance(m, nn.BatchNorm2d):
+            parent, _, attr = name.rpartition(".")
+            channels = m.num_features
+            setattr(model.get_submodule(parent), attr, nn.GroupNorm(norm_groups(norm, channels), channels, eps=1e-5))
+    return model
+
+
+def build(arch: str, num_classes: int, in_chans: int = 3, stem: str = "imagenet", norm: str = "batch") -> nn.Module:
+    """Build an untrained model (weights are expected to be overwritten) with BLASNet's
+    --norm `norm` in every norm slot."""
     if stem not in STEMS:
         raise ValueError(f"unknown stem {stem!r}; expected one of {STEMS}")
     if arch in RESNETS:
@@ -80,7 +110,7 @@ def build(arch: str, num_classes: int, in_chans: int = 3, stem: str = "imagenet"
         # Small images: keep full resolution into layer1 (3x3 stride-1 stem, no max-pool).
         model.conv1 = nn.Conv2d(in_chans, 64, kernel_size=3, stride=1, padding=1, bias=False)
         model.maxpool = nn.Identity()
-    return model
+    return replace_norms(model, norm)
 
 
 def residual_last_bn_weights(model: nn.Module) -> list[str]:
@@ -101,7 +131,7 @@ def batchnorm_prefixes(model: nn.Module) -> list[str]:
 def reference_outputs(arch: str, num_classes: int, in_chans: int, stem: str,
                       weights: dict[str, torch.Tensor], x: torch.Tensor,
                       target: torch.Tensor | None, train: bool,
-                      dtype: torch.dtype = torch.float64) -> dict[str, torch.Tensor]:
+                      dtype: torch.dtype = torch.float64, norm: str = "batch") -> dict[str, torch.Tensor]:
     """Run one forward (and, if `train`, backward) pass and name the results
     exactly like the `blasnet run` CLI output file does:
 
@@ -113,7 +143,7 @@ def reference_outputs(arch: str, num_classes: int, in_chans: int, stem: str,
     converted to `dtype` (float32 -> float64 is exact, so the float64 run
     sees bit-identical starting values).
     """
-    model = build(arch, num_classes, in_chans, stem)
+    model = build(arch, num_classes, in_chans, stem, norm)
     model.load_state_dict(weights, strict=True)  # strict: a partial load would make a useless reference
     model = model.to(dtype)  # leaves num_batches_tracked as int64
     x = x.to(dtype)
@@ -244,7 +274,7 @@ def _max_pool_near_ties(pool: nn.MaxPool2d, x: torch.Tensor, tol: float) -> int:
 
 def count_near_kinks(arch: str, num_classes: int, in_chans: int, stem: str,
                      weights: dict[str, torch.Tensor], x: torch.Tensor,
-                     tol: float = KINK_TOL) -> tuple[int, int]:
+                     tol: float = KINK_TOL, norm: str = "batch") -> tuple[int, int]:
     """(ReLU inputs, max-pool windows) near a kink in the float64 training-mode
     forward pass: the ReLU inputs that kink_errors would analyse, and the
     max-pool windows with a near tie (see _max_pool_near_ties).  If both are
@@ -256,7 +286,7 @@ def count_near_kinks(arch: str, num_classes: int, in_chans: int, stem: str,
     used to search for well-conditioned seeds.  Eval mode needs no such
     check: a flipped kink changes a forward value by |x| ~ 1e-7 * rms.
     """
-    model = build(arch, num_classes, in_chans, stem)
+    model = build(arch, num_classes, in_chans, stem, norm)
     model.load_state_dict(weights, strict=True)
     model = model.to(torch.float64).train()
     counts = [0, 0]
@@ -282,7 +312,7 @@ def kink_errors(arch: str, num_classes: int, in_chans: int, stem: str,
                 weights: dict[str, torch.Tensor], x: torch.Tensor, target: torch.Tensor,
                 ref: dict[str, torch.Tensor],
                 transform: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] = lambda d: d,
-                tol: float = KINK_TOL, max_kinks: int = 64) -> tuple[dict[str, float], int, int]:
+                tol: float = KINK_TOL, max_kinks: int = 64, norm: str = "batch") -> tuple[dict[str, float], int, int]:
     """Gradient error that ReLU-mask flips near the kink can legitimately cause.
 
     Finds the training-mode ReLU inputs with |x| < tol * rms(x) in float64
@@ -298,7 +328,7 @@ def kink_errors(arch: str, num_classes: int, in_chans: int, stem: str,
     elements (the closest to zero) are analysed, since each costs a partial
     backward pass.
     """
-    model = build(arch, num_classes, in_chans, stem)
+    model = build(arch, num_classes, in_chans, stem, norm)
     model.load_state_dict(weights, strict=True)
     model = model.to(torch.float64).train()
 

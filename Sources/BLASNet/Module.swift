@@ -12,6 +12,12 @@ public final class Parameter {
         self.grad = Tensor(shape: value.shape)
     }
 
+    /// Adds `gradient` (Float64 sums of a kernel) to ``grad``, unless gradients are off.
+    func accumulate(_ gradient: [Double]) {
+        guard requiresGrad else { return }
+        grad.withUnsafeMutablePointer { g in for (i, v) in gradient.enumerated() { g[i] += Float(v) } }
+    }
+
     /// Resets the gradient to zero.
     public func zeroGrad() {
         let count = grad.count

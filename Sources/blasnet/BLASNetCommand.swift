@@ -49,6 +49,10 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Stem: imagenet (7×7/2 conv + max-pool), cifar (3×3/1 conv) or strided (3×3/2 conv).")
     var stem: Stem = .imagenet
 
+    @Option(help: "Normalization of every norm slot: batch, group (32 groups), group:G, layer or instance.",
+            transform: Normalization.init(parsing:))
+    var norm: Normalization = .batch
+
     @Option(help: "OpenBLAS threads (default: OpenBLAS's own choice).")
     var threads: Int?
 
@@ -61,6 +65,6 @@ struct ModelOptions: ParsableArguments {
 
     func makeModel() throws -> ResNet {
         if let threads { BLAS.threads = threads }
-        return try ResNet(arch, numClasses: numClasses, inChannels: inChans, stem: stem, width: width)
+        return try ResNet(arch, numClasses: numClasses, inChannels: inChans, stem: stem, width: width, norm: norm)
     }
 }

@@ -7,9 +7,9 @@ struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Evaluate weights on a dataset's test split: accuracy, per-class accuracy, confusion matrix.",
         discussion: """
-            A checkpoint from `blasnet train` carries its architecture, dataset and normalization. \
-            For other weights (a PyTorch state_dict saved as safetensors) give --arch, --width and \
-            --stem; the normalization is then computed from the training split.
+            A checkpoint from `blasnet train` carries its architecture, norm layers, dataset and input \
+            normalization. For other weights (a PyTorch state_dict saved as safetensors) give --arch, \
+            --width, --stem and --norm; the input normalization is then computed from the training split.
             """
     )
 
@@ -24,6 +24,10 @@ struct Eval: ParsableCommand {
 
     @Option(help: "Stem, when the file does not say.")
     var stem: Stem?
+
+    @Option(help: "Norm layers (batch, group, group:G, layer or instance), when the file does not say.",
+            transform: Normalization.init(parsing:))
+    var norm: Normalization?
 
     @Option(help: "Dataset (default: the checkpoint's, else fashion-mnist).")
     var dataset: DatasetName?
@@ -62,7 +66,8 @@ struct Eval: ParsableCommand {
         }
         let model = try ResNet(arch, numClasses: testSet.numClasses, inChannels: testSet.channels,
                                stem: stem ?? meta["stem"].flatMap(Stem.init(rawValue:)) ?? .cifar,
-                               width: width ?? meta["width"].flatMap { Int($0) }, seed: 0)
+                               width: width ?? meta["width"].flatMap { Int($0) },
+                               norm: try norm ?? meta["norm"].map(Normalization.init(parsing:)) ?? .batch, seed: 0)
         let report = try model.loadStateDict(file, strict: false)
         let ignored = report.unexpectedKeys.filter { !$0.hasPrefix("optimizer.") }
         guard report.missingKeys.filter({ !$0.hasSuffix("num_batches_tracked") }).isEmpty, ignored.isEmpty else {

@@ -8,14 +8,10 @@ struct Run: ParsableCommand {
         abstract: "Run one forward (and optionally backward) pass on a batch from a safetensors file.",
         discussion: """
             INPUT holds `input` (F32 [N, C, H, W]) and, with --train, `target` (I64 [N]).
-            OUTPUT receives `logits`; with --train also `loss`, `grad.<name>` for every parameter \
-            and each BatchNorm's updated `running_mean` / `running_var`.
+            OUTPUT receives `logits`; with --train (training mode and the --loss) also `loss`, \
+            `grad.<name>` for every parameter and each BatchNorm's updated `running_mean` / `running_var`.
             """
     )
-
-    enum Loss: String, ExpressibleByArgument, CaseIterable {
-        case crossEntropy = "cross-entropy"
-    }
 
     @OptionGroup var model: ModelOptions
 
@@ -31,10 +27,13 @@ struct Run: ParsableCommand {
     @Flag(help: "Training mode: batch statistics, loss, gradients, running-statistics update.")
     var train = false
 
-    @Option(help: "Loss for --train: cross-entropy.")
-    var loss: Loss = .crossEntropy
+    @OptionGroup var loss: LossOptions
 
     func run() throws {
+        let lossName = loss.loss ?? .crossEntropy
+        try loss.checkFocalOptions(for: lossName)
+        let lossFunction = try LossOptions.make(lossName, focalGamma: loss.focalGamma, focalAlpha: loss.focalAlpha,
+                                                labelSmoothing: 0)
         let net = try model.makeModel()
         try net.loadStateDict(SafeTensorsFile(contentsOf: weights))
         let batch = try SafeTensorsFile(contentsOf: input)
@@ -50,7 +49,7 @@ struct Run: ParsableCommand {
             }
             net.train()
             let logits = try net.forward(x.floats())
-            let (value, gradient) = try CrossEntropyLoss()(logits, targets: targets)
+            let (value, gradient) = try lossFunction(logits, targets: targets)
             _ = try net.backward(gradient)
             results.append(("logits", SafeTensor(logits)))
             results.append(("loss", SafeTensor(Tensor(scalar: value))))
@@ -60,6 +59,6 @@ struct Run: ParsableCommand {
             net.eval()
             results.append(("logits", SafeTensor(try net.forward(x.floats()))))
         }
-        try SafeTensorsFile(tensors: results, metadata: ["arch": model.arch.rawValue]).write(to: output)
+        try SafeTensorsFile(tensors: results, metadata: ["arch": model.arch.rawValue, "norm": model.norm.description]).write(to: output)
     }
 }

@@ -20,6 +20,11 @@ struct RunSettings: Codable, Equatable {
     var cropPadding: Int
     var flip: Bool
     var seed: UInt64
+    /// Absent from checkpoints written before these settings existed: batch norm, cross-entropy.
+    var normName: String?
+    var lossName: String?
+    var focalGamma: Float?
+    var focalAlpha: [Float]?
     /// Filled in from the training split when the run starts.
     var mean: [Float] = []
     var std: [Float] = []
@@ -35,6 +40,18 @@ struct RunSettings: Codable, Equatable {
     var dataset: DatasetName {
         get { DatasetName(rawValue: datasetName)! }
         set { datasetName = newValue.rawValue }
+    }
+    var norm: Normalization {
+        get { normName.flatMap { try? Normalization(parsing: $0) } ?? .batch }
+        set { normName = newValue.description }
+    }
+    var loss: LossOptions.Name {
+        get { lossName.flatMap(LossOptions.Name.init(rawValue:)) ?? .crossEntropy }
+        set { lossName = newValue.rawValue }
+    }
+
+    func makeLoss() throws -> any Loss {
+        try LossOptions.make(loss, focalGamma: focalGamma, focalAlpha: focalAlpha, labelSmoothing: labelSmoothing)
     }
 
     /// `quick`: the default run, about 92% on Fashion-MNIST in under five minutes on two
@@ -67,7 +84,9 @@ struct RunSettings: Codable, Equatable {
         guard let json = checkpoint.metadata["settings"],
               let settings = try? JSONDecoder().decode(RunSettings.self, from: Data(json.utf8)),
               Architecture(rawValue: settings.archName) != nil, Stem(rawValue: settings.stemName) != nil,
-              DatasetName(rawValue: settings.datasetName) != nil
+              DatasetName(rawValue: settings.datasetName) != nil,
+              settings.normName.map({ (try? Normalization(parsing: $0)) != nil }) ?? true,
+              settings.lossName.map({ LossOptions.Name(rawValue: $0) != nil }) ?? true
         else {
             throw BLASNetError.invalidArgument("checkpoint has no readable run settings (was it written by `blasnet train`?)")
         }
@@ -79,7 +98,7 @@ struct RunSettings: Codable, Equatable {
     func metadata(numClasses: Int, inChannels: Int, classNames: [String]) throws -> [String: String] {
         [
             "settings": String(decoding: try JSONEncoder().encode(self), as: UTF8.self),
-            "arch": archName, "width": String(width), "stem": stemName, "in_chans": String(inChannels),
+            "arch": archName, "width": String(width), "stem": stemName, "norm": norm.description, "in_chans": String(inChannels),
             "num_classes": String(numClasses), "dataset": datasetName,
             "mean": mean.map { "\($0)" }.joined(separator: ","), "std": std.map { "\($0)" }.joined(separator: ","),
             "class_names": String(decoding: try JSONEncoder().encode(classNames), as: UTF8.self),

@@ -32,6 +32,10 @@ struct Train: ParsableCommand {
     @Option(help: "Stem: imagenet (7×7/2 conv + max-pool), cifar (3×3/1 conv) or strided (3×3/2 conv).")
     var stem: Stem?
 
+    @Option(help: "Normalization of every norm slot (default batch): batch, group (32 groups), group:G, layer or instance.",
+            transform: Normalization.init(parsing:))
+    var norm: Normalization?
+
     @Option(help: "Dataset: \(DatasetName.allCases.map(\.rawValue).joined(separator: ", ")).")
     var dataset: DatasetName?
 
@@ -61,6 +65,8 @@ struct Train: ParsableCommand {
 
     @Option(help: "Label smoothing for cross-entropy, in [0, 1).")
     var labelSmoothing: Float?
+
+    @OptionGroup var loss: LossOptions
 
     @Option(help: "Random crop after zero padding by this many pixels (0: off).")
     var cropPadding: Int?
@@ -110,7 +116,8 @@ struct Train: ParsableCommand {
         }
         if checkpoint != nil {
             let fixed = [("--arch", arch?.rawValue, s.arch.rawValue), ("--width", width.map(String.init), String(s.width)),
-                         ("--stem", stem?.rawValue, s.stem.rawValue), ("--dataset", dataset?.rawValue, s.dataset.rawValue),
+                         ("--stem", stem?.rawValue, s.stem.rawValue), ("--norm", norm?.description, s.norm.description),
+                         ("--dataset", dataset?.rawValue, s.dataset.rawValue),
                          ("--seed", seed.map(String.init), String(s.seed))]
             for (flag, given, saved) in fixed where given != nil && given != saved {
                 throw ValidationError("\(flag) \(given!) differs from the resumed run's \(saved); start a new run instead")
@@ -121,6 +128,7 @@ struct Train: ParsableCommand {
         apply(seed, to: \.seed)
         apply(arch, to: \.arch)
         apply(width, to: \.width)
+        apply(norm, to: \.norm)
         apply(epochs, to: \.epochs)
         apply(batchSize, to: \.batchSize)
         apply(lr, to: \.learningRate)
@@ -129,6 +137,10 @@ struct Train: ParsableCommand {
         apply(warmup, to: \.warmupEpochs)
         apply(weightDecay, to: \.weightDecay)
         apply(labelSmoothing, to: \.labelSmoothing)
+        apply(loss.loss, to: \.loss)
+        apply(loss.focalGamma, to: \.focalGamma)
+        apply(loss.focalAlpha, to: \.focalAlpha)
+        try loss.checkFocalOptions(for: s.loss)
         apply(cropPadding, to: \.cropPadding)
         apply(flip, to: \.flip)
         return s

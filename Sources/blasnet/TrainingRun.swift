@@ -26,7 +26,7 @@ final class TrainingRun {
         inChannels = trainSet.channels
         classNames = trainSet.classNames
         let model = try ResNet(settings.arch, numClasses: numClasses, inChannels: inChannels, stem: settings.stem,
-                               width: settings.width, seed: settings.seed)
+                               width: settings.width, norm: settings.norm, seed: settings.seed)
         let trainLoader = try DataLoader(
             dataset: trainSet, batchSize: settings.batchSize, shuffle: true, seed: settings.seed,
             mean: settings.mean, std: settings.std,
@@ -43,7 +43,7 @@ final class TrainingRun {
             kind: LearningRateSchedule.Kind(parsing: settings.schedule), baseLR: settings.learningRate,
             totalSteps: settings.epochs * steps, warmupSteps: Int(settings.warmupEpochs * Double(steps)))
         trainer = Trainer(model: model, optimizer: optimizer, schedule: schedule,
-                          loss: try CrossEntropyLoss(labelSmoothing: settings.labelSmoothing), trainLoader: trainLoader)
+                          loss: try settings.makeLoss(), trainLoader: trainLoader)
         self.settings = settings
         outputDirectory = URL(fileURLWithPath: out)
         do {
@@ -65,9 +65,9 @@ final class TrainingRun {
         let model = trainer.model as! ResNet
         let parameterCount = model.namedParameters().reduce(0) { $0 + $1.parameter.value.count }
         ProgressLine.write("""
-            \(settings.arch.rawValue) width \(settings.width), \(settings.stem.rawValue) stem, \(parameterCount) parameters; \
+            \(settings.arch.rawValue) width \(settings.width), \(settings.stem.rawValue) stem, \(settings.norm) norm, \(parameterCount) parameters; \
             \(settings.dataset.rawValue) \(trainer.trainLoader.dataset.count) train / \(testLoader.dataset.count) test images; \
-            \(settings.optimizer) lr \(settings.learningRate) \(settings.schedule), batch \(settings.batchSize), \
+            \(settings.loss.rawValue) loss, \(settings.optimizer) lr \(settings.learningRate) \(settings.schedule), batch \(settings.batchSize), \
             \(BLAS.threads) OpenBLAS threads
 
             """)

@@ -101,3 +101,21 @@ extension GradientCheck {
         }
     }
 }
+
+extension GradientCheck {
+    /// Checks the gradient a loss returns, for every logit, against central differences
+    /// of the loss it returns: `|numeric − analytic| ≤ tolerance · max|analytic|`.
+    static func checkLoss(_ loss: any Loss, logits: Tensor, targets: [Int], h: Float = 1e-2, tolerance: Double = 1e-3,
+                          sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let analytic = try loss(logits, targets: targets).gradient
+        let scale = analytic.scalars.map { Double(abs($0)) }.max()!
+        for i in 0..<logits.count {
+            var plus = logits, minus = logits
+            plus[i] += h
+            minus[i] -= h
+            let numeric = (Double(try loss(plus, targets: targets).loss) - Double(try loss(minus, targets: targets).loss)) / Double(2 * h)
+            #expect(abs(numeric - Double(analytic[i])) <= tolerance * scale, "[\(i)]: numeric \(numeric), analytic \(analytic[i])",
+                    sourceLocation: sourceLocation)
+        }
+    }
+}

@@ -2,10 +2,11 @@ import Foundation
 import Testing
 @testable import BLASNet
 
-/// Parity with PyTorch (torchvision resnet18, timm seresnet18; cifar stem, odd 13×11
-/// inputs) on fixtures written by `scripts/make-fixtures`. References are PyTorch in
-/// float64; each float32 result of ours must be within a small factor of PyTorch
-/// float32's own error on the same tensor, recorded in the fixture.
+/// Parity with PyTorch (torchvision resnet18, timm seresnet18, and resnet18 with
+/// GroupNorm(32, C), GroupNorm(1, C) and GroupNorm(C, C) in every norm slot; cifar stem,
+/// odd 13×11 inputs) on fixtures written by `scripts/make-fixtures`. References are
+/// PyTorch in float64; each float32 result of ours must be within a small factor of
+/// PyTorch float32's own error on the same tensor, recorded in the fixture.
 struct PyTorchParityTests {
     /// Our error may exceed PyTorch float32's by this factor…
     static let factor = 4.0
@@ -25,6 +26,8 @@ struct PyTorchParityTests {
         /// Seed of the fixture weights, chosen by make_fixtures.py so that no ReLU input of
         /// the reference lies within float32 rounding of zero.
         let seed: UInt64
+        /// Elements make_fixtures.py sampled from each large gradient.
+        let sampleCount: Int
 
         init(_ name: String) throws {
             let url = try #require(Bundle.module.url(forResource: name, withExtension: "safetensors", subdirectory: "Fixtures"))
@@ -32,12 +35,18 @@ struct PyTorchParityTests {
             let json = try #require(file.metadata["torch_f32_error"]?.data(using: .utf8))
             torchError = try #require(try JSONSerialization.jsonObject(with: json) as? [String: Double])
             seed = try #require(file.metadata["seed"].flatMap { UInt64($0) })
+            sampleCount = file.metadata["sample_count"].flatMap { Int($0) } ?? 4096
+        }
+
+        /// The fixture of `arch` with `norm` in every norm slot.
+        init(_ arch: Architecture, _ norm: Normalization) throws {
+            try self.init("\(arch.rawValue)_cifar" + (norm == .batch ? "" : "_" + norm.description.replacingOccurrences(of: ":", with: "")))
         }
 
         /// make_fixtures.py's sampling stride for large gradients: never a multiple of 3, so
         /// the samples visit every tap of a 3×3 kernel.
-        static func sampleStride(_ count: Int) -> Int {
-            var stride = count / 4096
+        func sampleStride(_ count: Int) -> Int {
+            var stride = count / sampleCount
             while stride % 3 == 0 && stride > 1 { stride -= 1 }
             return max(stride, 1)
         }
@@ -50,7 +59,7 @@ struct PyTorchParityTests {
             let ref = try reference(key)
             var values = ours.scalars
             if key.contains(".gradsample.") {
-                let stride = Self.sampleStride(values.count)
+                let stride = sampleStride(values.count)
                 values = (0..<ref.count).map { values[$0 * stride] }
             }
             try #require(values.count == ref.count, "\(key): \(values.count) values, reference has \(ref.count)")
@@ -63,12 +72,13 @@ struct PyTorchParityTests {
         }
     }
 
-    @Test(arguments: [Architecture.resnet18, .seresnet18])
-    func inferenceAndTrainingStepMatchPyTorch(_ arch: Architecture) throws {
-        let fixture = try Fixture("\(arch.rawValue)_cifar")
+    @Test(arguments: [(Architecture.resnet18, Normalization.batch), (.seresnet18, .batch),
+                      (.resnet18, .group(32)), (.resnet18, .layer), (.resnet18, .instance)])
+    func inferenceAndTrainingStepMatchPyTorch(_ arch: Architecture, _ norm: Normalization) throws {
+        let fixture = try Fixture(arch, norm)
         let input = try fixture.reference("input")
         let targets = try #require(fixture.file["target"]).integers().map { Int($0) }
-        let model = try ResNet(arch, numClasses: 10, inChannels: 3, stem: .cifar, width: 64)
+        let model = try ResNet(arch, numClasses: 10, inChannels: 3, stem: .cifar, width: 64, norm: norm)
 
         FixtureWeights.load(into: model, seed: fixture.seed)
         model.eval()

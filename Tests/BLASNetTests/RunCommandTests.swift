@@ -15,8 +15,8 @@ struct RunCommandTests {
     static func run(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
         let capture = FileManager.default.temporaryDirectory.appendingPathComponent("blasnet-capture-\(UUID().uuidString)")
         let (outURL, errURL) = (capture.appendingPathExtension("out"), capture.appendingPathExtension("err"))
-        FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
         defer { for url in [outURL, errURL] { try? FileManager.default.removeItem(at: url) } }
         let process = Process()
         process.executableURL = executable
@@ -65,6 +65,50 @@ struct RunCommandTests {
         #expect(inference.status == 0, "\(inference.stderr)")
         try fixture.expectClose(try #require(SafeTensorsFile(contentsOf: output)["logits"]).floats(), "eval.logits",
                                 floor: PyTorchParityTests.outputFloor)
+    }
+
+    @Test func groupNormAndFocalLoss() throws {
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let fixture = try PyTorchParityTests.Fixture(.resnet18, .group(32))
+        let model = try ResNet(.resnet18, numClasses: 10, stem: .cifar, norm: .group(32))
+        FixtureWeights.load(into: model, seed: fixture.seed)
+        let gnWeights = dir.appendingPathComponent("gn.safetensors").path, gnInput = dir.appendingPathComponent("gnx.safetensors").path
+        try SafeTensorsFile(tensors: model.stateDict()).write(to: gnWeights)
+        try SafeTensorsFile(tensors: [("input", fixture.file["input"]!), ("target", fixture.file["target"]!)]).write(to: gnInput)
+        let args = ["run", "--arch", "resnet18", "--num-classes", "10", "--stem", "cifar", "--norm", "group:32",
+                    "--weights", gnWeights, "--input", gnInput, "--output", output, "--train"]
+
+        let result = try Self.run(args)
+        #expect(result.status == 0, "\(result.stderr)")
+        let out = try SafeTensorsFile(contentsOf: output)
+        #expect(out.metadata["norm"] == "group:32")
+        try fixture.expectClose(try #require(out["loss"]).floats(), "train.loss", floor: PyTorchParityTests.outputFloor)
+        try fixture.expectClose(try #require(out["grad.layer2.0.bn1.weight"]).floats(), "train.grad.layer2.0.bn1.weight",
+                                floor: PyTorchParityTests.gradientFloor)
+
+        // Focal loss: the same as FocalLoss on the model in this process.
+        let alpha: [Float] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1]
+        let focal = try Self.run(args + ["--loss", "focal", "--focal-gamma", "1.5", "--focal-alpha", alpha.map { "\($0)" }.joined(separator: ",")])
+        #expect(focal.status == 0, "\(focal.stderr)")
+        let focalOut = try SafeTensorsFile(contentsOf: output)
+        let logits = try model.forward(fixture.reference("input"))
+        let targets = try #require(fixture.file["target"]).integers().map { Int($0) }
+        let (loss, gradient) = try FocalLoss(gamma: 1.5, alpha: .perClass(alpha))(logits, targets: targets)
+        _ = try model.backward(gradient)
+        for (name, ours) in [("loss", Tensor(scalar: loss)), ("grad.fc.weight", model.fc.weight.grad),
+                             ("grad.conv1.weight", model.conv1.weight.grad)] {
+            let theirs = try #require(focalOut[name]).floats().scalars
+            let diff = zip(ours.scalars, theirs).reduce(0.0) { $0 + pow(Double($1.0) - Double($1.1), 2) }
+            let norm = ours.scalars.reduce(0.0) { $0 + Double($1) * Double($1) }
+            #expect(diff.squareRoot() <= 1e-5 * norm.squareRoot(), "\(name)")
+        }
+
+        for (extra, message) in [(["--norm", "group:5"], "bn1"), (["--focal-gamma", "1"], "--loss focal"),
+                                 (["--norm", "batch"], "running_mean")] {
+            let bad = try Self.run(args + extra)
+            #expect(bad.status != 0, "\(extra)")
+            #expect(bad.stderr.contains(message), "\(extra): \(bad.stderr)")
+        }
     }
 
     @Test func badInputsFailWithAMessageAndNoOutput() throws {

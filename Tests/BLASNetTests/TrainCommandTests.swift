@@ -78,6 +78,31 @@ struct TrainCommandTests {
         #expect(e.stdout.contains("Ankle boot"))
     }
 
+    @Test func groupNormAndFocalLossAreKeptInTheCheckpoint() throws {
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let out = dir.appendingPathComponent("gn").path
+        let a = try train(["--epochs", "1", "--out", out, "--norm", "group:2", "--loss", "focal", "--focal-alpha", "0.5"])
+        #expect(a.status == 0, "\(a.stderr)")
+        #expect(a.stdout.contains("group:2 norm") && a.stdout.contains("focal loss"), "\(a.stdout)")
+        let checkpoint = try TrainingCheckpoint(contentsOf: out + "/last.safetensors")
+        #expect(checkpoint.metadata["norm"] == "group:2")
+        #expect(checkpoint.metadata["settings"]?.contains("\"lossName\":\"focal\"") == true)
+        #expect(!checkpoint.file.tensors.contains { $0.name.hasSuffix("running_mean") })
+
+        // eval builds the same norm layers from the checkpoint; a resumed run keeps them.
+        let e = try RunCommandTests.run(["eval", "--weights", out + "/last.safetensors", "--data", data, "--threads", "1"])
+        #expect(e.status == 0, "\(e.stderr)")
+        let changed = try RunCommandTests.run(["train", "--resume", out, "--epochs", "2", "--norm", "layer", "--data", data])
+        #expect(changed.status != 0)
+        #expect(changed.stderr.contains("--norm layer differs"), "\(changed.stderr)")
+        let resumed = try RunCommandTests.run(["train", "--resume", out, "--epochs", "2", "--threads", "1", "--data", data])
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+
+        let indivisible = try train(["--epochs", "1", "--out", dir.appendingPathComponent("g3").path, "--norm", "group:3"])
+        #expect(indivisible.status != 0)
+        #expect(indivisible.stderr.contains("bn1"), "\(indivisible.stderr)")
+    }
+
     @Test func badInputGetsOneClearLine() throws {
         defer { try? FileManager.default.removeItem(at: dir) }
         let missing = try RunCommandTests.run(["train", "--data", dir.appendingPathComponent("nowhere").path, "--epochs", "1"])

@@ -1,11 +1,11 @@
 /// A residual block: `y = relu(se(branch(x)) + shortcut(x))`, the shortcut being the
-/// identity or a projection (`downsample`: 1×1 conv + BatchNorm) when the shape changes.
+/// identity or a projection (`downsample`: 1×1 conv + norm) when the shape changes.
 ///
 /// `x: [C, N, H, W] -> y: [C', N, H/s, W/s]`. The branch is data: a list of named layers
 /// (``BasicBlock`` and ``Bottleneck`` describe the two of torchvision).
 public final class ResidualBlock: Module {
     public let branch: [(name: String, module: any Module)]
-    /// Squeeze-and-excitation after the branch's last BatchNorm, before the addition.
+    /// Squeeze-and-excitation after the branch's last norm, before the addition.
     public let se: SEBlock?
     public let downsample: Sequential?
     /// The block's output, whose positive entries are where the final ReLU passes gradient.
@@ -57,51 +57,51 @@ public final class ResidualBlock: Module {
 public protocol ResidualBlockKind {
     /// Output channels per unit of `planes` (1 for basic blocks, 4 for bottlenecks).
     static var expansion: Int { get }
-    /// The branch layers, with torchvision's names, for one block.
-    static func branch(inChannels: Int, planes: Int, stride: Int, workspace: Workspace,
+    /// The branch layers, with torchvision's names (`bn1`, … whatever the norm), for one block.
+    static func branch(inChannels: Int, planes: Int, stride: Int, norm: Normalization, workspace: Workspace,
                        rng: inout SeededGenerator) throws -> [(name: String, module: any Module)]
 }
 
-/// torchvision's BasicBlock: 3×3 conv (stride) → BN → ReLU → 3×3 conv → BN (each ReLU fused into its BN).
+/// torchvision's BasicBlock: 3×3 conv (stride) → norm → ReLU → 3×3 conv → norm (each ReLU fused into its norm).
 public enum BasicBlock: ResidualBlockKind {
     public static let expansion = 1
 
-    public static func branch(inChannels: Int, planes: Int, stride: Int, workspace: Workspace,
+    public static func branch(inChannels: Int, planes: Int, stride: Int, norm: Normalization, workspace: Workspace,
                               rng: inout SeededGenerator) throws -> [(name: String, module: any Module)] {
         [("conv1", try Conv2d(inChannels, planes, kernelSize: 3, stride: stride, padding: 1, workspace: workspace, rng: &rng)),
-         ("bn1", try BatchNorm2d(planes, fusesReLU: true)),
+         ("bn1", try norm.layer(planes, fusesReLU: true, slot: "bn1")),
          ("conv2", try Conv2d(planes, planes, kernelSize: 3, padding: 1, workspace: workspace, rng: &rng)),
-         ("bn2", try BatchNorm2d(planes))]
+         ("bn2", try norm.layer(planes, slot: "bn2"))]
     }
 }
 
-/// torchvision's Bottleneck (v1.5, stride on the 3×3): 1×1 → BN → ReLU → 3×3 (stride) → BN → ReLU → 1×1 (×4) → BN
-/// (each ReLU fused into its BN).
+/// torchvision's Bottleneck (v1.5, stride on the 3×3): 1×1 → norm → ReLU → 3×3 (stride) → norm → ReLU → 1×1 (×4) → norm
+/// (each ReLU fused into its norm).
 public enum Bottleneck: ResidualBlockKind {
     public static let expansion = 4
 
-    public static func branch(inChannels: Int, planes: Int, stride: Int, workspace: Workspace,
+    public static func branch(inChannels: Int, planes: Int, stride: Int, norm: Normalization, workspace: Workspace,
                               rng: inout SeededGenerator) throws -> [(name: String, module: any Module)] {
         [("conv1", try Conv2d(inChannels, planes, kernelSize: 1, workspace: workspace, rng: &rng)),
-         ("bn1", try BatchNorm2d(planes, fusesReLU: true)),
+         ("bn1", try norm.layer(planes, fusesReLU: true, slot: "bn1")),
          ("conv2", try Conv2d(planes, planes, kernelSize: 3, stride: stride, padding: 1, workspace: workspace, rng: &rng)),
-         ("bn2", try BatchNorm2d(planes, fusesReLU: true)),
+         ("bn2", try norm.layer(planes, fusesReLU: true, slot: "bn2")),
          ("conv3", try Conv2d(planes, planes * expansion, kernelSize: 1, workspace: workspace, rng: &rng)),
-         ("bn3", try BatchNorm2d(planes * expansion))]
+         ("bn3", try norm.layer(planes * expansion, slot: "bn3"))]
     }
 }
 
 extension ResidualBlockKind {
     /// One block with its shortcut: a projection when stride or width changes.
-    static func block(inChannels: Int, planes: Int, stride: Int, squeezeExcitation: Bool, workspace: Workspace,
-                      rng: inout SeededGenerator) throws -> ResidualBlock {
+    static func block(inChannels: Int, planes: Int, stride: Int, squeezeExcitation: Bool, norm: Normalization = .batch,
+                      workspace: Workspace, rng: inout SeededGenerator) throws -> ResidualBlock {
         let out = planes * expansion
         let downsample = stride != 1 || inChannels != out
             ? Sequential([try Conv2d(inChannels, out, kernelSize: 1, stride: stride, workspace: workspace, rng: &rng),
-                          try BatchNorm2d(out)])
+                          try norm.layer(out, slot: "downsample.1")])
             : nil
         return ResidualBlock(
-            branch: try branch(inChannels: inChannels, planes: planes, stride: stride, workspace: workspace, rng: &rng),
+            branch: try branch(inChannels: inChannels, planes: planes, stride: stride, norm: norm, workspace: workspace, rng: &rng),
             se: squeezeExcitation ? try SEBlock(out, workspace: workspace, rng: &rng) : nil,
             downsample: downsample)
     }

@@ -2,11 +2,11 @@ import Foundation
 
 /// The first layers of a ResNet.
 public enum Stem: String, CaseIterable, Sendable {
-    /// torchvision's: 7×7/2 conv, BN, ReLU, 3×3/2 max-pool.
+    /// torchvision's: 7×7/2 conv, norm, ReLU, 3×3/2 max-pool.
     case imagenet
-    /// For small images: 3×3/1 conv, BN, ReLU, no pooling.
+    /// For small images: 3×3/1 conv, norm, ReLU, no pooling.
     case cifar
-    /// For small images on a budget: 3×3/2 conv, BN, ReLU, so the first stage runs at
+    /// For small images on a budget: 3×3/2 conv, norm, ReLU, so the first stage runs at
     /// half resolution (a quarter of the cifar stem's work for 28×28 Fashion-MNIST).
     case strided
 }
@@ -96,21 +96,28 @@ public final class ResNet: Module {
     public let numClasses: Int
     /// Channels of the stem and the first stage.
     public let width: Int
+    /// What every norm slot holds.
+    public let normalization: Normalization
     public let conv1: Conv2d
-    public let bn1: BatchNorm2d
+    /// The stem's norm (a ``BatchNorm2d`` or a ``GroupNorm``, as ``normalization`` says).
+    public let bn1: any Module
     public let stages: [Sequential]
     public let fc: Linear
     private let maxpool: MaxPool2d?
     private let pool = GlobalAvgPool2d()
 
     /// Builds the model with torchvision's initialization (Kaiming-normal convolutions,
-    /// BN γ = 1 and β = 0, PyTorch's default for `fc`), seeded for reproducibility.
+    /// norm γ = 1 and β = 0, PyTorch's default for `fc`), seeded for reproducibility.
     ///
-    /// - Parameter width: channels of the stem and of `layer1` (64 in the published
-    ///   models, 16 in the CIFAR family; nil picks that); every stage doubles it.
-    ///   Smaller widths make small-image models cheap.
+    /// - Parameters:
+    ///   - width: channels of the stem and of `layer1` (64 in the published models, 16 in
+    ///     the CIFAR family; nil picks that); every stage doubles it. Smaller widths make
+    ///     small-image models cheap.
+    ///   - norm: the normalization of every norm slot. Every slot's channels are a multiple
+    ///     of `width`, so a group count that does not divide `width` fails at the stem's
+    ///     `bn1`, which the error names.
     public init(_ architecture: Architecture, numClasses: Int = 1000, inChannels: Int = 3, stem: Stem = .imagenet,
-                width: Int? = nil, seed: UInt64 = 0) throws {
+                width: Int? = nil, norm: Normalization = .batch, seed: UInt64 = 0) throws {
         let width = width ?? architecture.defaultWidth
         guard numClasses > 0, inChannels > 0, width > 0 else {
             throw BLASNetError.invalidArgument(
@@ -123,6 +130,7 @@ public final class ResNet: Module {
         self.inChannels = inChannels
         self.numClasses = numClasses
         self.width = width
+        normalization = norm
         switch stem {
         case .imagenet:
             conv1 = try Conv2d(inChannels, width, kernelSize: 7, stride: 2, padding: 3, workspace: workspace, rng: &rng)
@@ -134,7 +142,7 @@ public final class ResNet: Module {
         }
         // Nothing consumes the gradient with respect to the image.
         conv1.propagatesInputGradient = false
-        bn1 = try BatchNorm2d(width, fusesReLU: true)
+        bn1 = try norm.layer(width, fusesReLU: true, slot: "bn1")
         var channels = width
         var stages: [Sequential] = []
         for (index, depth) in architecture.depths.enumerated() {
@@ -143,7 +151,7 @@ public final class ResNet: Module {
             for i in 0..<depth {
                 blocks.append(try architecture.block.block(
                     inChannels: channels, planes: planes, stride: i == 0 && index > 0 ? 2 : 1,
-                    squeezeExcitation: architecture.squeezeExcitation, workspace: workspace, rng: &rng))
+                    squeezeExcitation: architecture.squeezeExcitation, norm: norm, workspace: workspace, rng: &rng))
                 channels = planes * architecture.block.expansion
             }
             stages.append(Sequential(blocks))

@@ -5,7 +5,7 @@
 /// each row's loss is `(1 − ε)·(−log p_target) + ε·mean_k(−log p_k)`, as in PyTorch.
 ///
 /// `logits: [N, K], targets: [N] -> loss: scalar, gradient: [N, K]`
-public struct CrossEntropyLoss: Sendable {
+public struct CrossEntropyLoss: Loss, Sendable {
     /// ε, in `0...1`.
     public let labelSmoothing: Float
 
@@ -18,13 +18,7 @@ public struct CrossEntropyLoss: Sendable {
 
     /// The mean loss and its gradient with respect to the logits.
     public func callAsFunction(_ logits: Tensor, targets: [Int]) throws -> (loss: Float, gradient: Tensor) {
-        guard logits.shape.count == 2, logits.shape[0] == targets.count, logits.shape[0] > 0 else {
-            throw BLASNetError.shapeMismatch(layer: "CrossEntropyLoss", expected: "[\(targets.count), K] for \(targets.count) targets", got: logits.shape)
-        }
-        let (n, k) = (logits.shape[0], logits.shape[1])
-        if let bad = targets.first(where: { !(0..<k).contains($0) }) {
-            throw BLASNetError.invalidArgument("CrossEntropyLoss: target \(bad) is outside 0..<\(k)")
-        }
+        let (n, k) = try checkedShape(logits, targets: targets)
         var gradient = Tensor(uninitializedShape: logits.shape)
         let loss = logits.withUnsafePointer { x in
             targets.withUnsafeBufferPointer { t in

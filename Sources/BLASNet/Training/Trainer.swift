@@ -61,13 +61,13 @@ public final class Trainer {
     public let model: any Module
     public let optimizer: any Optimizer
     public let schedule: LearningRateSchedule
-    public let loss: CrossEntropyLoss
+    public let loss: any Loss
     public let trainLoader: DataLoader
     /// Epochs completed so far; ``trainEpoch(onStep:)`` trains epoch `completedEpochs`.
     public var completedEpochs = 0
 
     public init(model: any Module, optimizer: any Optimizer, schedule: LearningRateSchedule,
-                loss: CrossEntropyLoss, trainLoader: DataLoader) {
+                loss: any Loss, trainLoader: DataLoader) {
         self.model = model
         self.optimizer = optimizer
         self.schedule = schedule
@@ -104,7 +104,8 @@ public final class Trainer {
         return (lossSum / Double(max(step, 1)), Double(correct) / Double(max(seen, 1)), seconds)
     }
 
-    /// Loss (without label smoothing), accuracy and confusion matrix in inference mode.
+    /// Cross-entropy loss (without label smoothing, whatever the training loss), accuracy and
+    /// confusion matrix in inference mode.
     public static func evaluate(_ model: any Module, on loader: DataLoader, numClasses: Int) throws -> Evaluation {
         model.eval()
         var confusion = [[Int]](repeating: [Int](repeating: 0, count: numClasses), count: numClasses)

@@ -1,0 +1,24 @@
+/// A classification loss: the mean over the batch of a per-sample loss of the logits,
+/// and its gradient with respect to them.
+///
+/// `logits: [N, K], targets: [N] -> loss: scalar, gradient: [N, K]`
+public protocol Loss {
+    /// The mean loss and its gradient with respect to the logits; throws if the shapes
+    /// disagree or a target is outside `0..<K`.
+    func callAsFunction(_ logits: Tensor, targets: [Int]) throws -> (loss: Float, gradient: Tensor)
+}
+
+extension Loss {
+    /// `(N, K)` of `logits`, after checking them against `targets`.
+    func checkedShape(_ logits: Tensor, targets: [Int]) throws -> (rows: Int, classes: Int) {
+        let name = String(describing: Self.self)
+        guard logits.shape.count == 2, logits.shape[0] == targets.count, logits.shape[0] > 0 else {
+            throw BLASNetError.shapeMismatch(layer: name, expected: "[\(targets.count), K] for \(targets.count) targets", got: logits.shape)
+        }
+        let (n, k) = (logits.shape[0], logits.shape[1])
+        if let bad = targets.first(where: { !(0..<k).contains($0) }) {
+            throw BLASNetError.invalidArgument("\(name): target \(bad) is outside 0..<\(k)")
+        }
+        return (n, k)
+    }
+}

@@ -1,0 +1,208 @@
+import Foundation
+import Testing
+@testable import BLASNet
+
+/// GroupNorm, LayerNorm and InstanceNorm2d against finite differences and written-out
+/// formulas, and the `norm` option of ResNet.
+struct NormalizationTests {
+    /// `(x − μ)/√(σ² + ε)·γ_c + β_c` with μ and σ² over `members(c, n)` of each element's
+    /// group, in Float64, for `x: [C, N, S]` channel-major.
+    static func reference(_ x: Tensor, gamma: [Float], beta: [Float], eps: Double = 1e-5,
+                          group: (_ c: Int, _ n: Int) -> [(c: Int, n: Int)]) -> [Double] {
+        let (channels, samples) = (x.shape[0], x.shape[1])
+        let size = x.count / (channels * samples)
+        let v = x.scalars.map(Double.init)
+        func plane(_ c: Int, _ n: Int) -> ArraySlice<Double> { v[((c * samples + n) * size)..<((c * samples + n + 1) * size)] }
+        return (0..<channels).flatMap { c in
+            (0..<samples).flatMap { n in
+                let values = group(c, n).flatMap { plane($0.c, $0.n) }
+                let mean = values.reduce(0, +) / Double(values.count)
+                let variance = values.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(values.count)
+                return plane(c, n).map { ($0 - mean) / (variance + eps).squareRoot() * Double(gamma[c]) + Double(beta[c]) }
+            }
+        }
+    }
+
+    static func expectClose(_ y: Tensor, _ reference: [Double], tolerance: Double = 1e-5,
+                            sourceLocation: SourceLocation = #_sourceLocation) {
+        let error = zip(y.scalars, reference).map { abs(Double($0) - $1) }.max() ?? 0
+        #expect(error <= tolerance, "max error \(error)", sourceLocation: sourceLocation)
+    }
+
+    static func randomAffine(_ weight: Parameter?, _ bias: Parameter?, seed: UInt64) {
+        weight?.value = GradientCheck.random(weight!.value.shape, scale: 0.5, seed: seed)
+        bias?.value = GradientCheck.random(bias!.value.shape, seed: seed + 1)
+    }
+
+    @Test(arguments: [1, 2, 3, 6])
+    func groupNormMatchesItsDefinition(groups: Int) throws {
+        let gn = try GroupNorm(groups: groups, channels: 6)
+        Self.randomAffine(gn.weight, gn.bias, seed: 40)
+        let x = GradientCheck.random([6, 3, 4, 5], scale: 2, seed: 41)
+        let perGroup = 6 / groups
+        let expected = Self.reference(x, gamma: gn.weight!.value.scalars, beta: gn.bias!.value.scalars) { c, n in
+            (c / perGroup * perGroup..<(c / perGroup + 1) * perGroup).map { ($0, n) }
+        }
+        Self.expectClose(try gn.forward(x), expected)
+    }
+
+    @Test(arguments: [1, 2, 3, 6])
+    func groupNormGradients(groups: Int) throws {
+        let gn = try GroupNorm(groups: groups, channels: 6)
+        Self.randomAffine(gn.weight, gn.bias, seed: 42)
+        try GradientCheck.check(gn, input: GradientCheck.random([6, 3, 4, 3], seed: 43), tolerance: 2e-2)
+    }
+
+    @Test func groupNormFusedReLU() throws {
+        let gn = try GroupNorm(groups: 2, channels: 4, fusesReLU: true)
+        Self.randomAffine(gn.weight, gn.bias, seed: 44)
+        var x = GradientCheck.random([4, 3, 3, 2], seed: 45)
+        x.scalars = x.scalars.map { $0 >= 0 ? $0 + 0.1 : $0 - 0.1 }
+        let plain = try GroupNorm(groups: 2, channels: 4)
+        plain.weight!.value = gn.weight!.value
+        plain.bias!.value = gn.bias!.value
+        #expect(try gn.forward(x).scalars == plain.forward(x).scalars.map { max($0, 0) })
+        try GradientCheck.check(gn, input: x, h: 1e-3, tolerance: 2e-2)
+    }
+
+    @Test func groupNormWithoutAffineAndOnVectors() throws {
+        let gn = try GroupNorm(groups: 2, channels: 4, affine: false)
+        #expect(gn.namedParameters().isEmpty)
+        try GradientCheck.check(gn, input: GradientCheck.random([4, 5, 2, 2], seed: 46), tolerance: 2e-2)
+        // Vectors `[C, N]`, as `[C, N, 1, 1]`; one group, since two values normalize to about ±1
+        // whatever their difference, too steep for finite differences.
+        let vectors = try GroupNorm(groups: 1, channels: 4, affine: false)
+        try GradientCheck.check(vectors, input: GradientCheck.random([4, 5], seed: 47), tolerance: 2e-2)
+    }
+
+    @Test func groupNormRejectsGroupsThatDoNotDivideTheChannels() throws {
+        #expect(throws: BLASNetError.self) { try GroupNorm(groups: 4, channels: 6) }
+        #expect(throws: BLASNetError.self) { try GroupNorm(groups: 0, channels: 6) }
+        #expect(throws: BLASNetError.self) { try GroupNorm(groups: 2, channels: 6).forward(Tensor(shape: [4, 2, 3, 3])) }
+    }
+
+    @Test func layerNormOfVectors() throws {
+        let ln = try LayerNorm(normalizedShape: 5)
+        Self.randomAffine(ln.weight, ln.bias, seed: 48)
+        #expect(ln.namedParameters().map(\.name) == ["weight", "bias"])
+        #expect(ln.weight?.value.shape == [5])
+        // nn.LayerNorm(5) of x[n, :]: each sample over its 5 features; here x is [F, N].
+        let x = GradientCheck.random([5, 4], scale: 3, seed: 49)
+        let expected = Self.reference(x, gamma: ln.weight!.value.scalars, beta: ln.bias!.value.scalars) { _, n in
+            (0..<5).map { ($0, n) }
+        }
+        Self.expectClose(try ln.forward(x), expected)
+        try GradientCheck.check(ln, input: x, tolerance: 2e-2)
+        #expect(throws: BLASNetError.self) { try ln.forward(Tensor(shape: [5, 4, 2, 2])) }
+        #expect(try LayerNorm(normalizedShape: 3, elementwiseAffine: false).namedParameters().isEmpty)
+    }
+
+    /// An InstanceNorm2d(3) with random affine and running statistics as asked.
+    static func instanceNorm(affine: Bool, track: Bool) throws -> InstanceNorm2d {
+        let norm = try InstanceNorm2d(3, affine: affine, trackRunningStats: track)
+        randomAffine(norm.weight, norm.bias, seed: 50)
+        norm.runningMean?.value = GradientCheck.random([3], scale: 0.3, seed: 52)
+        norm.runningVar?.value = try Tensor(shape: [3], scalars: [0.6, 1.3, 0.9])
+        return norm
+    }
+
+    @Test(arguments: [(false, false), (true, false), (false, true), (true, true)])
+    func instanceNormGradients(affine: Bool, track: Bool) throws {
+        for training in [true, false] {
+            let norm = try Self.instanceNorm(affine: affine, track: track)
+            norm.setTraining(training)
+            try GradientCheck.check(norm, input: GradientCheck.random([3, 2, 4, 3], seed: 53), tolerance: 2e-2)
+        }
+    }
+
+    @Test func instanceNormStatisticsFollowPyTorch() throws {
+        let x = GradientCheck.random([3, 4, 3, 5], scale: 2, seed: 54)
+        let norm = try Self.instanceNorm(affine: true, track: true)
+        let (mean0, var0) = (norm.runningMean!.value.scalars, norm.runningVar!.value.scalars)
+        let (gamma, beta) = (norm.weight!.value.scalars, norm.bias!.value.scalars)
+
+        // Training: each (channel, sample) over its own H×W, as GroupNorm(C, C) does.
+        let y = try norm.forward(x)
+        Self.expectClose(y, Self.reference(x, gamma: gamma, beta: beta) { c, n in [(c, n)] })
+        let gn = try GroupNorm(groups: 3, channels: 3)
+        (gn.weight!.value, gn.bias!.value) = (norm.weight!.value, norm.bias!.value)
+        #expect(try gn.forward(x) == y)
+
+        // Running statistics move toward the batch means of the instance means and unbiased variances.
+        let v = x.scalars.map(Double.init)
+        for c in 0..<3 {
+            let planes = (0..<4).map { n in Array(v[((c * 4 + n) * 15)..<((c * 4 + n + 1) * 15)]) }
+            let means = planes.map { $0.reduce(0, +) / 15 }
+            let variances = zip(planes, means).map { plane, m in plane.reduce(0) { $0 + ($1 - m) * ($1 - m) } / 14 }
+            let runningMean = 0.9 * Double(mean0[c]) + 0.1 * means.reduce(0, +) / 4
+            let runningVar = 0.9 * Double(var0[c]) + 0.1 * variances.reduce(0, +) / 4
+            #expect(abs(Double(norm.runningMean!.value[c]) - runningMean) < 1e-6)
+            #expect(abs(Double(norm.runningVar!.value[c]) - runningVar) < 1e-6)
+        }
+        // PyTorch's InstanceNorm2d.forward never increments num_batches_tracked.
+        #expect(norm.numBatchesTracked!.value[0] == 0)
+
+        // Inference with tracked statistics uses them.
+        norm.eval()
+        let (rm, rv) = (norm.runningMean!.value.scalars, norm.runningVar!.value.scalars)
+        let expected = x.scalars.enumerated().map { i, value in
+            let c = i / 60
+            return (Double(value) - Double(rm[c])) / (Double(rv[c]) + 1e-5).squareRoot() * Double(gamma[c]) + Double(beta[c])
+        }
+        Self.expectClose(try norm.forward(x), expected)
+        // Without tracking, inference still normalizes each instance.
+        let untracked = try Self.instanceNorm(affine: true, track: false)
+        untracked.eval()
+        #expect(try untracked.forward(x) == y)
+        #expect(untracked.namedBuffers().isEmpty)
+        #expect(norm.namedBuffers().map(\.name) == ["running_mean", "running_var", "num_batches_tracked"])
+        #expect(throws: BLASNetError.self) { try untracked.forward(Tensor(shape: [3, 2, 1, 1])) }
+    }
+
+    @Test func normalizationParsesItsCommandLineForm() throws {
+        for (text, norm) in [("batch", Normalization.batch), ("group", .group(32)), ("group:8", .group(8)),
+                             ("layer", .layer), ("instance", .instance)] {
+            #expect(try Normalization(parsing: text) == norm)
+            #expect(try Normalization(parsing: norm.description) == norm)
+        }
+        for bad in ["", "Batch", "group:", "group:0", "group:-2", "group:x", "layer:2", "instance:4", "batch:1"] {
+            #expect(throws: BLASNetError.self, "\(bad)") { try Normalization(parsing: bad) }
+        }
+    }
+
+    @Test(arguments: [Normalization.group(4), .layer, .instance])
+    func everyNormSlotKeepsItsName(_ norm: Normalization) throws {
+        for arch in [Architecture.seresnet8, .resnet50] {
+            let batch = try ResNet(arch, numClasses: 3, stem: .cifar, width: 8)
+            let other = try ResNet(arch, numClasses: 3, stem: .cifar, width: 8, norm: norm)
+            let running = ["running_mean", "running_var", "num_batches_tracked"]
+            let batchKeys = batch.stateDict().filter { key in !running.contains { key.name.hasSuffix($0) } }
+            #expect(other.stateDict().map(\.name) == batchKeys.map(\.name))
+            #expect(other.stateDict().map(\.tensor.shape) == batchKeys.map(\.tensor.shape))
+            #expect(other.namedBuffers().isEmpty)
+            #expect(other.stateDict().contains { $0.name == "layer2.0.downsample.1.weight" })
+        }
+    }
+
+    @Test func groupCountThatDoesNotDivideTheWidthNamesTheSlot() throws {
+        #expect(throws: BLASNetError.invalidArgument(
+            "normalization group:32 does not fit bn1: its 24 channels are not a multiple of 32 groups")) {
+            try ResNet(.resnet8, numClasses: 3, stem: .cifar, width: 24, norm: .group(32))
+        }
+        var rng = SeededGenerator(seed: 57)
+        #expect(throws: BLASNetError.self) {
+            try BasicBlock.block(inChannels: 8, planes: 12, stride: 1, squeezeExcitation: false, norm: .group(8),
+                                 workspace: Workspace(), rng: &rng)
+        }
+    }
+
+    @Test func groupNormBlockGradients() throws {
+        var rng = SeededGenerator(seed: 55)
+        let block = try BasicBlock.block(inChannels: 4, planes: 4, stride: 1, squeezeExcitation: true, norm: .group(2),
+                                         workspace: Workspace(), rng: &rng)
+        let gn = try #require(block.branch[1].module as? GroupNorm)
+        #expect(gn.fusesReLU && gn.groups == 2)
+        try GradientCheck.checkDirectional(block, input: GradientCheck.random([4, 2, 5, 4], seed: 56), h: 1e-4,
+                                           tolerance: 2e-2)
+    }
+}
