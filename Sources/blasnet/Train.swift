@@ -141,6 +141,8 @@ struct Train: ParsableCommand {
         apply(loss.focalGamma, to: \.focalGamma)
         apply(loss.focalAlpha, to: \.focalAlpha)
         try loss.checkFocalOptions(for: s.loss)
+        // The presets smooth labels for cross-entropy; focal loss takes none unless asked (and then refuses).
+        if s.loss == .focal && labelSmoothing == nil { s.labelSmoothing = 0 }
         apply(cropPadding, to: \.cropPadding)
         apply(flip, to: \.flip)
         return s
