@@ -18,6 +18,11 @@ public final class BatchNorm: Module {
     public let numBatchesTracked: Buffer
     /// Batch statistics and running-average updates when true; running statistics when false.
     public var training = true
+    /// Inference mode whatever mode the model is put in (set by ``Module/freeze()``), so
+    /// a frozen layer uses and keeps its running statistics.
+    public var freezesStatistics = false {
+        didSet { if freezesStatistics { training = false } }
+    }
     /// Applies `max(·, 0)` to the output, as `BatchNorm2d` followed by `ReLU` would.
     public let fusesReLU: Bool
 
@@ -41,7 +46,7 @@ public final class BatchNorm: Module {
         [("running_mean", runningMean), ("running_var", runningVar), ("num_batches_tracked", numBatchesTracked)]
     }
 
-    public func setTraining(_ training: Bool) { self.training = training }
+    public func setTraining(_ training: Bool) { self.training = training && !freezesStatistics }
 
     public func forward(_ x: Tensor) throws -> Tensor {
         guard x.shape.count >= 2, x.shape[0] == channels else {
@@ -75,6 +80,8 @@ public final class BatchNorm: Module {
 public typealias BatchNorm2d = BatchNorm
 /// PyTorch's name for batch normalization of feature vectors `[F, N]`.
 public typealias BatchNorm1d = BatchNorm
+
+extension BatchNorm: RunningStatistics {}
 
 extension BatchNorm: SpatialModule {
     public var spatialStructure: SpatialStructure { .pointwise }

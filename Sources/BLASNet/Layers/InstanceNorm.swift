@@ -47,7 +47,12 @@ public final class InstanceNorm2d: Module {
             .compactMap { name, b in b.map { (name, $0) } }
     }
 
-    public func setTraining(_ training: Bool) { self.training = training }
+    /// Inference mode whatever mode the model is put in (set by ``Module/freeze()``).
+    public var freezesStatistics = false {
+        didSet { if freezesStatistics { training = false } }
+    }
+
+    public func setTraining(_ training: Bool) { self.training = training && !freezesStatistics }
 
     private var name: String { "InstanceNorm2d(\(channels))" }
 
@@ -77,3 +82,5 @@ public final class InstanceNorm2d: Module {
         try PlaneNormalization.backward(&state, dy, weight: weight, bias: bias, layer: name)
     }
 }
+
+extension InstanceNorm2d: RunningStatistics {}

@@ -93,7 +93,7 @@ public final class ResNet: Module {
     public let architecture: Architecture
     public let stem: Stem
     public let inChannels: Int
-    public let numClasses: Int
+    public private(set) var numClasses: Int
     /// Channels of the stem and the first stage.
     public let width: Int
     /// What every norm slot holds.
@@ -102,7 +102,8 @@ public final class ResNet: Module {
     /// The stem's norm (a ``BatchNorm2d`` or a ``GroupNorm``, as ``normalization`` says).
     public let bn1: any Module
     public let stages: [Sequential]
-    public let fc: Linear
+    /// The classifier; ``replaceHead(numClasses:seed:)`` swaps it for a new one.
+    public private(set) var fc: Linear
     private let maxpool: MaxPool2d?
     private let pool = GlobalAvgPool2d()
 
@@ -184,7 +185,19 @@ public final class ResNet: Module {
         guard dy.shape.count == 2, dy.shape[1] == numClasses else {
             throw BLASNetError.shapeMismatch(layer: "\(architecture.rawValue) backward", expected: "[N, \(numClasses)]", got: dy.shape)
         }
-        return try children.reversed().reduce(dy.swappingFirstAxes()) { try $1.module.profiledBackward($0) }
+        // Layers before the first trainable one need no gradient: the pass ends there.
+        let layers = children.map(\.module)
+        guard let first = layers.firstIndex(where: \.isTrainable) else { return Tensor(shape: [0]) }
+        _ = try layers[first...].reversed().reduce(dy.swappingFirstAxes()) { try $1.profiledBackward($0) }
+        return Tensor(shape: [0])
+    }
+
+    /// A new, trainable classifier for `numClasses` classes with PyTorch's default
+    /// initialization (seeded), as fine-tuning on a new label set starts.
+    public func replaceHead(numClasses: Int, seed: UInt64 = 0) throws {
+        var rng = SeededGenerator(seed: seed)
+        fc = try Linear(fc.inFeatures, numClasses, rng: &rng)
+        self.numClasses = numClasses
     }
 }
 
