@@ -20,7 +20,7 @@ struct Train: ParsableCommand {
     enum OptimizerName: String, ExpressibleByArgument, CaseIterable { case sgd, adamw }
     enum Preset: String, ExpressibleByArgument, CaseIterable { case quick, long }
 
-    @Option(help: "Settings bundle: quick (the default run) or long (more epochs, wider model).")
+    @Option(help: "Settings bundle: quick (the default: 5 epochs at half resolution, about 92% in under 5 minutes) or long (15 epochs at full resolution with random crops, about 94%).")
     var preset: Preset = .quick
 
     @Option(help: "Architecture (default: the preset's): resnet/seresnet 18…152, or CIFAR-style 6n+2 such as seresnet20.")

@@ -29,6 +29,26 @@ public enum BLAS {
 
     /// Number of threads OpenBLAS uses for each call; BLASNet's own kernels use as many.
     /// Set it once, before training: it is read on every kernel call.
+    /// Adds one batch to least-squares normal equations: `gram += Xᵀ·X` (upper triangle)
+    /// and `rhs += Xᵀ·Y`, with `X: [rows, n]` and `Y: [rows, k]` row-major Float64.
+    static func accumulateNormalEquations(_ x: [Double], _ y: [Double], rows: Int, n: Int, k: Int,
+                                          gram: inout [Double], rhs: inout [Double]) {
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, Int32(n), Int32(rows), 1, x, Int32(n), 1, &gram, Int32(n))
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(n), Int32(k), Int32(rows), 1, x, Int32(n),
+                    y, Int32(k), 1, &rhs, Int32(k))
+    }
+
+    /// Solves `A·X = B` for symmetric positive-definite `A: [n, n]` and `B: [n, nrhs]`
+    /// (row-major, Float64) by Cholesky factorization (LAPACKE_dposv); `B` receives `X`.
+    /// Throws if `A` is not positive definite.
+    static func solvePositiveDefinite(_ a: inout [Double], _ b: inout [Double], n: Int, nrhs: Int) throws {
+        let info = LAPACKE_dposv(LAPACK_ROW_MAJOR, Int8(UInt8(ascii: "U")), Int32(n), Int32(nrhs),
+                                 &a, Int32(n), &b, Int32(nrhs))
+        guard info == 0 else {
+            throw BLASNetError.invalidArgument("LAPACKE_dposv: the \(n)×\(n) system is not positive definite (info \(info))")
+        }
+    }
+
     public static var threads: Int {
         get { Int(openblas_get_num_threads()) }
         set {

@@ -26,6 +26,11 @@ public final class BatchNorm: Module {
     /// Applies `max(·, 0)` to the output, as `BatchNorm2d` followed by `ReLU` would.
     public let fusesReLU: Bool
 
+    /// When true each forward also records its input's per-channel mean and biased
+    /// variance in ``observedStatistics``, for ``DomainShift`` to compare with the running ones.
+    public var observesInput = false
+    public private(set) var observedStatistics: (mean: [Double], variance: [Double])?
+
     private var state: PlaneNormalization?
 
     public init(_ channels: Int, eps: Float = 1e-5, momentum: Float = 0.1, fusesReLU: Bool = false) throws {
@@ -55,6 +60,10 @@ public final class BatchNorm: Module {
         // One plane per channel: its N·H·W values are contiguous.
         let m = x.count / channels
         var state = PlaneNormalization(channels: channels, samples: 1, planeSize: m, groups: channels)
+        if observesInput {
+            var probe = state
+            observedStatistics = probe.useBatchStatistics(of: x, eps: eps)
+        }
         if training {
             guard m > 1 else {
                 throw BLASNetError.invalidArgument(

@@ -192,6 +192,14 @@ public final class ResNet: Module {
         return Tensor(shape: [0])
     }
 
+    /// The pooled features the classifier reads, `x: [N, C, H, W] -> [N, F]`, in the current mode.
+    public func features(_ x: Tensor) throws -> Tensor {
+        guard x.shape.count == 4, x.shape[1] == inChannels, x.shape[0] > 0 else {
+            throw BLASNetError.shapeMismatch(layer: architecture.rawValue, expected: "[N, \(inChannels), H, W]", got: x.shape)
+        }
+        return try children.dropLast().reduce(x.swappingFirstAxes()) { try $1.module.forward($0) }.swappingFirstAxes()
+    }
+
     /// A new, trainable classifier for `numClasses` classes with PyTorch's default
     /// initialization (seeded), as fine-tuning on a new label set starts.
     public func replaceHead(numClasses: Int, seed: UInt64 = 0) throws {

@@ -1,0 +1,87 @@
+import Foundation
+
+/// The four fine-tuning regimes of the notes, chosen by how much new data there is and
+/// how much it resembles the data the network was trained on.
+///
+/// |                | similar data | different data |
+/// | -------------- | ------------ | -------------- |
+/// | little data    | ``head``     | ``partial(stages:)`` |
+/// | much data      | ``full``     | ``scratch``    |
+public enum FineTuningStrategy: Equatable, Sendable, CustomStringConvertible {
+    /// Retrain only a new classifier; everything else frozen.
+    case head
+    /// Freeze the stem and the first `stages` stages; retrain the rest.
+    case partial(stages: Int)
+    /// Train everything, from the pretrained weights (at a lower learning rate).
+    case full
+    /// Ignore the pretrained weights and train from a fresh initialization.
+    case scratch
+
+    /// Parses `head`, `partial:K`, `full` or `scratch`.
+    public init(parsing text: String) throws {
+        switch text {
+        case "head": self = .head
+        case "full": self = .full
+        case "scratch": self = .scratch
+        default:
+            guard text.hasPrefix("partial:"), let k = Int(text.dropFirst(8)), k >= 0 else {
+                throw BLASNetError.invalidArgument("fine-tuning strategy '\(text)': expected head, partial:K, full, scratch or auto")
+            }
+            self = .partial(stages: k)
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .head: "head"
+        case let .partial(k): "partial:\(k)"
+        case .full: "full"
+        case .scratch: "scratch"
+        }
+    }
+
+    /// Freezes what the regime keeps fixed (nothing for ``full`` and ``scratch``).
+    public func apply(to model: ResNet) throws {
+        model.unfreeze()
+        switch self {
+        case .head:
+            for (name, child) in model.children where name != "fc" { child.freeze() }
+        case let .partial(k):
+            guard k <= model.stages.count else {
+                throw BLASNetError.invalidArgument("partial:\(k): \(model.architecture.rawValue) has \(model.stages.count) stages")
+            }
+            for (name, child) in model.children where ["conv1", "bn1"].contains(name) { child.freeze() }
+            for stage in model.stages.prefix(k) { stage.freeze() }
+        case .full, .scratch:
+            break
+        }
+    }
+
+    /// Below this many images per class the data counts as little.
+    public static let muchDataPerClass = 1000.0
+    /// Above this ``DomainShift/batchNormShift(_:images:)`` the data counts as different.
+    public static let differentShift = 1.0
+
+    /// The regime for `samplesPerClass` new images per class whose BatchNorm shift from the
+    /// pretrained statistics is `shift`, and a sentence saying why.
+    public static func choose(samplesPerClass: Double, shift: Double, stages: Int) -> (FineTuningStrategy, String) {
+        let much = samplesPerClass >= muchDataPerClass, different = shift > differentShift
+        let size = String(format: "%.0f images per class (%@ %.0f: %@ data)", samplesPerClass, much ? "≥" : "<",
+                          muchDataPerClass, much ? "much" : "little")
+        let similarity = String(format: "BatchNorm shift %.3f (%@ %.1f: %@ domain)", shift, different ? ">" : "≤",
+                                differentShift, different ? "different" : "similar")
+        let strategy: FineTuningStrategy = switch (much, different) {
+        case (false, false): .head
+        case (false, true): .partial(stages: max(1, stages / 2))
+        case (true, false): .full
+        case (true, true): .scratch
+        }
+        let why: String = switch strategy {
+        case .head: "the pretrained features fit; too few images to move them safely, so only a new classifier is fitted"
+        case .partial: "early features are generic but later ones do not fit, and too few images to retrain all: the later stages are retrained"
+        case .full: "enough images to adapt every layer without overfitting, starting from features that already fit"
+        case .scratch: "enough images to learn the features anew, and the pretrained ones do not fit"
+        }
+        return (strategy, "\(size); \(similarity) -> \(strategy): \(why)")
+    }
+}

@@ -1,0 +1,76 @@
+import Foundation
+import Testing
+@testable import BLASNet
+
+/// The pieces of fine-tuning: the closed-form head, the BatchNorm shift, the regimes.
+struct FineTuningTests {
+    static func data(count: Int, seed: UInt64) throws -> ImageDataset {
+        var rng = SeededGenerator(seed: seed)
+        return try ImageDataset(pixels: (0..<(count * 64)).map { _ in UInt8.random(in: 0...255, using: &rng) },
+                                labels: (0..<count).map { $0 % 3 }, channels: 1, height: 8, width: 8,
+                                classNames: ["a", "b", "c"])
+    }
+
+    @Test func ridgeHeadSolvesItsNormalEquations() throws {
+        let model = try ResNet(.resnet8, numClasses: 3, inChannels: 1, stem: .cifar, width: 4, seed: 2)
+        let dataset = try Self.data(count: 30, seed: 3)
+        let loader = try DataLoader(dataset: dataset, batchSize: 7, shuffle: false, seed: 0, mean: [0.5], std: [0.3])
+        let ridge = 1e-2
+        try RidgeHead.fit(model, on: loader, ridge: ridge)
+
+        // Independently: the gradient of ‖[X 1]θ − Y‖² + λ'‖W‖² vanishes at the fitted θ.
+        let images = try Tensor(shape: [30, 1, 8, 8], scalars: loader.batches(epoch: 0).flatMap(\.images.scalars))
+        let x = try model.features(images).scalars.map(Double.init)
+        let f = model.fc.inFeatures
+        let w = model.fc.weight.value.scalars.map(Double.init), b = model.fc.bias!.value.scalars.map(Double.init)
+        let meanSquaredNorm = (0..<30).reduce(0.0) { s, r in s + (0..<f).reduce(0.0) { $0 + x[r * f + $1] * x[r * f + $1] } } / 30
+        let lambda = ridge * meanSquaredNorm * 30
+        var largest = 0.0, scale = 0.0
+        for c in 0..<3 {
+            let residual = (0..<30).map { r in (0..<f).reduce(b[c]) { $0 + x[r * f + $1] * w[c * f + $1] } - (r % 3 == c ? 1 : 0) }
+            for j in 0...f {
+                let feature = { (r: Int) in j < f ? x[r * f + j] : 1 }
+                let gradient = (0..<30).reduce(0.0) { $0 + feature($1) * residual[$1] } + (j < f ? lambda * w[c * f + j] : 0)
+                largest = max(largest, abs(gradient))
+                scale = max(scale, (0..<30).reduce(0.0) { $0 + abs(feature($1)) })
+            }
+        }
+        #expect(largest < 1e-4 * scale, "normal-equation residual \(largest) (scale \(scale))")
+        #expect(model.namedParameters().filter { !$0.name.hasPrefix("fc.") }.allSatisfy { $0.parameter.grad.scalars.allSatisfy { $0 == 0 } })
+    }
+
+    @Test func batchNormShiftGrowsWithTheShiftAndLeavesTheModelAsItWas() throws {
+        let model = try ResNet(.seresnet8, numClasses: 3, inChannels: 1, stem: .cifar, width: 4, seed: 2)
+        var rng = SeededGenerator(seed: 5)
+        let images = Tensor.normal(shape: [16, 1, 8, 8], std: 1, using: &rng)
+        model.train()
+        for _ in 0..<60 { _ = try model.forward(images) }    // running statistics ≈ these images'
+        let buffers = model.namedBuffers().map(\.buffer.value.scalars)
+        let near = try DomainShift.batchNormShift(model, images: images)
+        var shifted = images
+        shifted.scalars = images.scalars.map { $0 * 3 + 2 }
+        let far = try DomainShift.batchNormShift(model, images: shifted)
+        #expect(near >= 0 && near < 0.05, "shift of the training images themselves: \(near)")
+        #expect(far > 10 * max(near, 0.01), "shift \(far) for rescaled images vs \(near)")
+        #expect(model.namedBuffers().map(\.buffer.value.scalars) == buffers)
+        #expect(model.modules.compactMap { $0 as? BatchNorm }.allSatisfy { $0.training && !$0.observesInput })
+    }
+
+    @Test func regimesFollowTheNotes() throws {
+        #expect(FineTuningStrategy.choose(samplesPerClass: 100, shift: 0.1, stages: 4).0 == .head)
+        #expect(FineTuningStrategy.choose(samplesPerClass: 100, shift: 5, stages: 4).0 == .partial(stages: 2))
+        #expect(FineTuningStrategy.choose(samplesPerClass: 6000, shift: 0.1, stages: 4).0 == .full)
+        #expect(FineTuningStrategy.choose(samplesPerClass: 6000, shift: 5, stages: 4).0 == .scratch)
+        #expect(try FineTuningStrategy(parsing: "partial:2") == .partial(stages: 2))
+        #expect(throws: BLASNetError.self) { try FineTuningStrategy(parsing: "partial:x") }
+
+        let model = try ResNet(.resnet18, numClasses: 3, inChannels: 1, stem: .cifar, width: 4, seed: 2)
+        try FineTuningStrategy.head.apply(to: model)
+        #expect(model.namedParameters().filter { $0.parameter.requiresGrad }.map(\.name) == ["fc.weight", "fc.bias"])
+        try FineTuningStrategy.partial(stages: 1).apply(to: model)
+        let frozen = Set(model.namedParameters().filter { !$0.parameter.requiresGrad }.map { $0.name.split(separator: ".")[0] })
+        #expect(frozen == ["conv1", "bn1", "layer1"])
+        try FineTuningStrategy.full.apply(to: model)
+        #expect(model.namedParameters().allSatisfy { $0.parameter.requiresGrad })
+    }
+}
