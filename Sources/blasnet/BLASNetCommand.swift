@@ -7,7 +7,7 @@ struct BLASNetCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "blasnet",
         abstract: "ResNet and SE-ResNet training and inference on OpenBLAS.",
-        subcommands: [Train.self, Eval.self, Run.self, Bench.self, ReceptiveFieldTable.self]
+        subcommands: [Train.self, Eval.self, Finetune.self, Run.self, Bench.self, ReceptiveFieldTable.self]
     )
 
     static func main() {

@@ -60,7 +60,7 @@ struct Eval: ParsableCommand {
         }
         let directory = data.map { URL(fileURLWithPath: $0) }
         let testSet = try ImageDataset.load(datasetName, split: .test, directory: directory)
-        var (mean, std) = (Self.floats(meta["mean"]), Self.floats(meta["std"]))
+        var (mean, std) = (metadataFloats(meta["mean"]), metadataFloats(meta["std"]))
         if mean.count != testSet.channels || std.count != testSet.channels {
             (mean, std) = try ImageDataset.load(datasetName, split: .train, directory: directory).channelStatistics()
         }
@@ -94,10 +94,6 @@ struct Eval: ParsableCommand {
             let label = "\(index) \(names[index])".padding(toLength: nameWidth, withPad: " ", startingAt: 0)
             print(label + row.map { String($0).leftPadded(to: cell) }.joined())
         }
-    }
-
-    private static func floats(_ text: String?) -> [Float] {
-        text.map { $0.split(separator: ",").compactMap { Float($0) } } ?? []
     }
 }
 

@@ -20,6 +20,8 @@ struct RunSettings: Codable, Equatable {
     var cropPadding: Int
     var flip: Bool
     var seed: UInt64
+    /// Train and test on these classes only, relabelled in this order (nil: all).
+    var classes: [Int]?
     /// Absent from checkpoints written before these settings existed: batch norm, cross-entropy.
     var normName: String?
     var lossName: String?
@@ -105,4 +107,9 @@ struct RunSettings: Codable, Equatable {
             "rng": "batch order and augmentation are functions of seed \(seed) and the epoch",
         ]
     }
+}
+
+/// A comma-separated list of numbers from checkpoint metadata (`mean`, `std`); empty if absent.
+func metadataFloats(_ text: String?) -> [Float] {
+    text.map { $0.split(separator: ",").compactMap { Float($0) } } ?? []
 }

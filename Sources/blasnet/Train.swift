@@ -42,6 +42,9 @@ struct Train: ParsableCommand {
     @Option(help: "Directory holding the dataset's files (default: the Debian package's location).")
     var data: String?
 
+    @Option(help: "Only these classes, relabelled in the order given: a list (5,6,7) or a range (0-4).")
+    var classes: ClassList?
+
     @Option(help: "Total epochs of the run (the schedule spans them).")
     var epochs: Int?
 
@@ -118,7 +121,8 @@ struct Train: ParsableCommand {
             let fixed = [("--arch", arch?.rawValue, s.arch.rawValue), ("--width", width.map(String.init), String(s.width)),
                          ("--stem", stem?.rawValue, s.stem.rawValue), ("--norm", norm?.description, s.norm.description),
                          ("--dataset", dataset?.rawValue, s.dataset.rawValue),
-                         ("--seed", seed.map(String.init), String(s.seed))]
+                         ("--seed", seed.map(String.init), String(s.seed)),
+                         ("--classes", classes.map { "\($0.values)" }, "\(s.classes ?? [])")]
             for (flag, given, saved) in fixed where given != nil && given != saved {
                 throw ValidationError("\(flag) \(given!) differs from the resumed run's \(saved); start a new run instead")
             }
@@ -126,6 +130,7 @@ struct Train: ParsableCommand {
         apply(dataset, to: \.dataset)
         apply(stem, to: \.stem)
         apply(seed, to: \.seed)
+        if let classes { s.classes = classes.values }
         apply(arch, to: \.arch)
         apply(width, to: \.width)
         apply(norm, to: \.norm)
@@ -146,5 +151,21 @@ struct Train: ParsableCommand {
         apply(cropPadding, to: \.cropPadding)
         apply(flip, to: \.flip)
         return s
+    }
+}
+
+/// `0-4` or `5,6,7`: the classes a run keeps.
+struct ClassList: ExpressibleByArgument {
+    let values: [Int]
+
+    init?(argument: String) {
+        let bounds = argument.split(separator: "-").compactMap { Int($0) }
+        if bounds.count == 2, !argument.contains(","), bounds[0] <= bounds[1] {
+            values = Array(bounds[0]...bounds[1])
+        } else {
+            let list = argument.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+            guard !list.isEmpty, list.count == argument.split(separator: ",").count else { return nil }
+            values = list
+        }
     }
 }

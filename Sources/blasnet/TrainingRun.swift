@@ -17,8 +17,11 @@ final class TrainingRun {
     init(settings: RunSettings, dataDirectory: String?, out: String) throws {
         var settings = settings
         let directory = dataDirectory.map { URL(fileURLWithPath: $0) }
-        let trainSet = try ImageDataset.load(settings.dataset, split: .train, directory: directory)
-        let testSet = try ImageDataset.load(settings.dataset, split: .test, directory: directory)
+        var trainSet = try ImageDataset.load(settings.dataset, split: .train, directory: directory)
+        var testSet = try ImageDataset.load(settings.dataset, split: .test, directory: directory)
+        if let classes = settings.classes {
+            (trainSet, testSet) = (try trainSet.selecting(classes: classes), try testSet.selecting(classes: classes))
+        }
         if settings.mean.isEmpty {
             (settings.mean, settings.std) = trainSet.channelStatistics()
         }

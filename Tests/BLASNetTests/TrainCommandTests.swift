@@ -103,6 +103,26 @@ struct TrainCommandTests {
         #expect(indivisible.stderr.contains("bn1"), "\(indivisible.stderr)")
     }
 
+    @Test func finetuneOnNewClassesKeepsFrozenPartsAndExplainsAuto() throws {
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let pre = dir.appendingPathComponent("pre").path
+        let a = try train(["--epochs", "1", "--classes", "0-4", "--out", pre])
+        #expect(a.status == 0, "\(a.stderr)")
+        #expect(try TrainingCheckpoint(contentsOf: pre + "/last.safetensors").file["fc.weight"]?.shape == [5, 16])
+        for strategy in ["head", "partial:1", "auto"] {
+            let out = dir.appendingPathComponent("ft-\(strategy)").path
+            let f = try RunCommandTests.run(["finetune", "--weights", pre + "/last.safetensors", "--data", data,
+                                             "--classes", "5-9", "--strategy", strategy, "--epochs", "1", "--batch-size", "4",
+                                             "--threads", "1", "--out", out])
+            #expect(f.status == 0, "\(strategy): \(f.stderr)")
+            #expect(f.stdout.contains("unchanged: yes"), "\(strategy): \(f.stdout)")
+            #expect(f.stdout.contains("test accuracy"))
+            let tuned = try SafeTensorsFile(contentsOf: out + "/finetuned.safetensors")
+            #expect(tuned["fc.weight"]?.shape == [5, 16])
+            if strategy == "auto" { #expect(f.stdout.contains("images per class") && f.stdout.contains("BatchNorm shift")) }
+        }
+    }
+
     @Test func badInputGetsOneClearLine() throws {
         defer { try? FileManager.default.removeItem(at: dir) }
         let missing = try RunCommandTests.run(["train", "--data", dir.appendingPathComponent("nowhere").path, "--epochs", "1"])

@@ -1,0 +1,184 @@
+import ArgumentParser
+import BLASNet
+import Foundation
+
+/// Fine-tunes pretrained weights on a (usually small) labelled dataset in one of the
+/// notes' four regimes, or measures the data and picks the regime itself.
+struct Finetune: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Fine-tune pretrained weights: --strategy head|partial:K|full|scratch|auto.",
+        discussion: """
+            head: new classifier fitted in closed form (ridge least squares, LAPACKE) on the frozen \
+            features, optionally polished by --epochs of SGD. partial:K: stem and first K stages \
+            frozen. full: everything trained at --lr (default 0.01). scratch: the weights are \
+            ignored. auto: measures images per class and the BatchNorm shift of the new data from \
+            the pretrained statistics, then picks one and says why. Frozen BatchNorms keep their \
+            running statistics.
+            """
+    )
+
+    @Option(help: "Pretrained weights (.safetensors): a `blasnet train` checkpoint or a state_dict.")
+    var weights: String
+
+    @Option(help: "head, partial:K, full, scratch or auto.")
+    var strategy = "auto"
+
+    @Option(help: "Architecture, when the weights file does not name one.")
+    var arch: Architecture?
+
+    @Option(help: "Channels of the stem and first stage, when the file does not say.")
+    var width: Int?
+
+    @Option(help: "Stem, when the file does not say.")
+    var stem: Stem?
+
+    @Option(help: "Dataset to fine-tune on.")
+    var dataset: DatasetName = .fashionMNIST
+
+    @Option(help: "Directory holding the dataset's files.")
+    var data: String?
+
+    @Option(help: "Only these classes, relabelled in the order given: a list (5,6,7) or a range (5-9).")
+    var classes: ClassList?
+
+    @Option(help: "Images per class taken from the training split (default: all).")
+    var perClass: Int?
+
+    @Option(help: "SGD epochs (for head: polishing after the closed-form fit; default 0 for head, 10 otherwise).")
+    var epochs: Int?
+
+    @Option(help: "Peak learning rate (default: 0.01 for head and full, 0.05 for partial, 0.1 for scratch).")
+    var lr: Float?
+
+    @Option(help: "Images per step.")
+    var batchSize = 64
+
+    @Option(help: "Ridge λ of the closed-form head, relative to the mean squared feature norm.")
+    var ridge = 1e-3
+
+    @Option(help: "Seed for sampling, the new head, batch order.")
+    var seed: UInt64 = 0
+
+    @Option(help: "OpenBLAS threads (default: OpenBLAS's own choice).")
+    var threads: Int?
+
+    @Option(help: "Where to write finetuned.safetensors (created if needed).")
+    var out = "runs/finetune"
+
+    func validate() throws {
+        if strategy != "auto" { _ = try FineTuningStrategy(parsing: strategy) }
+        if let perClass, perClass <= 0 { throw ValidationError("--per-class must be positive, got \(perClass)") }
+        if let epochs, epochs < 0 { throw ValidationError("--epochs must be non-negative, got \(epochs)") }
+        guard batchSize >= 2 else { throw ValidationError("--batch-size must be at least 2, got \(batchSize)") }
+        if let threads, threads <= 0 { throw ValidationError("--threads must be positive, got \(threads)") }
+    }
+
+    func run() throws {
+        if let threads { BLAS.threads = threads }
+        let file = try SafeTensorsFile(contentsOf: weights)
+        let meta = file.metadata
+        guard let arch = arch ?? meta["arch"].flatMap(Architecture.init(rawValue:)) else {
+            throw ValidationError("\(weights) does not name its architecture; pass --arch")
+        }
+        let directory = data.map { URL(fileURLWithPath: $0) }
+        var trainSet = try ImageDataset.load(dataset, split: .train, directory: directory)
+        var testSet = try ImageDataset.load(dataset, split: .test, directory: directory)
+        if let classes {
+            (trainSet, testSet) = (try trainSet.selecting(classes: classes.values), try testSet.selecting(classes: classes.values))
+        }
+        if let perClass { trainSet = try trainSet.sampling(perClass: perClass, seed: seed) }
+        // The pretrained network's input normalization, when the checkpoint records it.
+        var (mean, std) = (metadataFloats(meta["mean"]), metadataFloats(meta["std"]))
+        if mean.count != trainSet.channels || std.count != trainSet.channels { (mean, std) = trainSet.channelStatistics() }
+
+        let pretrainedClasses = file["fc.weight"]?.shape.first ?? trainSet.numClasses
+        let model = try ResNet(arch, numClasses: pretrainedClasses, inChannels: trainSet.channels,
+                               stem: stem ?? meta["stem"].flatMap(Stem.init(rawValue:)) ?? .cifar,
+                               width: width ?? meta["width"].flatMap { Int($0) }, seed: seed)
+        let report = try model.loadStateDict(SafeTensorsFile(tensors: file.tensors.filter { !$0.name.hasPrefix("optimizer.") }),
+                                             strict: false)
+        let missing = report.missingKeys.filter { !$0.hasSuffix("num_batches_tracked") }
+        // A new task has a new label set, whatever its size: the classifier starts afresh.
+        try model.replaceHead(numClasses: trainSet.numClasses, seed: seed)
+        print("fc re-initialized for the \(trainSet.numClasses) new classes (the weights' head had \(pretrainedClasses))")
+        print("loaded \(weights): missing keys \(missing.isEmpty ? "none" : missing.joined(separator: ", ")); "
+              + "unexpected keys \(report.unexpectedKeys.isEmpty ? "none" : report.unexpectedKeys.joined(separator: ", "))")
+
+        let loader = try DataLoader(dataset: trainSet, batchSize: min(batchSize, trainSet.count), shuffle: true, seed: seed,
+                                    mean: mean, std: std, augmentation: Augmentation(horizontalFlip: true), dropLast: true)
+        let chosen = try strategy == "auto" ? autoStrategy(model, trainSet, mean: mean, std: std) : FineTuningStrategy(parsing: strategy)
+        let net = chosen == .scratch
+            ? try ResNet(arch, numClasses: trainSet.numClasses, inChannels: trainSet.channels, stem: model.stem,
+                         width: model.width, seed: seed)
+            : model
+        try chosen.apply(to: net)
+        let trainable = net.namedParameters().filter(\.parameter.requiresGrad).count
+        print("strategy \(chosen): \(trainable) of \(net.namedParameters().count) parameter tensors train, \(trainSet.count) images")
+
+        // What a frozen part holds, to show afterwards that fine-tuning left it bit for bit.
+        func frozenState() -> [[Float]] {
+            net.modules.filter { !$0.isTrainable && !$0.namedParameters().isEmpty && $0.children.isEmpty }
+                .flatMap { $0.namedParameters().map(\.parameter.value.scalars) + $0.namedBuffers().map(\.buffer.value.scalars) }
+        }
+        let frozenBefore = frozenState()
+        let start = DispatchTime.now().uptimeNanoseconds
+        if chosen == .head {
+            let fitLoader = try DataLoader(dataset: trainSet, batchSize: 256, shuffle: false, seed: 0, mean: mean, std: std)
+            try RidgeHead.fit(net, on: fitLoader, ridge: ridge)
+            print(String(format: "closed-form head fit: %.3f s", Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9))
+        }
+        let epochs = self.epochs ?? (chosen == .head ? 0 : 10)
+        if epochs > 0 {
+            let rate = lr ?? Self.defaultRate(chosen)
+            let optimizer = try SGD(net.namedParameters().map(\.parameter), learningRate: rate, momentum: 0.9,
+                                    weightDecay: 5e-4, nesterov: true)
+            let schedule = try LearningRateSchedule(kind: .cosine(), baseLR: rate, totalSteps: epochs * loader.batchesPerEpoch)
+            let trainer = Trainer(model: net, optimizer: optimizer, schedule: schedule, loss: try CrossEntropyLoss(),
+                                  trainLoader: loader)
+            for epoch in 1...epochs {
+                let (loss, accuracy, seconds) = try trainer.trainEpoch()
+                print(String(format: "epoch %d/%d  train loss %.4f acc %.2f%%  %.1f s", epoch, epochs, loss, accuracy * 100, seconds))
+            }
+        }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        if !frozenBefore.isEmpty {
+            print("frozen parameters and running statistics (\(frozenBefore.count) tensors) unchanged: \(frozenState() == frozenBefore ? "yes" : "NO")")
+        }
+        let testLoader = try DataLoader(dataset: testSet, batchSize: 500, shuffle: false, seed: 0, mean: mean, std: std)
+        let result = try Trainer.evaluate(net, on: testLoader, numClasses: testSet.numClasses)
+        print(String(format: "%@: test accuracy %.2f%% on %d images (%d classes); fine-tuning took %.1f s",
+                     chosen.description, result.accuracy * 100, testSet.count, testSet.numClasses, seconds))
+
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        var metadata = meta.filter { ["arch", "width", "stem", "in_chans"].contains($0.key) }
+        metadata["num_classes"] = String(testSet.numClasses)
+        metadata["mean"] = mean.map { "\($0)" }.joined(separator: ",")
+        metadata["std"] = std.map { "\($0)" }.joined(separator: ",")
+        metadata["strategy"] = chosen.description
+        metadata["test_accuracy"] = String(result.accuracy)
+        try SafeTensorsFile(tensors: net.stateDict(), metadata: metadata)
+            .write(to: URL(fileURLWithPath: out).appendingPathComponent("finetuned.safetensors").path)
+    }
+
+    /// Measures both axes of the notes' table on the new data and picks the regime.
+    private func autoStrategy(_ model: ResNet, _ trainSet: ImageDataset, mean: [Float], std: [Float]) throws -> FineTuningStrategy {
+        let probe = try DataLoader(dataset: trainSet, batchSize: min(256, trainSet.count), shuffle: true, seed: seed,
+                                   mean: mean, std: std)
+        guard let batch = probe.batches(epoch: 0).first(where: { _ in true }) else {
+            throw BLASNetError.invalidArgument("no images to measure")
+        }
+        let shift = try DomainShift.batchNormShift(model, images: batch.images)
+        let perClass = Double(trainSet.count) / Double(trainSet.numClasses)
+        let (chosen, reason) = FineTuningStrategy.choose(samplesPerClass: perClass, shift: shift, stages: model.stages.count)
+        print("auto: " + reason)
+        return chosen
+    }
+
+    private static func defaultRate(_ strategy: FineTuningStrategy) -> Float {
+        switch strategy {
+        case .head, .full: 0.01
+        case .partial: 0.05
+        case .scratch: 0.1
+        }
+    }
+}
