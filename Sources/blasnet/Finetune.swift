@@ -44,7 +44,7 @@ struct Finetune: ParsableCommand {
     @Option(help: "Images per class taken from the training split (default: all).")
     var perClass: Int?
 
-    @Option(help: "SGD epochs (for head: polishing after the closed-form fit; default 0 for head, 10 otherwise).")
+    @Option(help: "SGD epochs (for head: polishing after the closed-form fit; default 0 for head, otherwise enough for 200 steps, at least 10).")
     var epochs: Int?
 
     @Option(help: "Peak learning rate (default: 0.01 for head and full, 0.05 for partial, 0.1 for scratch).")
@@ -54,7 +54,7 @@ struct Finetune: ParsableCommand {
     var batchSize = 64
 
     @Option(help: "Ridge λ of the closed-form head, relative to the mean squared feature norm.")
-    var ridge = 1e-3
+    var ridge = 1e-4
 
     @Option(help: "Seed for sampling, the new head, batch order.")
     var seed: UInt64 = 0
@@ -122,12 +122,14 @@ struct Finetune: ParsableCommand {
         }
         let frozenBefore = frozenState()
         let start = DispatchTime.now().uptimeNanoseconds
-        if chosen == .head {
+        // Every regime but scratch starts from the closed-form head on the pretrained
+        // features, so SGD does not first drag the network around a random classifier.
+        if chosen != .scratch {
             let fitLoader = try DataLoader(dataset: trainSet, batchSize: 256, shuffle: false, seed: 0, mean: mean, std: std)
             try RidgeHead.fit(net, on: fitLoader, ridge: ridge)
             print(String(format: "closed-form head fit: %.3f s", Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9))
         }
-        let epochs = self.epochs ?? (chosen == .head ? 0 : 10)
+        let epochs = self.epochs ?? (chosen == .head ? 0 : max(10, (200 + loader.batchesPerEpoch - 1) / loader.batchesPerEpoch))
         if epochs > 0 {
             let rate = lr ?? Self.defaultRate(chosen)
             let optimizer = try SGD(net.namedParameters().map(\.parameter), learningRate: rate, momentum: 0.9,
