@@ -13,14 +13,14 @@ struct Train: ParsableCommand {
             Writes DIR/metrics.csv, DIR/curves.svg, DIR/last.safetensors (every epoch) and \
             DIR/best.safetensors (best test accuracy). The defaults train a small SE-ResNet on \
             Fashion-MNIST to about 92% test accuracy in under five minutes on two cores; \
-            `--preset long` trains longer for about 94%.
+            `--preset long` trains at full resolution for 15 epochs (93.7% measured).
             """
     )
 
     enum OptimizerName: String, ExpressibleByArgument, CaseIterable { case sgd, adamw }
     enum Preset: String, ExpressibleByArgument, CaseIterable { case quick, long }
 
-    @Option(help: "Settings bundle: quick (the default: 5 epochs at half resolution, about 92% in under 5 minutes) or long (15 epochs at full resolution with random crops, about 94%).")
+    @Option(help: "Settings bundle: quick (the default: 5 epochs at half resolution, about 92% in under 5 minutes) or long (15 epochs at full resolution with random crops, 93.7% measured).")
     var preset: Preset = .quick
 
     @Option(help: "Architecture (default: the preset's): resnet/seresnet 18…152, or CIFAR-style 6n+2 such as seresnet20.")
