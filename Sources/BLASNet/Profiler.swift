@@ -26,7 +26,14 @@ public final class Profiler {
         public var isContainer = false
     }
 
-    nonisolated(unsafe) static var active: Profiler?
+    /// The profiler installed on the calling thread. Per thread, so that models running
+    /// on other threads at the same time (parallel tests, a data-loading thread) are
+    /// neither timed by it nor racing on its records.
+    static var active: Profiler? {
+        get { Thread.current.threadDictionary[activeKey] as? Profiler }
+        set { Thread.current.threadDictionary[activeKey] = newValue }
+    }
+    private static let activeKey = "BLASNet.Profiler.active"
 
     private var names: [ObjectIdentifier: (name: String, kind: String)] = [:]
     private var index: [ObjectIdentifier: Int] = [:]
