@@ -12,6 +12,9 @@ public enum BLASNetError: Error, CustomStringConvertible, Equatable {
     case stateDictMismatch(missing: [String], unexpected: [String], wrongShape: [String])
     /// Reading or writing a file failed.
     case io(String)
+    /// Training step `step` of epoch `epoch` (both 1-based) produced a loss or gradient that
+    /// is not finite; `location` is where such a value first appeared. No weight was updated.
+    case nonFinite(epoch: Int, step: Int, location: String)
 
     public var description: String {
         switch self {
@@ -31,6 +34,8 @@ public enum BLASNetError: Error, CustomStringConvertible, Equatable {
             return "state dict does not fit the model: " + parts.joined(separator: "; ")
         case let .io(message):
             return message
+        case let .nonFinite(epoch, step, location):
+            return "epoch \(epoch), step \(step): the loss or a gradient is not finite, first in \(location); the step was not applied"
         }
     }
 }

@@ -4,9 +4,8 @@ import Foundation
 /// backward, and the exact sgemm shapes each layer issued (so they can be replayed
 /// alone to measure how close the step runs to native GEMM speed).
 ///
-/// Install one with ``Profiler/run(_:_:)``; while none is installed the hooks cost one
-/// nil check per layer call. Not for concurrent use.
-public final class Profiler {
+/// Install one with ``Profiler/run(_:)``. Not for concurrent use.
+public final class Profiler: LayerObserver {
     /// One sgemm call's shape: `C[m×n] = op(A)[m×k] · op(B)[k×n]`.
     public struct GEMMShape: Hashable, Sendable {
         public var transA: Bool, transB: Bool
@@ -26,16 +25,7 @@ public final class Profiler {
         public var isContainer = false
     }
 
-    /// The profiler installed on the calling thread. Per thread, so that models running
-    /// on other threads at the same time (parallel tests, a data-loading thread) are
-    /// neither timed by it nor racing on its records.
-    static var active: Profiler? {
-        get { Thread.current.threadDictionary[activeKey] as? Profiler }
-        set { Thread.current.threadDictionary[activeKey] = newValue }
-    }
-    private static let activeKey = "BLASNet.Profiler.active"
-
-    private var names: [ObjectIdentifier: (name: String, kind: String)] = [:]
+    private let names: LayerNames
     private var index: [ObjectIdentifier: Int] = [:]
     private var records: [LayerRecord] = []
     /// Leaf layers (an SE block counts as one) in the order they first ran.
@@ -44,36 +34,23 @@ public final class Profiler {
 
     /// Prepares to profile `model`, naming its layers by state_dict path.
     public init(_ model: any Module) {
-        func walk(_ m: any Module, _ path: String) {
-            names[ObjectIdentifier(m)] = (path.isEmpty ? "(model)" : path, String(describing: type(of: m)))
-            for child in m.children { walk(child.module, path.isEmpty ? child.name : path + "." + child.name) }
-        }
-        walk(model, "")
+        names = LayerNames(model)
     }
 
-    /// Runs `body` with this profiler installed.
+    /// Runs `body` with this profiler installed on the calling thread (models running on
+    /// other threads meanwhile are not timed).
     public func run<R>(_ body: () throws -> R) rethrows -> R {
-        Profiler.active = self
-        defer { Profiler.active = nil }
-        return try body()
+        try LayerObservers.run(self, body)
     }
 
     /// Times one call of a layer; a layer timed while another is running marks that one a container.
-    static func measure(_ module: any Module, backward: Bool, _ body: () throws -> Tensor) rethrows -> Tensor {
-        guard let profiler = active else { return try body() }
-        return try profiler.time(module, backward: backward, body)
-    }
-
-    private func time(_ module: any Module, backward: Bool, _ body: () throws -> Tensor) rethrows -> Tensor {
+    func observe(_ module: any Module, backward: Bool, _ body: () throws -> Tensor) throws -> Tensor {
         let id = ObjectIdentifier(module)
         let slot: Int
         if let existing = index[id] {
             slot = existing
         } else {
-            // Layers a container keeps privately (its ReLU, pooling) are named after it.
-            let owner = current.map { records[$0].name } ?? ""
-            let kind = String(describing: type(of: module))
-            let label = names[id] ?? (owner.isEmpty ? kind.lowercased() : owner + "." + kind.lowercased(), kind)
+            let label = names.label(module, owner: current.map { records[$0].name })
             slot = records.count
             index[id] = slot
             records.append(LayerRecord(name: label.name, kind: label.kind))
@@ -91,20 +68,8 @@ public final class Profiler {
     }
 
     static func recordGEMM(_ shape: GEMMShape) {
-        guard let profiler = active, let slot = profiler.current else { return }
+        guard let profiler = LayerObservers.current as? Profiler, let slot = profiler.current else { return }
         profiler.records[slot].gemms.append(shape)
-    }
-}
-
-extension Module {
-    /// `forward` through the profiler hook; containers call their children this way.
-    func profiledForward(_ x: Tensor) throws -> Tensor {
-        try Profiler.measure(self, backward: false) { try forward(x) }
-    }
-
-    /// `backward` through the profiler hook; containers call their children this way.
-    func profiledBackward(_ dy: Tensor) throws -> Tensor {
-        try Profiler.measure(self, backward: true) { try backward(dy) }
     }
 }
 

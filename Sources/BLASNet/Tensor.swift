@@ -88,6 +88,11 @@ public struct Tensor: @unchecked Sendable {
         return out
     }
 
+    /// Whether no element is infinite or NaN.
+    public var isFinite: Bool {
+        withUnsafePointer { Kernels.allFinite($0, count: count) }
+    }
+
     /// Element-wise `lhs += rhs`; the shapes must be equal.
     public static func += (lhs: inout Tensor, rhs: Tensor) {
         precondition(lhs.shape == rhs.shape, "adding \(rhs.shape) to \(lhs.shape)")

@@ -33,17 +33,21 @@ extension Architecture: ExpressibleByArgument {}
 extension Stem: ExpressibleByArgument {}
 
 /// Options that pick and shape a model, shared by the subcommands.
+///
+/// Numeric options here and in the subcommands parse `.unconditional`ly: otherwise a
+/// negative value (`--width -3`) reads as an unknown flag and the user is told the value
+/// is missing instead of what is wrong with it.
 struct ModelOptions: ParsableArguments {
     @Option(help: "Architecture: \(Architecture.allCases.map(\.rawValue).joined(separator: ", ")), or any resnet/seresnet of depth 6n+2.")
     var arch: Architecture
 
-    @Option(help: "Channels of the stem and first stage (default: the architecture's, 64 or 16); each stage doubles it.")
+    @Option(parsing: .unconditional, help: "Channels of the stem and first stage (default: the architecture's, 64 or 16); each stage doubles it.")
     var width: Int?
 
-    @Option(help: "Number of output classes.")
+    @Option(parsing: .unconditional, help: "Number of output classes.")
     var numClasses = 1000
 
-    @Option(help: "Number of input channels.")
+    @Option(parsing: .unconditional, help: "Number of input channels.")
     var inChans = 3
 
     @Option(help: "Stem: imagenet (7×7/2 conv + max-pool), cifar (3×3/1 conv) or strided (3×3/2 conv).")
@@ -53,7 +57,7 @@ struct ModelOptions: ParsableArguments {
             transform: Normalization.init(parsing:))
     var norm: Normalization = .batch
 
-    @Option(help: "OpenBLAS threads (default: OpenBLAS's own choice).")
+    @Option(parsing: .unconditional, help: "OpenBLAS threads (default: OpenBLAS's own choice).")
     var threads: Int?
 
     func validate() throws {

@@ -16,16 +16,16 @@ struct Bench: ParsableCommand {
     @Option(parsing: .upToNextOption, help: "Input height and width.")
     var input: [Int] = [224, 224]
 
-    @Option(help: "Images per step.")
+    @Option(parsing: .unconditional, help: "Images per step.")
     var batch = 16
 
     @Option(help: "train (forward, loss, backward, SGD update) or inference.")
     var mode: Mode = .train
 
-    @Option(help: "Untimed steps first.")
+    @Option(parsing: .unconditional, help: "Untimed steps first.")
     var warmup = 1
 
-    @Option(help: "Timed steps (the median is reported).")
+    @Option(parsing: .unconditional, help: "Timed steps (the median is reported).")
     var steps = 5
 
     @Option(help: "Weights to load (.safetensors by state_dict name) instead of a random initialization.")
@@ -89,7 +89,7 @@ struct Bench: ParsableCommand {
             threads: BLAS.threads, openblas_core: BLAS.coreName, openblas_config: BLAS.configuration,
             step_seconds: stepSeconds, step_seconds_samples: stepTimes, images_per_second: Double(x.shape[0]) / stepSeconds,
             gemm_seconds: gemmSeconds, gemm_efficiency: gemmSeconds / stepSeconds, gemm_gflop: gflop,
-            achieved_gflops: gflop / stepSeconds, peak_rss_bytes: peakResidentBytes(),
+            achieved_gflops: gflop / stepSeconds, peak_rss_bytes: ResidentMemory.peakBytes,
             allocations_per_step: allocationsAfter.map { ($0.calls - allocationsBefore!.calls) / steps },
             allocated_bytes_per_step: allocationsAfter.map { ($0.bytes - allocationsBefore!.bytes) / steps },
             layers: layers)
@@ -134,13 +134,6 @@ enum AllocationCounter {
         unsafeBitCast(symbol, to: Read.self)(&calls, &bytes)
         return (Int(calls), Int(bytes))
     }
-}
-
-/// Peak resident set size of this process (Linux reports kilobytes).
-func peakResidentBytes() -> Int {
-    var usage = rusage()
-    getrusage(RUSAGE_SELF.rawValue, &usage)
-    return usage.ru_maxrss * 1024
 }
 
 struct LayerReport: Codable {

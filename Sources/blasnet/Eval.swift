@@ -19,7 +19,7 @@ struct Eval: ParsableCommand {
     @Option(help: "Architecture, when the file does not name one.")
     var arch: Architecture?
 
-    @Option(help: "Channels of the stem and first stage, when the file does not say.")
+    @Option(parsing: .unconditional, help: "Channels of the stem and first stage, when the file does not say.")
     var width: Int?
 
     @Option(help: "Stem, when the file does not say.")
@@ -35,10 +35,10 @@ struct Eval: ParsableCommand {
     @Option(help: "Directory holding the dataset's files.")
     var data: String?
 
-    @Option(help: "Images per forward pass.")
+    @Option(parsing: .unconditional, help: "Images per forward pass.")
     var batchSize = 500
 
-    @Option(help: "OpenBLAS threads (default: OpenBLAS's own choice).")
+    @Option(parsing: .unconditional, help: "OpenBLAS threads (default: OpenBLAS's own choice).")
     var threads: Int?
 
     func validate() throws {

@@ -26,7 +26,7 @@ struct Finetune: ParsableCommand {
     @Option(help: "Architecture, when the weights file does not name one.")
     var arch: Architecture?
 
-    @Option(help: "Channels of the stem and first stage, when the file does not say.")
+    @Option(parsing: .unconditional, help: "Channels of the stem and first stage, when the file does not say.")
     var width: Int?
 
     @Option(help: "Stem, when the file does not say.")
@@ -41,25 +41,25 @@ struct Finetune: ParsableCommand {
     @Option(help: "Only these classes, relabelled in the order given: a list (5,6,7) or a range (5-9).")
     var classes: ClassList?
 
-    @Option(help: "Images per class taken from the training split (default: all).")
+    @Option(parsing: .unconditional, help: "Images per class taken from the training split (default: all).")
     var perClass: Int?
 
-    @Option(help: "SGD epochs (for head: polishing after the closed-form fit; default 0 for head, otherwise enough for 200 steps, at least 10).")
+    @Option(parsing: .unconditional, help: "SGD epochs (for head: polishing after the closed-form fit; default 0 for head, otherwise enough for 200 steps, at least 10).")
     var epochs: Int?
 
-    @Option(help: "Peak learning rate (default: 0.01 for head and full, 0.05 for partial, 0.1 for scratch).")
+    @Option(parsing: .unconditional, help: "Peak learning rate (default: 0.01 for head and full, 0.05 for partial, 0.1 for scratch).")
     var lr: Float?
 
-    @Option(help: "Images per step.")
+    @Option(parsing: .unconditional, help: "Images per step.")
     var batchSize = 64
 
-    @Option(help: "Ridge λ of the closed-form head, relative to the mean squared feature norm.")
+    @Option(parsing: .unconditional, help: "Ridge λ of the closed-form head, relative to the mean squared feature norm.")
     var ridge = 1e-4
 
-    @Option(help: "Seed for sampling, the new head, batch order.")
+    @Option(parsing: .unconditional, help: "Seed for sampling, the new head, batch order.")
     var seed: UInt64 = 0
 
-    @Option(help: "OpenBLAS threads (default: OpenBLAS's own choice).")
+    @Option(parsing: .unconditional, help: "OpenBLAS threads (default: OpenBLAS's own choice).")
     var threads: Int?
 
     @Option(help: "Where to write finetuned.safetensors (created if needed).")
@@ -75,6 +75,7 @@ struct Finetune: ParsableCommand {
 
     func run() throws {
         if let threads { BLAS.threads = threads }
+        let outputDirectory = try OutputDirectory.prepare(out)
         let file = try SafeTensorsFile(contentsOf: weights)
         let meta = file.metadata
         guard let arch = arch ?? meta["arch"].flatMap(Architecture.init(rawValue:)) else {
@@ -151,7 +152,6 @@ struct Finetune: ParsableCommand {
         print(String(format: "%@: test accuracy %.2f%% on %d images (%d classes); fine-tuning took %.1f s",
                      chosen.description, result.accuracy * 100, testSet.count, testSet.numClasses, seconds))
 
-        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         var metadata = meta.filter { ["arch", "width", "stem", "in_chans"].contains($0.key) }
         metadata["num_classes"] = String(testSet.numClasses)
         metadata["mean"] = mean.map { "\($0)" }.joined(separator: ",")
@@ -159,7 +159,7 @@ struct Finetune: ParsableCommand {
         metadata["strategy"] = chosen.description
         metadata["test_accuracy"] = String(result.accuracy)
         try SafeTensorsFile(tensors: net.stateDict(), metadata: metadata)
-            .write(to: URL(fileURLWithPath: out).appendingPathComponent("finetuned.safetensors").path)
+            .write(to: outputDirectory.appendingPathComponent("finetuned.safetensors").path)
     }
 
     /// Measures both axes of the notes' table on the new data and picks the regime.

@@ -12,7 +12,7 @@ struct LossOptions: ParsableArguments {
     @Option(help: "Loss: cross-entropy (default) or focal.")
     var loss: Name?
 
-    @Option(help: "Focal loss γ, the focusing exponent (default 2).")
+    @Option(parsing: .unconditional, help: "Focal loss γ, the focusing exponent (default 2).")
     var focalGamma: Float?
 
     @Option(help: "Focal loss α: one weight for every class, or a comma-separated weight per class (default 0.25).",

@@ -22,11 +22,16 @@ final class ProgressLine {
         Self.write("\r\u{1B}[K" + line)
     }
 
+    /// A step skipped for a non-finite loss or gradient (`--skip-nonfinite`): always its own line.
+    func skipped(epoch: Int, _ report: StepReport, location: String) {
+        Self.write((interactive ? "\r\u{1B}[K" : "") + "epoch \(epoch) step \(report.step): skipped, not finite (first in \(location))\n")
+    }
+
     func finish(_ e: EpochSummary, of epochs: Int, imagesPerSecond: Double) {
         lastDraw = 0
-        let line = String(format: "epoch %d/%d  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  %.1f s  %.0f img/s",
+        let line = String(format: "epoch %d/%d  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  %.1f s  %.0f img/s  RSS %d MiB",
                           e.epoch, epochs, e.trainLoss, e.trainAccuracy * 100, e.testLoss, e.testAccuracy * 100, e.seconds,
-                          imagesPerSecond)
+                          imagesPerSecond, (e.residentBytes ?? 0) >> 20)
         Self.write((interactive ? "\r\u{1B}[K" : "") + line + "\n")
     }
 

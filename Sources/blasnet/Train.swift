@@ -14,6 +14,11 @@ struct Train: ParsableCommand {
             DIR/best.safetensors (best test accuracy). The defaults train a small SE-ResNet on \
             Fashion-MNIST to about 92% test accuracy in under five minutes on two cores; \
             `--preset long` trains at full resolution for 15 epochs (93.7% measured).
+
+            Ctrl-C (or SIGTERM) stops after the current step and saves DIR/last.safetensors, \
+            from which `--resume DIR` continues exactly; a second Ctrl-C exits at once. A step \
+            whose loss or gradient is not finite stops the run, naming the layer where it began, \
+            and leaves the last checkpoint as it was.
             """
     )
 
@@ -26,7 +31,7 @@ struct Train: ParsableCommand {
     @Option(help: "Architecture (default: the preset's): resnet/seresnet 18…152, or CIFAR-style 6n+2 such as seresnet20.")
     var arch: Architecture?
 
-    @Option(help: "Channels of the stem and first stage (default: the preset's).")
+    @Option(parsing: .unconditional, help: "Channels of the stem and first stage (default: the preset's).")
     var width: Int?
 
     @Option(help: "Stem: imagenet (7×7/2 conv + max-pool), cifar (3×3/1 conv) or strided (3×3/2 conv).")
@@ -45,13 +50,13 @@ struct Train: ParsableCommand {
     @Option(help: "Only these classes, relabelled in the order given: a list (5,6,7) or a range (0-4).")
     var classes: ClassList?
 
-    @Option(help: "Total epochs of the run (the schedule spans them).")
+    @Option(parsing: .unconditional, help: "Total epochs of the run (the schedule spans them).")
     var epochs: Int?
 
-    @Option(help: "Images per training step.")
+    @Option(parsing: .unconditional, help: "Images per training step.")
     var batchSize: Int?
 
-    @Option(help: "Peak learning rate.")
+    @Option(parsing: .unconditional, help: "Peak learning rate.")
     var lr: Float?
 
     @Option(help: "Optimizer: sgd (momentum 0.9, Nesterov) or adamw.")
@@ -60,27 +65,27 @@ struct Train: ParsableCommand {
     @Option(help: "Learning-rate schedule, per step: constant, cosine[:minimum=M], step:every=N[,gamma=G], onecycle[:pct-start=P,div-factor=D,final-div-factor=F].")
     var schedule: String?
 
-    @Option(help: "Linear warm-up, in epochs (fractions allowed); not with onecycle, which warms up by itself.")
+    @Option(parsing: .unconditional, help: "Linear warm-up, in epochs (fractions allowed); not with onecycle, which warms up by itself.")
     var warmup: Double?
 
-    @Option(help: "Weight decay (decoupled for adamw).")
+    @Option(parsing: .unconditional, help: "Weight decay (decoupled for adamw).")
     var weightDecay: Float?
 
-    @Option(help: "Label smoothing for cross-entropy, in [0, 1).")
+    @Option(parsing: .unconditional, help: "Label smoothing for cross-entropy, in [0, 1).")
     var labelSmoothing: Float?
 
     @OptionGroup var loss: LossOptions
 
-    @Option(help: "Random crop after zero padding by this many pixels (0: off).")
+    @Option(parsing: .unconditional, help: "Random crop after zero padding by this many pixels (0: off).")
     var cropPadding: Int?
 
     @Option(help: "Random horizontal flips: true or false.")
     var flip: Bool?
 
-    @Option(help: "Seed for initialization, batch order and augmentation.")
+    @Option(parsing: .unconditional, help: "Seed for initialization, batch order and augmentation.")
     var seed: UInt64?
 
-    @Option(help: "OpenBLAS threads (default: OpenBLAS's own choice).")
+    @Option(parsing: .unconditional, help: "OpenBLAS threads (default: OpenBLAS's own choice).")
     var threads: Int?
 
     @Option(help: "Directory for metrics, chart and checkpoints, created if needed (default: runs/latest, or the --resume directory).")
@@ -88,6 +93,9 @@ struct Train: ParsableCommand {
 
     @Option(help: "Continue the run whose checkpoint is DIR/last.safetensors, to --epochs in all.")
     var resume: String?
+
+    @Flag(help: "Skip steps whose loss or gradient is not finite (counting them) instead of stopping.")
+    var skipNonfinite = false
 
     func validate() throws {
         if let width, width <= 0 { throw ValidationError("--width must be positive, got \(width)") }
@@ -107,6 +115,8 @@ struct Train: ParsableCommand {
         let checkpoint = try resume.map { try TrainingCheckpoint(contentsOf: URL(fileURLWithPath: $0).appendingPathComponent("last.safetensors").path) }
         let run = try TrainingRun(settings: resolvedSettings(checkpoint), dataDirectory: data, out: out ?? resume ?? "runs/latest")
         if let checkpoint { try run.restore(checkpoint) }
+        run.trainer.skipNonFinite = skipNonfinite
+        Interruption.install()
         try run.train()
     }
 

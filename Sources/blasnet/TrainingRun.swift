@@ -1,3 +1,4 @@
+import ArgumentParser
 import BLASNet
 import Foundation
 
@@ -15,6 +16,8 @@ final class TrainingRun {
     private var bestAccuracy = -1.0
 
     init(settings: RunSettings, dataDirectory: String?, out: String) throws {
+        // Before the data loads: a bad --out should not cost the wait for a dataset.
+        outputDirectory = try OutputDirectory.prepare(out)
         var settings = settings
         let directory = dataDirectory.map { URL(fileURLWithPath: $0) }
         var trainSet = try ImageDataset.load(settings.dataset, split: .train, directory: directory)
@@ -48,12 +51,6 @@ final class TrainingRun {
         trainer = Trainer(model: model, optimizer: optimizer, schedule: schedule,
                           loss: try settings.makeLoss(), trainLoader: trainLoader)
         self.settings = settings
-        outputDirectory = URL(fileURLWithPath: out)
-        do {
-            try FileManager.default.createDirectory(at: outputDirectory, withIntermediateDirectories: true)
-        } catch {
-            throw BLASNetError.io("cannot create output directory \(out): \(error.localizedDescription)")
-        }
     }
 
     /// Continues from a checkpoint: weights, optimizer state, epochs done, history so far.
@@ -78,19 +75,32 @@ final class TrainingRun {
             ProgressLine.write("already trained \(trainer.completedEpochs) of \(settings.epochs) epochs; pass a larger --epochs to go on\n")
         }
         let progress = ProgressLine(interactive: isatty(STDOUT_FILENO) != 0)
+        trainer.shouldStop = { Interruption.received != nil }
         while trainer.completedEpochs < settings.epochs {
             let epoch = trainer.completedEpochs + 1
-            let (trainLoss, trainAccuracy, seconds) = try trainer.trainEpoch { report in
-                progress.update(epoch: epoch, of: settings.epochs, report)
+            let skippedBefore = trainer.skippedSteps
+            let (trainLoss, trainAccuracy, seconds) = try trainStopping(epoch: epoch) { report in
+                if let location = report.nonFinite {
+                    progress.skipped(epoch: epoch, report, location: location)
+                } else {
+                    progress.update(epoch: epoch, of: settings.epochs, report)
+                }
+            }
+            if trainer.isInsideEpoch {
+                try saveInterrupted(epoch: epoch)
             }
             let evaluation = try Trainer.evaluate(model, on: testLoader, numClasses: numClasses)
             let summary = EpochSummary(epoch: epoch, trainLoss: trainLoss, trainAccuracy: trainAccuracy,
                                        testLoss: evaluation.loss, testAccuracy: evaluation.accuracy, seconds: seconds,
-                                       learningRate: trainer.optimizer.learningRate)
+                                       learningRate: trainer.optimizer.learningRate, residentBytes: ResidentMemory.currentBytes)
             history.append(summary)
             progress.finish(summary, of: settings.epochs, imagesPerSecond: Double(trainer.trainLoader.batchesPerEpoch * settings.batchSize) / seconds)
+            if trainer.skippedSteps > skippedBefore {
+                ProgressLine.write("skipped \(trainer.skippedSteps - skippedBefore) steps with non-finite values this epoch, \(trainer.skippedSteps) in all\n")
+            }
             try saveEpoch(isBest: evaluation.accuracy > bestAccuracy)
             bestAccuracy = max(bestAccuracy, evaluation.accuracy)
+            if Interruption.received != nil, trainer.completedEpochs < settings.epochs { try saveInterrupted(epoch: epoch + 1) }
         }
         if let best = history.max(by: { $0.testAccuracy < $1.testAccuracy }) {
             let total = history.reduce(0) { $0 + $1.seconds }
@@ -99,12 +109,38 @@ final class TrainingRun {
         }
     }
 
-    private func saveEpoch(isBest: Bool) throws {
+    /// One epoch, with a non-finite stop reported against the checkpoint that is still good.
+    private func trainStopping(epoch: Int, onStep: (StepReport) -> Void) throws -> (loss: Double, accuracy: Double, seconds: Double) {
+        do {
+            return try trainer.trainEpoch(onStep: onStep)
+        } catch let error as BLASNetError {
+            guard case .nonFinite = error else { throw error }
+            let saved = history.last.map { "after epoch \($0.epoch)" } ?? "none yet"
+            throw BLASNetError.io("\(error.description). Training stopped; the last checkpoint (\(saved)) is untouched in \(outputDirectory.path). --skip-nonfinite skips such steps instead; a lower --lr may avoid them")
+        }
+    }
+
+    /// After SIGINT or SIGTERM: saves where the run stands (inside `epoch` if it stopped
+    /// there) and exits with the shell's code for that signal.
+    private func saveInterrupted(epoch: Int) throws -> Never {
+        try writeCheckpoint(best: false)
+        let place = trainer.isInsideEpoch
+            ? "epoch \(epoch), step \(trainer.epochProgress.steps)/\(trainer.trainLoader.batchesPerEpoch)"
+            : "the end of epoch \(epoch - 1)"
+        ProgressLine.write("\ninterrupted at \(place); saved \(outputDirectory.appendingPathComponent("last.safetensors").path); continue with: blasnet train --resume \(outputDirectory.path)\n")
+        throw ExitCode(128 + (Interruption.received ?? SIGINT))
+    }
+
+    private func writeCheckpoint(best: Bool) throws {
         let checkpoint = try TrainingCheckpoint(
             trainer: trainer, history: history,
             settings: settings.metadata(numClasses: numClasses, inChannels: inChannels, classNames: classNames))
         try checkpoint.write(to: outputDirectory.appendingPathComponent("last.safetensors").path)
-        if isBest { try checkpoint.write(to: outputDirectory.appendingPathComponent("best.safetensors").path) }
+        if best { try checkpoint.write(to: outputDirectory.appendingPathComponent("best.safetensors").path) }
+    }
+
+    private func saveEpoch(isBest: Bool) throws {
+        try writeCheckpoint(best: isBest)
         try AtomicFile.write(Data(TrainingCurves.csv(history).utf8), to: outputDirectory.appendingPathComponent("metrics.csv").path)
         let title = "\(settings.arch.rawValue) on \(settings.dataset.rawValue)"
         try AtomicFile.write(Data(TrainingCurves.svg(history, title: title).utf8),

@@ -12,7 +12,8 @@ struct RunCommandTests {
 
     /// Runs `blasnet` to completion; its output goes through files, which cannot fill up
     /// and stall the child the way an unread pipe can.
-    static func run(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+    /// A process killed by a signal gets the shell's status for it, 128 + the signal.
+    static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String) {
         let capture = FileManager.default.temporaryDirectory.appendingPathComponent("blasnet-capture-\(UUID().uuidString)")
         let (outURL, errURL) = (capture.appendingPathExtension("out"), capture.appendingPathExtension("err"))
         _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
@@ -21,11 +22,13 @@ struct RunCommandTests {
         let process = Process()
         process.executableURL = executable
         process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         process.standardOutput = try FileHandle(forWritingTo: outURL)
         process.standardError = try FileHandle(forWritingTo: errURL)
         try process.run()
         process.waitUntilExit()
-        return (process.terminationStatus, try String(contentsOf: outURL, encoding: .utf8), try String(contentsOf: errURL, encoding: .utf8))
+        let status = process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
+        return (status, try String(contentsOf: outURL, encoding: .utf8), try String(contentsOf: errURL, encoding: .utf8))
     }
 
     let dir: URL

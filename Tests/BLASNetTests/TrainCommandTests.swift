@@ -35,9 +35,9 @@ struct TrainCommandTests {
         }
     }
 
-    func train(_ extra: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+    func train(_ extra: [String], environment: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String) {
         try RunCommandTests.run(["train", "--data", data, "--arch", "resnet8", "--width", "4", "--batch-size", "16",
-                                 "--lr", "0.05", "--schedule", "constant", "--threads", "1"] + extra)
+                                 "--lr", "0.05", "--schedule", "constant", "--threads", "1"] + extra, environment: environment)
     }
 
     func modelTensors(_ path: String) throws -> [String: SafeTensor] {
@@ -134,5 +134,20 @@ struct TrainCommandTests {
         let badSchedule = try train(["--schedule", "zigzag"])
         #expect(badSchedule.status != 0)
         #expect(badSchedule.stderr.contains("zigzag"), "\(badSchedule.stderr)")
+
+        // A negative number is a value to validate, not an unknown flag; a file where the
+        // output directory should be is found before any training.
+        let blocker = dir.appendingPathComponent("file").path
+        _ = FileManager.default.createFile(atPath: blocker, contents: Data())
+        let cases: [(args: [String], firstLine: String)] = [
+            (["--batch-size", "-3"], "Error: --batch-size must be at least 2 (BatchNorm statistics), got -3"),
+            (["--width", "-1"], "Error: --width must be positive, got -1"),
+            (["--epochs", "1", "--out", blocker + "/run"], "Error: cannot create output directory \(blocker): a file is in the way"),
+        ]
+        for (args, firstLine) in cases {
+            let result = try train(args)
+            #expect(result.status != 0)
+            #expect(result.stderr.split(separator: "\n").first.map(String.init) == firstLine, "\(args): \(result.stderr)")
+        }
     }
 }

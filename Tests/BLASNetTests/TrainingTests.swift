@@ -108,3 +108,38 @@ struct TrainingTests {
         #expect(XMLParser(data: Data(svg.utf8)).parse(), "the chart must be well-formed XML")
     }
 }
+
+/// Non-finite steps: located by layer, and either fatal or skipped without a trace in the model.
+struct NonFiniteTests {
+    @Test func aNaNWeightIsReportedAtTheFirstLayerItReaches() throws {
+        let trainer = try TrainingTests.trainer(TrainingTests.noiseDataset(count: 48), epochs: 1)
+        let weight = trainer.model.namedParameters().first { $0.name == "layer2.0.conv1.weight" }!.parameter
+        weight.value[0] = .nan
+        let before = TrainingTests.weights(trainer)
+        #expect(throws: BLASNetError.nonFinite(epoch: 1, step: 1, location: "layer2.0.conv1 (forward output)")) {
+            try trainer.trainEpoch()
+        }
+        // Nothing was applied: the optimizer never stepped.
+        #expect(trainer.optimizer.stepCount == 0)
+        #expect(TrainingTests.weights(trainer).filter { !$0.key.contains("running") && !$0.key.contains("num_batches") }
+            .allSatisfy { $0.key == "layer2.0.conv1.weight" || before[$0.key]! == $0.value })
+    }
+
+    @Test func skippedStepsLeaveWeightsAndStatisticsAsTheyWere() throws {
+        let trainer = try TrainingTests.trainer(TrainingTests.noiseDataset(count: 48), epochs: 1)
+        trainer.skipNonFinite = true
+        let weight = trainer.model.namedParameters().first { $0.name == "layer1.0.bn2.bias" }!.parameter
+        weight.value[0] = .infinity
+        let before = TrainingTests.weights(trainer)
+        var locations: [String] = []
+        _ = try trainer.trainEpoch { if let location = $0.nonFinite { locations.append(location) } }
+        #expect(trainer.skippedSteps == 3)
+        #expect(locations == Array(repeating: "layer1.0.bn2 (forward output)", count: 3))
+        #expect(trainer.optimizer.stepCount == 0)
+        // Running statistics included: the skipped forward passes were undone.
+        let after = TrainingTests.weights(trainer)
+        let changed = before.keys.filter { before[$0] != after[$0] }
+        #expect(changed.isEmpty, "changed: \(changed.sorted())")
+        #expect(trainer.completedEpochs == 1)
+    }
+}

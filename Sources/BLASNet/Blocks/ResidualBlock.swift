@@ -25,9 +25,9 @@ public final class ResidualBlock: Module {
     private var shortcutPath: [(name: String, module: any Module)] { downsample.map { [("downsample", $0)] } ?? [] }
 
     public func forward(_ x: Tensor) throws -> Tensor {
-        var out = try branch.reduce(x) { try $1.module.profiledForward($0) }
-        if let se { out = try se.profiledForward(out) }
-        let shortcut = try downsample?.profiledForward(x) ?? x
+        var out = try branch.reduce(x) { try $1.module.observedForward($0) }
+        if let se { out = try se.observedForward(out) }
+        let shortcut = try downsample?.observedForward(x) ?? x
         guard shortcut.shape == out.shape else {
             throw BLASNetError.shapeMismatch(layer: "ResidualBlock addition", expected: "\(out.shape)", got: shortcut.shape)
         }
@@ -46,9 +46,9 @@ public final class ResidualBlock: Module {
         output = nil
         var d = Tensor(uninitializedShape: y.shape)
         dy.withUnsafePointer { g in y.withUnsafePointer { yp in d.withUnsafeMutablePointer { Kernels.reluBackward(g, output: yp, $0, count: y.count) } } }
-        var dBranch = try se?.profiledBackward(d) ?? d
-        dBranch = try branch.reversed().reduce(dBranch) { try $1.module.profiledBackward($0) }
-        dBranch += try downsample?.profiledBackward(d) ?? d
+        var dBranch = try se?.observedBackward(d) ?? d
+        dBranch = try branch.reversed().reduce(dBranch) { try $1.module.observedBackward($0) }
+        dBranch += try downsample?.observedBackward(d) ?? d
         return dBranch
     }
 }

@@ -16,16 +16,11 @@ public enum AtomicFile {
         guard fd >= 0 else { throw BLASNetError.io("cannot write \(path): \(String(cString: strerror(errno)))") }
         var failure: String?
         data.withUnsafeBytes { raw in
-            var offset = 0
-            while offset < raw.count {
-                let n = Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    failure = String(cString: strerror(errno))
-                    return
-                }
-                offset += n
-            }
+            let half = raw.count / 2
+            failure = writeAll(fd, raw.baseAddress, half)
+            guard failure == nil else { return }
+            FaultInjection.midWrite()
+            failure = writeAll(fd, raw.baseAddress.map { $0 + half }, raw.count - half)
         }
         if failure == nil, fsync(fd) != 0 { failure = String(cString: strerror(errno)) }
         close(fd)
@@ -39,5 +34,30 @@ public enum AtomicFile {
             fsync(dirfd)
             close(dirfd)
         }
+    }
+
+    /// Deletes the temporary files that writers killed mid-write left in `directory`
+    /// (those whose process is gone); the files they were replacing are intact.
+    public static func removeAbandonedTemporaries(in directory: String) {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        for name in names where name.hasPrefix(".") {
+            guard let range = name.range(of: ".tmp-", options: .backwards), let pid = Int32(name[range.upperBound...]),
+                  pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
+            unlink(directory + "/" + name)
+        }
+    }
+
+    /// Writes `count` bytes from `bytes`, through short writes and interruptions; the error text on failure.
+    private static func writeAll(_ fd: Int32, _ bytes: UnsafeRawPointer?, _ count: Int) -> String? {
+        var offset = 0
+        while offset < count, let bytes {
+            let n = Glibc.write(fd, bytes + offset, count - offset)
+            if n < 0 {
+                if errno == EINTR { continue }
+                return String(cString: strerror(errno))
+            }
+            offset += n
+        }
+        return nil
     }
 }

@@ -68,4 +68,10 @@ extension Kernels {
     static func dot(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, count m: Int) -> Double {
         blockedSum(m, lanes: { load(x + $0) * load(y + $0) }, scalar: { x[$0] * y[$0] })
     }
+
+    /// Whether every `x[i]` over `0..<m` is finite: `x·0` is 0 for finite `x` and NaN for
+    /// ±∞ or NaN, so one vectorized sum answers for the whole buffer.
+    static func allFinite(_ x: UnsafePointer<Float>, count m: Int) -> Bool {
+        !blockedSum(m, lanes: { load(x + $0) * 0 }, scalar: { x[$0] * 0 }).isNaN
+    }
 }

@@ -9,11 +9,11 @@ public final class Sequential: Module {
     }
 
     public func forward(_ x: Tensor) throws -> Tensor {
-        try layers.reduce(x) { try $1.profiledForward($0) }
+        try layers.reduce(x) { try $1.observedForward($0) }
     }
 
     public func backward(_ dy: Tensor) throws -> Tensor {
-        try layers.reversed().reduce(dy) { try $1.profiledBackward($0) }
+        try layers.reversed().reduce(dy) { try $1.observedBackward($0) }
     }
 }
 

@@ -176,7 +176,7 @@ public final class ResNet: Module {
         guard x.shape.count == 4, x.shape[1] == inChannels, x.shape[0] > 0 else {
             throw BLASNetError.shapeMismatch(layer: architecture.rawValue, expected: "[N, \(inChannels), H, W]", got: x.shape)
         }
-        return try children.reduce(x.swappingFirstAxes()) { try $1.module.profiledForward($0) }.swappingFirstAxes()
+        return try children.reduce(x.swappingFirstAxes()) { try $1.module.observedForward($0) }.swappingFirstAxes()
     }
 
     /// Back-propagates `dlogits: [N, K]`, accumulating every parameter gradient. Returns
@@ -188,7 +188,7 @@ public final class ResNet: Module {
         // Layers before the first trainable one need no gradient: the pass ends there.
         let layers = children.map(\.module)
         guard let first = layers.firstIndex(where: \.isTrainable) else { return Tensor(shape: [0]) }
-        _ = try layers[first...].reversed().reduce(dy.swappingFirstAxes()) { try $1.profiledBackward($0) }
+        _ = try layers[first...].reversed().reduce(dy.swappingFirstAxes()) { try $1.observedBackward($0) }
         return Tensor(shape: [0])
     }
 

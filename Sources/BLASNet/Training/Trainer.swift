@@ -14,6 +14,8 @@ public struct StepReport: Sendable {
     public let elapsedSeconds: Double
     /// Learning rate the step used.
     public let learningRate: Float
+    /// Where a non-finite value first appeared, when the step was skipped for one.
+    public let nonFinite: String?
 }
 
 /// One epoch's figures: training loss and accuracy over its batches, test loss and accuracy after it.
@@ -25,12 +27,14 @@ public struct EpochSummary: Codable, Sendable, Equatable {
     public var testAccuracy: Double
     public var seconds: Double
     public var learningRate: Float
+    /// Resident memory of the process at the end of the epoch, if measured.
+    public var residentBytes: Int?
 
     public init(epoch: Int, trainLoss: Double, trainAccuracy: Double, testLoss: Double, testAccuracy: Double,
-                seconds: Double, learningRate: Float) {
+                seconds: Double, learningRate: Float, residentBytes: Int? = nil) {
         (self.epoch, self.trainLoss, self.trainAccuracy, self.testLoss, self.testAccuracy) =
             (epoch, trainLoss, trainAccuracy, testLoss, testAccuracy)
-        (self.seconds, self.learningRate) = (seconds, learningRate)
+        (self.seconds, self.learningRate, self.residentBytes) = (seconds, learningRate, residentBytes)
     }
 }
 
@@ -51,12 +55,36 @@ public struct Evaluation: Sendable {
     }
 }
 
+/// Sums of an epoch in progress, which a run stopped inside an epoch saves so that the
+/// resumed epoch ends with the figures an uninterrupted one would have.
+public struct EpochProgress: Codable, Sendable, Equatable {
+    /// Batches consumed, and among them those skipped for non-finite values.
+    public var steps = 0
+    public var skipped = 0
+    public var lossSum = 0.0
+    public var correct = 0
+    public var seen = 0
+    public var seconds = 0.0
+
+    public init() {}
+
+    /// Mean of the batch losses, over the batches not skipped.
+    public var meanLoss: Double { lossSum / Double(max(steps - skipped, 1)) }
+    /// Fraction of the images of the batches not skipped that were classified correctly.
+    public var accuracy: Double { Double(correct) / Double(max(seen, 1)) }
+}
+
 /// The training loop: batches from a ``DataLoader`` through a model, a loss, backward,
 /// and an optimizer step at the learning rate the schedule gives for that step.
 ///
 /// Everything that decides the next step — weights, optimizer state, the completed
-/// epochs — is checkpointable (``TrainingCheckpoint``), and batch order and augmentation
-/// are functions of the loader's seed and the epoch, so a resumed run continues exactly.
+/// epochs and the progress inside the current one — is checkpointable
+/// (``TrainingCheckpoint``), and batch order and augmentation are functions of the
+/// loader's seed and the epoch, so a resumed run continues exactly.
+///
+/// A step whose loss or gradients are not finite never reaches the weights: training
+/// stops with ``BLASNetError/nonFinite(epoch:step:location:)``, naming the first layer
+/// where such a value appeared, or with ``skipNonFinite`` the step is skipped and counted.
 public final class Trainer {
     public let model: any Module
     public let optimizer: any Optimizer
@@ -65,6 +93,17 @@ public final class Trainer {
     public let trainLoader: DataLoader
     /// Epochs completed so far; ``trainEpoch(onStep:)`` trains epoch `completedEpochs`.
     public var completedEpochs = 0
+    /// How far epoch `completedEpochs` has gone: empty unless a run stopped inside it.
+    public var epochProgress = EpochProgress()
+    /// Checked after every step; true ends ``trainEpoch(onStep:)`` there, leaving
+    /// ``epochProgress`` to continue from (for example on Ctrl-C).
+    public var shouldStop: () -> Bool = { false }
+    /// Skip steps with a non-finite loss or gradient (no update; batch statistics put back)
+    /// instead of throwing.
+    public var skipNonFinite = false
+    /// Steps skipped for non-finite values since the run began.
+    public var skippedSteps = 0
+    private let buffers: [Buffer]
 
     public init(model: any Module, optimizer: any Optimizer, schedule: LearningRateSchedule,
                 loss: any Loss, trainLoader: DataLoader) {
@@ -73,35 +112,65 @@ public final class Trainer {
         self.schedule = schedule
         self.loss = loss
         self.trainLoader = trainLoader
+        buffers = model.namedBuffers().map(\.buffer)
     }
 
-    /// Trains one epoch; returns its mean loss, accuracy and wall time.
+    /// Whether the last ``trainEpoch(onStep:)`` stopped before the end of its epoch.
+    public var isInsideEpoch: Bool { epochProgress.steps > 0 }
+
+    /// Trains the rest of epoch `completedEpochs` (all of it unless a run stopped inside
+    /// it); returns the epoch's mean loss, accuracy and wall time so far.
     public func trainEpoch(onStep: (StepReport) -> Void = { _ in }) throws -> (loss: Double, accuracy: Double, seconds: Double) {
         let epoch = completedEpochs
         let stepsPerEpoch = trainLoader.batchesPerEpoch
         let start = DispatchTime.now().uptimeNanoseconds
-        var (lossSum, correct, seen, step) = (0.0, 0, 0, 0)
+        var progress = epochProgress
+        guard progress.steps < stepsPerEpoch else {
+            throw BLASNetError.invalidArgument(
+                "epoch \(epoch + 1) stopped after step \(progress.steps), but an epoch now has \(stepsPerEpoch) steps; resume with the batch size it ran with")
+        }
+        let earlier = progress.seconds
         model.train()
-        for batch in trainLoader.batches(epoch: epoch) {
-            let learningRate = schedule.learningRate(at: epoch * stepsPerEpoch + step)
+        for batch in trainLoader.batches(epoch: epoch, startingAt: progress.steps) {
+            let globalStep = epoch * stepsPerEpoch + progress.steps
+            let learningRate = schedule.learningRate(at: globalStep)
             optimizer.learningRate = learningRate
+            let statistics = skipNonFinite ? buffers.map(\.value) : []
             let logits = try model.forward(batch.images)
             let (value, gradient) = try loss(logits, targets: batch.labels)
             model.zeroGrad()
             _ = try model.backward(gradient)
-            optimizer.step()
-            step += 1
-            lossSum += Double(value)
-            correct += Self.correctCount(logits, batch.labels)
-            seen += batch.labels.count
-            let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-            onStep(StepReport(epoch: epoch, step: step, stepsPerEpoch: stepsPerEpoch, runningLoss: lossSum / Double(step),
-                              runningAccuracy: Double(correct) / Double(seen), imagesPerSecond: Double(seen) / elapsed,
-                              elapsedSeconds: elapsed, learningRate: learningRate))
+            progress.steps += 1
+            var nonFinite: String?
+            if value.isFinite, optimizer.parameters.allSatisfy({ !$0.requiresGrad || $0.grad.isFinite }) {
+                optimizer.step()
+                progress.lossSum += Double(value)
+                progress.correct += Self.correctCount(logits, batch.labels)
+                progress.seen += batch.labels.count
+            } else {
+                let location = NonFiniteTrace.locate(model: model, loss: loss, images: batch.images, labels: batch.labels)
+                guard skipNonFinite else {
+                    throw BLASNetError.nonFinite(epoch: epoch + 1, step: progress.steps, location: location)
+                }
+                for (buffer, saved) in zip(buffers, statistics) { buffer.value = saved }
+                skippedSteps += 1
+                progress.skipped += 1
+                nonFinite = location
+            }
+            progress.seconds = earlier + Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            epochProgress = progress
+            onStep(StepReport(epoch: epoch, step: progress.steps, stepsPerEpoch: stepsPerEpoch,
+                              runningLoss: progress.meanLoss, runningAccuracy: progress.accuracy,
+                              imagesPerSecond: Double(progress.seen) / progress.seconds,
+                              elapsedSeconds: progress.seconds, learningRate: learningRate, nonFinite: nonFinite))
+            FaultInjection.afterStep(globalStep + 1)
+            if progress.steps < stepsPerEpoch, shouldStop() { break }
         }
-        completedEpochs += 1
-        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        return (lossSum / Double(max(step, 1)), Double(correct) / Double(max(seen, 1)), seconds)
+        if progress.steps == stepsPerEpoch {
+            completedEpochs += 1
+            epochProgress = EpochProgress()
+        }
+        return (progress.meanLoss, progress.accuracy, progress.seconds)
     }
 
     /// Cross-entropy loss (without label smoothing, whatever the training loss), accuracy and

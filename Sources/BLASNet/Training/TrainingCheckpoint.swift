@@ -2,7 +2,8 @@ import Foundation
 
 /// A training run's complete state in one safetensors file: the model under its PyTorch
 /// state_dict names, the optimizer state under `optimizer.`, and in `__metadata__` the
-/// completed epochs, optimizer steps, per-epoch history and the run's settings.
+/// completed epochs, the progress inside the current one, optimizer steps, skipped
+/// steps, per-epoch history and the run's settings.
 ///
 /// The random state is the run's seed and the epoch: batch order and augmentation are
 /// functions of those two (see ``DataLoader``), so nothing else needs saving for a
@@ -14,6 +15,18 @@ public struct TrainingCheckpoint {
     public static let format = "blasnet-checkpoint-1"
     /// The prefix ``Optimizer/stateTensors()`` puts on every key.
     static let optimizerPrefix = "optimizer."
+
+    /// JSON for the metadata, where a diverged run's NaN or infinite losses must still fit.
+    private static var encoder: JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return encoder
+    }
+    private static var decoder: JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return decoder
+    }
 
     /// Model parameters and buffers, optimizer state, and metadata.
     public private(set) var file: SafeTensorsFile
@@ -28,7 +41,9 @@ public struct TrainingCheckpoint {
         metadata["format"] = Self.format
         metadata["completed_epochs"] = String(trainer.completedEpochs)
         metadata["optimizer_steps"] = String(trainer.optimizer.stepCount)
-        metadata["history"] = String(decoding: try JSONEncoder().encode(history), as: UTF8.self)
+        metadata["skipped_steps"] = String(trainer.skippedSteps)
+        metadata["epoch_progress"] = String(decoding: try Self.encoder.encode(trainer.epochProgress), as: UTF8.self)
+        metadata["history"] = String(decoding: try Self.encoder.encode(history), as: UTF8.self)
         file = SafeTensorsFile(tensors: trainer.model.stateDict() + optimizerState, metadata: metadata)
     }
 
@@ -46,8 +61,12 @@ public struct TrainingCheckpoint {
     public var metadata: [String: String] { file.metadata }
     public var completedEpochs: Int? { file.metadata["completed_epochs"].flatMap { Int($0) } }
     public var optimizerSteps: Int? { file.metadata["optimizer_steps"].flatMap { Int($0) } }
+    /// Where the run stood inside epoch ``completedEpochs`` (empty when it stopped between epochs).
+    public var epochProgress: EpochProgress? {
+        file.metadata["epoch_progress"].flatMap { try? Self.decoder.decode(EpochProgress.self, from: Data($0.utf8)) }
+    }
     public var history: [EpochSummary]? {
-        file.metadata["history"].flatMap { try? JSONDecoder().decode([EpochSummary].self, from: Data($0.utf8)) }
+        file.metadata["history"].flatMap { try? Self.decoder.decode([EpochSummary].self, from: Data($0.utf8)) }
     }
 
     /// The model's tensors alone, as `load_state_dict` expects them.
@@ -63,6 +82,8 @@ public struct TrainingCheckpoint {
             .map { ($0.name, $0.tensor.floats()) })
         try trainer.optimizer.loadState(optimizerState, stepCount: optimizerSteps ?? 0)
         trainer.completedEpochs = completedEpochs ?? 0
+        trainer.epochProgress = epochProgress ?? EpochProgress()
+        trainer.skippedSteps = file.metadata["skipped_steps"].flatMap { Int($0) } ?? 0
     }
 
     /// Writes atomically: a temporary file beside `path`, fsynced, then renamed over it.

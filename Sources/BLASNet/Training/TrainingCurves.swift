@@ -2,12 +2,12 @@ import Foundation
 
 /// The per-epoch record of a run as files a person reads: `metrics.csv` and `curves.svg`.
 public enum TrainingCurves {
-    /// One row per epoch; accuracies as fractions.
+    /// One row per epoch; accuracies as fractions, `rss_bytes` empty where not measured.
     public static func csv(_ history: [EpochSummary]) -> String {
-        "epoch,train_loss,train_accuracy,test_loss,test_accuracy,seconds,learning_rate\n"
+        "epoch,train_loss,train_accuracy,test_loss,test_accuracy,seconds,learning_rate,rss_bytes\n"
             + history.map { e in
                 "\(e.epoch),\(e.trainLoss),\(e.trainAccuracy),\(e.testLoss),\(e.testAccuracy),"
-                    + String(format: "%.3f", e.seconds) + ",\(e.learningRate)\n"
+                    + String(format: "%.3f", e.seconds) + ",\(e.learningRate),\(e.residentBytes.map(String.init) ?? "")\n"
             }.joined()
     }
 
