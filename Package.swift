@@ -5,6 +5,7 @@ let package = Package(
     name: "BLASNet",
     products: [
         .library(name: "BLASNet", targets: ["BLASNet"]),
+        .library(name: "BLASNetDistributed", targets: ["BLASNetDistributed"]),
         .executable(name: "blasnet", targets: ["blasnet"]),
     ],
     dependencies: [
@@ -23,14 +24,26 @@ let package = Package(
             pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"])]
         ),
+        .systemLibrary(
+            name: "CMPI",
+            path: "Modules/CMPI",
+            pkgConfig: "ompi-c",
+            providers: [.apt(["libopenmpi-dev"])]
+        ),
         .target(
             name: "BLASNet",
             dependencies: ["COpenBLAS", "CZlib"]
+        ),
+        // Data-parallel training over MPI, apart so that `import BLASNet` needs no MPI.
+        .target(
+            name: "BLASNetDistributed",
+            dependencies: ["BLASNet", "CMPI"]
         ),
         .executableTarget(
             name: "blasnet",
             dependencies: [
                 "BLASNet",
+                "BLASNetDistributed",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -2,7 +2,7 @@
 # builds against (and any extra ones named) when they are missing.
 #   ensure_packages [extra-package ...]
 ensure_packages() {
-    local packages=(libopenblas-dev liblapacke-dev zlib1g-dev pkg-config "$@")
+    local packages=(libopenblas-dev liblapacke-dev zlib1g-dev libopenmpi-dev openmpi-bin pkg-config "$@")
     local missing=() p
     for p in "${packages[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

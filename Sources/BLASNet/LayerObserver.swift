@@ -1,16 +1,19 @@
 import Foundation
 
-/// Something that sees every layer call on the thread where it is installed: the
-/// ``Profiler`` times them; ``NonFiniteTrace`` finds the first one whose result is not finite.
+/// Something that sees every layer call on the thread where it is installed, as
+/// PyTorch's module hooks do: the ``Profiler`` times them, the non-finite check finds the
+/// first one whose result is not finite, data-parallel training starts averaging a
+/// layer's gradients as soon as its backward pass has produced them.
 ///
 /// Containers call their children through ``Module/observedForward(_:)`` and
 /// ``Module/observedBackward(_:)``; while no observer is installed those cost one nil check.
-protocol LayerObserver: AnyObject {
-    /// Runs one layer call (`body`) and returns its result.
+public protocol LayerObserver: AnyObject {
+    /// Runs one layer call (`body`, the forward or backward pass of `module`) and returns its result.
     func observe(_ module: any Module, backward: Bool, _ body: () throws -> Tensor) throws -> Tensor
 }
 
-enum LayerObservers {
+/// Where the calling thread's ``LayerObserver`` is installed.
+public enum LayerObservers {
     /// The observer installed on the calling thread. Per thread, so that models running
     /// on other threads at the same time (parallel tests, a data-loading thread) are
     /// neither seen by it nor racing on its records.
@@ -20,8 +23,8 @@ enum LayerObservers {
     }
     private static let key = "BLASNet.LayerObservers.current"
 
-    /// Runs `body` with `observer` installed on this thread.
-    static func run<R>(_ observer: any LayerObserver, _ body: () throws -> R) rethrows -> R {
+    /// Runs `body` with `observer` installed on this thread (in place of any other).
+    public static func run<R>(_ observer: any LayerObserver, _ body: () throws -> R) rethrows -> R {
         let outer = current
         current = observer
         defer { current = outer }
@@ -53,13 +56,13 @@ struct LayerNames {
 
 extension Module {
     /// `forward` through the installed ``LayerObserver``; containers call their children this way.
-    func observedForward(_ x: Tensor) throws -> Tensor {
+    public func observedForward(_ x: Tensor) throws -> Tensor {
         guard let observer = LayerObservers.current else { return try forward(x) }
         return try observer.observe(self, backward: false) { try forward(x) }
     }
 
     /// `backward` through the installed ``LayerObserver``; containers call their children this way.
-    func observedBackward(_ dy: Tensor) throws -> Tensor {
+    public func observedBackward(_ dy: Tensor) throws -> Tensor {
         guard let observer = LayerObservers.current else { return try backward(dy) }
         return try observer.observe(self, backward: true) { try backward(dy) }
     }

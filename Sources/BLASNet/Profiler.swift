@@ -44,7 +44,7 @@ public final class Profiler: LayerObserver {
     }
 
     /// Times one call of a layer; a layer timed while another is running marks that one a container.
-    func observe(_ module: any Module, backward: Bool, _ body: () throws -> Tensor) throws -> Tensor {
+    public func observe(_ module: any Module, backward: Bool, _ body: () throws -> Tensor) throws -> Tensor {
         let id = ObjectIdentifier(module)
         let slot: Int
         if let existing = index[id] {

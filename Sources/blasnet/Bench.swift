@@ -37,17 +37,28 @@ struct Bench: ParsableCommand {
     @Flag(help: "Print one JSON object instead of tables.")
     var json = false
 
+    @Flag(help: "Data-parallel training step over MPI (under mpirun or srun): --batch is the global batch, split over the processes; reports allreduce time and how much of it backward hides.")
+    var distributed = false
+
+    @Flag(help: "With --distributed: synchronized BatchNorm statistics.")
+    var syncBn = false
+
     func validate() throws {
         guard input.count == 2, input.allSatisfy({ $0 > 0 }) else { throw ValidationError("--input takes two positive sizes, H W") }
         guard batch > 0 else { throw ValidationError("--batch must be positive, got \(batch)") }
         guard steps > 0, warmup >= 0 else { throw ValidationError("--steps must be positive and --warmup non-negative") }
         if mode == .train && batch < 2 { throw ValidationError("training needs --batch of at least 2 (BatchNorm statistics)") }
+        if distributed && (mode != .train || data != nil) {
+            throw ValidationError("--distributed times training steps on random data: no --mode inference, no --data")
+        }
+        if syncBn && !distributed { throw ValidationError("--sync-bn synchronizes the processes of a --distributed run") }
     }
 
     func run() throws {
+        if distributed { return try runDistributed() }
         let net = try model.makeModel()
         if let weights { try net.loadStateDict(SafeTensorsFile(contentsOf: weights)) }
-        let (x, targets) = try batchTensors()
+        let (x, targets) = try batchTensors(count: batch)
         let sgd = try SGD(net.namedParameters().map(\.parameter), learningRate: 0.01, momentum: 0.9, weightDecay: 1e-4)
         if mode == .train { net.train() } else { net.eval() }
         var losses: [Float] = []
@@ -94,16 +105,14 @@ struct Bench: ParsableCommand {
             allocated_bytes_per_step: allocationsAfter.map { ($0.bytes - allocationsBefore!.bytes) / steps },
             layers: layers)
         if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            try printJSON(report)
         } else {
             report.printTables()
         }
     }
 
-    /// The batch from `--data`, or uniform noise and random labels of the requested size.
-    private func batchTensors() throws -> (Tensor, [Int]) {
+    /// The batch from `--data`, or uniform noise and random labels for `count` images.
+    func batchTensors(count batch: Int) throws -> (Tensor, [Int]) {
         if let data {
             let file = try SafeTensorsFile(contentsOf: data)
             guard let x = file["input"], let t = file["target"] else {
@@ -117,11 +126,18 @@ struct Bench: ParsableCommand {
         return (x, (0..<batch).map { _ in Int.random(in: 0..<model.numClasses, using: &rng) })
     }
 
-    private func seconds(_ body: () throws -> Void) rethrows -> Double {
+    func seconds(_ body: () throws -> Void) rethrows -> Double {
         let start = DispatchTime.now().uptimeNanoseconds
         try body()
         return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
     }
+}
+
+/// `value` as pretty, key-sorted JSON on stdout: stable output for scripts to read.
+func printJSON(_ value: some Encodable) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    print(String(decoding: try encoder.encode(value), as: UTF8.self))
 }
 
 /// Heap allocation counts from scripts/count-allocations' preloaded shim, when present.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import BLASNet
+import BLASNetDistributed
 import Foundation
 
 extension DatasetName: ExpressibleByArgument {}
@@ -97,6 +98,12 @@ struct Train: ParsableCommand {
     @Flag(help: "Skip steps whose loss or gradient is not finite (counting them) instead of stopping.")
     var skipNonfinite = false
 
+    @Flag(help: "Data-parallel training over MPI: run under mpirun or srun; each process trains on its shard of every --batch-size batch.")
+    var distributed = false
+
+    @Flag(help: "With --distributed: BatchNorm normalizes with the statistics of the global batch (SyncBatchNorm).")
+    var syncBn = false
+
     func validate() throws {
         if let width, width <= 0 { throw ValidationError("--width must be positive, got \(width)") }
         if let epochs, epochs <= 0 { throw ValidationError("--epochs must be positive, got \(epochs)") }
@@ -108,17 +115,37 @@ struct Train: ParsableCommand {
         if let cropPadding, cropPadding < 0 { throw ValidationError("--crop-padding must be non-negative, got \(cropPadding)") }
         if let threads, threads <= 0 { throw ValidationError("--threads must be positive, got \(threads)") }
         if let schedule { _ = try LearningRateSchedule.Kind(parsing: schedule) }
+        if syncBn && !distributed { throw ValidationError("--sync-bn synchronizes the processes of a --distributed run") }
     }
 
     func run() throws {
-        if let threads { BLAS.threads = threads }
-        let checkpoint = try resume.map { try TrainingCheckpoint(contentsOf: URL(fileURLWithPath: $0).appendingPathComponent("last.safetensors").path) }
-        let run = try TrainingRun(settings: resolvedSettings(checkpoint), dataDirectory: data, out: out ?? resume ?? "runs/latest")
+        let processes = distributed ? try MPIProcessGroup() : nil
+        if let processes, !processes.isRoot {
+            // Rank 0 reports for the job; the others' errors still reach stderr.
+            dup2(open("/dev/null", O_WRONLY), STDOUT_FILENO)
+        }
+        if let threads {
+            BLAS.threads = threads
+        } else if let processes {
+            BLAS.threads = processes.coresPerProcess
+        }
+        let checkpoint = try resume.map { directory in
+            let path = URL(fileURLWithPath: directory).appendingPathComponent("last.safetensors").path
+            guard let processes else { return try TrainingCheckpoint(contentsOf: path) }
+            // Rank 0's file, wherever the other ranks run.
+            return try TrainingCheckpoint(data: processes.broadcast(processes.isRoot ? Data(contentsOf: URL(fileURLWithPath: path)) : nil),
+                                          path: path)
+        }
+        let run = try TrainingRun(settings: resolvedSettings(checkpoint), dataDirectory: data, out: out ?? resume ?? "runs/latest",
+                                  processes: processes, syncBatchNorm: syncBn)
         if let checkpoint { try run.restore(checkpoint) }
+        try run.synchronizeWithRoot()
         run.trainer.skipNonFinite = skipNonfinite
         Interruption.install()
         try run.train()
+        processes?.finalize()
     }
+
 
     /// The run's settings: the preset's (or on resume the checkpoint's), overridden by the
     /// flags given. What shapes the model or the data cannot change on resume.

@@ -1,9 +1,11 @@
 import ArgumentParser
 import BLASNet
+import BLASNetDistributed
 import Foundation
 
 /// One `blasnet train` run: data, model, optimizer and trainer built from ``RunSettings``,
-/// and the files it keeps in its output directory.
+/// and the files it keeps in its output directory. In an MPI job every process builds
+/// the same run on its shard of each batch; rank 0 alone writes the files.
 final class TrainingRun {
     private(set) var settings: RunSettings
     let trainer: Trainer
@@ -12,12 +14,19 @@ final class TrainingRun {
     let inChannels: Int
     let classNames: [String]
     let outputDirectory: URL
+    /// The processes of a data-parallel job, or nil for a run in one process.
+    let processes: MPIProcessGroup?
     private var history: [EpochSummary] = []
     private var bestAccuracy = -1.0
 
-    init(settings: RunSettings, dataDirectory: String?, out: String) throws {
+    /// `syncBatchNorm` makes every BatchNorm of a data-parallel run normalize with the
+    /// statistics of the global batch.
+    init(settings: RunSettings, dataDirectory: String?, out: String, processes: MPIProcessGroup? = nil,
+         syncBatchNorm: Bool = false) throws {
+        self.processes = processes
         // Before the data loads: a bad --out should not cost the wait for a dataset.
-        outputDirectory = try OutputDirectory.prepare(out)
+        outputDirectory = processes?.isRoot == false ? URL(fileURLWithPath: out) : try OutputDirectory.prepare(out)
+        let shard = processes.map { Shard(index: $0.rank, count: $0.size) } ?? .whole
         var settings = settings
         let directory = dataDirectory.map { URL(fileURLWithPath: $0) }
         var trainSet = try ImageDataset.load(settings.dataset, split: .train, directory: directory)
@@ -36,8 +45,10 @@ final class TrainingRun {
         let trainLoader = try DataLoader(
             dataset: trainSet, batchSize: settings.batchSize, shuffle: true, seed: settings.seed,
             mean: settings.mean, std: settings.std,
-            augmentation: Augmentation(cropPadding: settings.cropPadding, horizontalFlip: settings.flip), dropLast: true)
-        testLoader = try DataLoader(dataset: testSet, batchSize: 500, shuffle: false, seed: 0, mean: settings.mean, std: settings.std)
+            augmentation: Augmentation(cropPadding: settings.cropPadding, horizontalFlip: settings.flip), dropLast: true,
+            shard: shard)
+        testLoader = try DataLoader(dataset: testSet, batchSize: 500, shuffle: false, seed: 0, mean: settings.mean, std: settings.std,
+                                    shard: shard)
         let parameters = model.namedParameters().map(\.parameter)
         let optimizer: any Optimizer = switch settings.optimizer {
         case "adamw": try AdamW(parameters, learningRate: settings.learningRate, weightDecay: settings.weightDecay)
@@ -50,7 +61,21 @@ final class TrainingRun {
             totalSteps: settings.epochs * steps, warmupSteps: Int(settings.warmupEpochs * Double(steps)))
         trainer = Trainer(model: model, optimizer: optimizer, schedule: schedule,
                           loss: try settings.makeLoss(), trainLoader: trainLoader)
+        if let processes {
+            trainer.dataParallel = MPIDataParallel(group: processes)
+            if syncBatchNorm { for case let norm as BatchNorm in model.modules { norm.synchronization = processes } }
+        }
         self.settings = settings
+    }
+
+    private var isRoot: Bool { processes?.isRoot ?? true }
+
+    /// Makes every process start from rank 0's weights, optimizer state and progress
+    /// (fresh or resumed), as the ranks could differ in what they found on disk.
+    func synchronizeWithRoot() throws {
+        guard let processes else { return }
+        let state = try isRoot ? TrainingCheckpoint(trainer: trainer, history: history, settings: [:]).serialized() : nil
+        try restore(TrainingCheckpoint(data: processes.broadcast(state), path: "rank 0's training state"))
     }
 
     /// Continues from a checkpoint: weights, optimizer state, epochs done, history so far.
@@ -68,7 +93,7 @@ final class TrainingRun {
             \(settings.arch.rawValue) width \(settings.width), \(settings.stem.rawValue) stem, \(settings.norm) norm, \(parameterCount) parameters; \
             \(settings.dataset.rawValue) \(trainer.trainLoader.dataset.count) train / \(testLoader.dataset.count) test images; \
             \(settings.loss.rawValue) loss, \(settings.optimizer) lr \(settings.learningRate) \(settings.schedule), batch \(settings.batchSize), \
-            \(BLAS.threads) OpenBLAS threads
+            \(BLAS.threads) OpenBLAS threads\(processes.map { " in each of \($0.size) MPI processes" } ?? "")
 
             """)
         if trainer.completedEpochs >= settings.epochs {
@@ -89,7 +114,7 @@ final class TrainingRun {
             if trainer.isInsideEpoch {
                 try saveInterrupted(epoch: epoch)
             }
-            let evaluation = try Trainer.evaluate(model, on: testLoader, numClasses: numClasses)
+            let evaluation = try Trainer.evaluate(model, on: testLoader, numClasses: numClasses, combinedBy: processes)
             let summary = EpochSummary(epoch: epoch, trainLoss: trainLoss, trainAccuracy: trainAccuracy,
                                        testLoss: evaluation.loss, testAccuracy: evaluation.accuracy, seconds: seconds,
                                        learningRate: trainer.optimizer.learningRate, residentBytes: ResidentMemory.currentBytes)
@@ -132,6 +157,7 @@ final class TrainingRun {
     }
 
     private func writeCheckpoint(best: Bool) throws {
+        guard isRoot else { return }
         let checkpoint = try TrainingCheckpoint(
             trainer: trainer, history: history,
             settings: settings.metadata(numClasses: numClasses, inChannels: inChannels, classNames: classNames))
@@ -141,6 +167,7 @@ final class TrainingRun {
 
     private func saveEpoch(isBest: Bool) throws {
         try writeCheckpoint(best: isBest)
+        guard isRoot else { return }
         try AtomicFile.write(Data(TrainingCurves.csv(history).utf8), to: outputDirectory.appendingPathComponent("metrics.csv").path)
         let title = "\(settings.arch.rawValue) on \(settings.dataset.rawValue)"
         try AtomicFile.write(Data(TrainingCurves.svg(history, title: title).utf8),

@@ -13,14 +13,15 @@ struct RunCommandTests {
     /// Runs `blasnet` to completion; its output goes through files, which cannot fill up
     /// and stall the child the way an unread pipe can.
     /// A process killed by a signal gets the shell's status for it, 128 + the signal.
-    static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String) {
+    static func run(_ arguments: [String], environment: [String: String] = [:], program: URL = executable) throws
+        -> (status: Int32, stdout: String, stderr: String) {
         let capture = FileManager.default.temporaryDirectory.appendingPathComponent("blasnet-capture-\(UUID().uuidString)")
         let (outURL, errURL) = (capture.appendingPathExtension("out"), capture.appendingPathExtension("err"))
         _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
         _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
         defer { for url in [outURL, errURL] { try? FileManager.default.removeItem(at: url) } }
         let process = Process()
-        process.executableURL = executable
+        process.executableURL = program
         process.arguments = arguments
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         process.standardOutput = try FileHandle(forWritingTo: outURL)

@@ -25,6 +25,19 @@ public struct Batch: Sendable {
     public let indices: [Int]
 }
 
+/// This process's part of every batch in data-parallel training: slice `index` of
+/// `count` near-equal slices of each batch's images.
+public struct Shard: Sendable, Equatable {
+    public let index: Int
+    public let count: Int
+    /// The whole batch: one process.
+    public static let whole = Shard(index: 0, count: 1)
+
+    public init(index: Int, count: Int) {
+        (self.index, self.count) = (index, count)
+    }
+}
+
 /// Cuts an ``ImageDataset`` into normalized batches, shuffled and augmented if asked,
 /// one epoch at a time, prepared on a background thread while the model trains.
 ///
@@ -41,16 +54,27 @@ public final class DataLoader: Sendable {
     public let dropLast: Bool
     /// How many prepared batches may wait for the consumer.
     public let prefetch: Int
+    /// The part of each batch this loader yields (data-parallel training); batch order and
+    /// augmentation are the whole batch's, so the shards of all processes make it up.
+    public let shard: Shard
     /// `(p / 255 − mean[c]) / std[c]` for every channel `c` and pixel value `p`, at
     /// `c·256 + p`: one lookup per pixel, rounded exactly as the formula is.
     private let normalization: [Float]
 
     /// A loader normalizing channel `c` as `(pixel / 255 − mean[c]) / std[c]`; throws
     /// unless `mean` and `std` have one finite value per channel (`std` positive), the
-    /// batch size and `prefetch` are positive and the crop padding is not negative.
+    /// batch size and `prefetch` are positive, the crop padding is not negative, and
+    /// with `dropLast` (training) the shards split every batch evenly.
     public init(dataset: ImageDataset, batchSize: Int, shuffle: Bool, seed: UInt64, mean: [Float], std: [Float],
-                augmentation: Augmentation = .none, dropLast: Bool = false, prefetch: Int = 2) throws {
+                augmentation: Augmentation = .none, dropLast: Bool = false, prefetch: Int = 2, shard: Shard = .whole) throws {
         guard batchSize > 0 else { throw BLASNetError.invalidArgument("data loader: batch size \(batchSize) is not positive") }
+        guard shard.count > 0, (0..<shard.count).contains(shard.index) else {
+            throw BLASNetError.invalidArgument("data loader: shard \(shard.index) of \(shard.count) does not exist")
+        }
+        // Equal shards weigh every image alike when the processes average their gradients.
+        guard !dropLast || batchSize % shard.count == 0 else {
+            throw BLASNetError.invalidArgument("data loader: a batch of \(batchSize) does not split evenly over \(shard.count) processes")
+        }
         guard prefetch > 0 else { throw BLASNetError.invalidArgument("data loader: prefetch \(prefetch) is not positive") }
         guard augmentation.cropPadding >= 0 else {
             throw BLASNetError.invalidArgument("data loader: crop padding \(augmentation.cropPadding) is negative")
@@ -67,6 +91,7 @@ public final class DataLoader: Sendable {
         self.augmentation = augmentation
         self.dropLast = dropLast
         self.prefetch = prefetch
+        self.shard = shard
         normalization = (0..<c).flatMap { c in (0..<256).map { p in (Float(p) / 255 - mean[c]) / std[c] } }
     }
 
@@ -99,9 +124,11 @@ public final class DataLoader: Sendable {
         return BatchSequence(loader: self, epoch: epoch, batches: batch..<batchesPerEpoch)
     }
 
-    /// Batch number `b` of an epoch whose sample order is `order`.
+    /// This loader's shard of batch number `b` of an epoch whose sample order is `order`.
     func makeBatch(_ b: Int, epoch: Int, order: [Int]) -> Batch {
-        let indices = Array(order[(b * batchSize)..<min((b + 1) * batchSize, order.count)])
+        let batch = order[(b * batchSize)..<min((b + 1) * batchSize, order.count)]
+        let indices = Array(batch.dropFirst(batch.count * shard.index / shard.count)
+            .prefix(batch.count * (shard.index + 1) / shard.count - batch.count * shard.index / shard.count))
         let (c, h, w) = (dataset.channels, dataset.height, dataset.width)
         let size = c * h * w
         var images = Tensor(uninitializedShape: [indices.count, c, h, w])

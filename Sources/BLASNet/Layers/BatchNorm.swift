@@ -30,6 +30,10 @@ public final class BatchNorm: Module {
     /// variance in ``observedStatistics``, for ``DomainShift`` to compare with the running ones.
     public var observesInput = false
     public private(set) var observedStatistics: (mean: [Double], variance: [Double])?
+    /// In data-parallel training, sums the per-channel statistics over the processes, so
+    /// that every process normalizes with the global batch's mean and variance (forward)
+    /// and back-propagates through them (PyTorch's SyncBatchNorm). Nil: this process's batch alone.
+    public var synchronization: (any CrossProcessSum)?
 
     private var state: PlaneNormalization?
 
@@ -62,14 +66,14 @@ public final class BatchNorm: Module {
         var state = PlaneNormalization(channels: channels, samples: 1, planeSize: m, groups: channels)
         if observesInput {
             var probe = state
-            observedStatistics = probe.useBatchStatistics(of: x, eps: eps)
+            observedStatistics = try probe.useBatchStatistics(of: x, eps: eps)
         }
         if training {
             guard m > 1 else {
                 throw BLASNetError.invalidArgument(
                     "BatchNorm(\(channels)): training needs more than one value per channel, got input \(x.shape)")
             }
-            let batch = state.useBatchStatistics(of: x, eps: eps)
+            let batch = try state.useBatchStatistics(of: x, eps: eps, synchronizedBy: synchronization)
             state.updateRunning(mean: runningMean, variance: runningVar, momentum: momentum, batch: batch)
             numBatchesTracked.value[0] += 1
         } else {

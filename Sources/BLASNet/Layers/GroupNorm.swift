@@ -47,7 +47,7 @@ public final class GroupNorm: Module {
         }
         var state = PlaneNormalization(channels: channels, samples: x.shape[1], planeSize: x.count / (channels * x.shape[1]),
                                        groups: groups)
-        state.useBatchStatistics(of: x, eps: eps)
+        try state.useBatchStatistics(of: x, eps: eps)
         let y = state.forward(x, weight: weight, bias: bias, relu: fusesReLU)
         self.state = state
         return y

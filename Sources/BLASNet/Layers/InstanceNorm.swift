@@ -68,7 +68,7 @@ public final class InstanceNorm2d: Module {
             guard planeSize > 1 else {
                 throw BLASNetError.invalidArgument("\(name): instance statistics need more than one spatial element, got input \(x.shape)")
             }
-            let batch = state.useBatchStatistics(of: x, eps: eps)
+            let batch = try state.useBatchStatistics(of: x, eps: eps)
             if let runningMean, let runningVar {
                 state.updateRunning(mean: runningMean, variance: runningVar, momentum: momentum, batch: batch)
             }

@@ -19,6 +19,11 @@ struct PlaneNormalization {
     private var invStd: [Float] = []
     /// With batch statistics, the mean and variance depend on `x` too, which the backward pass follows.
     private var batchStatistics = false
+    /// Elements each group statistic was taken over: the group's size, or with
+    /// synchronized statistics its size summed over the processes.
+    private var count = 0.0
+    /// Sums the statistics across processes (sync BatchNorm), forward and backward.
+    private var synchronization: (any CrossProcessSum)?
     private var input: Tensor?
     /// The clamped output of a fused ReLU, whose positive entries pass gradient.
     private var output: Tensor?
@@ -36,13 +41,29 @@ struct PlaneNormalization {
         (p / samples / (channels / groups)) * samples + p % samples
     }
 
-    /// Normalizes with the statistics of `x`; returns each group's mean and biased variance.
+    /// Normalizes with the statistics of `x`, or with `synchronization` those of `x` in
+    /// every process together; returns each group's mean and biased variance.
     @discardableResult
-    mutating func useBatchStatistics(of x: Tensor, eps: Float) -> (mean: [Double], variance: [Double]) {
+    mutating func useBatchStatistics(of x: Tensor, eps: Float,
+                                     synchronizedBy synchronization: (any CrossProcessSum)? = nil) throws
+        -> (mean: [Double], variance: [Double]) {
         var groupMean = [Double](repeating: 0, count: groups * samples), groupVariance = groupMean
         x.withUnsafePointer {
             Kernels.groupMoments($0, channels: channels, samples: samples, planeSize: planeSize, groups: groups,
                                  mean: &groupMean, variance: &groupVariance)
+        }
+        count = Double(groupSize)
+        if let synchronization {
+            // Counts, sums and sums of squares add up over the processes to the global batch's.
+            let n = groupMean.count
+            var totals = [count] + groupMean.map { count * $0 } + zip(groupMean, groupVariance).map { count * ($1 + $0 * $0) }
+            try synchronization.sum(&totals)
+            count = totals[0]
+            for s in 0..<n {
+                groupMean[s] = totals[1 + s] / count
+                groupVariance[s] = max(0, totals[1 + n + s] / count - groupMean[s] * groupMean[s])
+            }
+            self.synchronization = synchronization
         }
         let groupInvStd = groupVariance.map { Float(1 / ($0 + Double(eps)).squareRoot()) }
         mean = (0..<planes).map { groupMean[group(ofPlane: $0)] }
@@ -107,7 +128,14 @@ struct PlaneNormalization {
             groupDy[s] += gc * sumDy[p]
             groupDyXc[s] += gc * sumDyXc[p]
         }
-        let count = Double(groupSize)
+        if let synchronization {
+            // γ and β keep this process's gradients (data parallelism averages them); x's
+            // gradient follows the global statistics, so it needs the global sums.
+            var totals = groupDy + groupDyXc
+            try synchronization.sum(&totals)
+            groupDy = Array(totals[..<groupDy.count])
+            groupDyXc = Array(totals[groupDy.count...])
+        }
         let k = (0..<planes).map { (gamma?[$0 / samples] ?? 1) * invStd[$0] }
         let a = (0..<planes).map { batchStatistics ? Float(Double(invStd[$0]) * groupDy[group(ofPlane: $0)] / count) : 0 }
         let b = (0..<planes).map { p -> Float in
@@ -144,7 +172,7 @@ struct PlaneNormalization {
     func updateRunning(mean runningMean: Buffer, variance runningVar: Buffer, momentum: Float,
                        batch: (mean: [Double], variance: [Double])) {
         precondition(groups == channels, "running statistics are per channel")
-        let unbiased = Double(planeSize) / Double(planeSize - 1), n = Double(samples)
+        let unbiased = count / (count - 1), n = Double(samples)
         var newMean = runningMean.value.scalars, newVar = runningVar.value.scalars
         for c in 0..<channels {
             let groupsOfC = (c * samples)..<((c + 1) * samples)

@@ -103,6 +103,9 @@ public final class Trainer {
     public var skipNonFinite = false
     /// Steps skipped for non-finite values since the run began.
     public var skippedSteps = 0
+    /// Data-parallel training: this process's loader yields its shard of each batch, and
+    /// gradients and step figures are combined across the processes. Nil: one process.
+    public var dataParallel: (any DataParallel)?
     private let buffers: [Buffer]
 
     public init(model: any Module, optimizer: any Optimizer, schedule: LearningRateSchedule,
@@ -139,14 +142,23 @@ public final class Trainer {
             let logits = try model.forward(batch.images)
             let (value, gradient) = try loss(logits, targets: batch.labels)
             model.zeroGrad()
-            _ = try model.backward(gradient)
+            if let dataParallel {
+                try dataParallel.averageGradients(of: model) { _ = try model.backward(gradient) }
+            } else {
+                _ = try model.backward(gradient)
+            }
+            // The step's figures over all processes, so that all of them decide alike.
+            var figures = [Double(value) * Double(batch.labels.count), Double(Self.correctCount(logits, batch.labels)),
+                           Double(batch.labels.count), shouldStop() ? 1 : 0]
+            try dataParallel?.sum(&figures)
+            let stepLoss = figures[0] / figures[2]
             progress.steps += 1
             var nonFinite: String?
-            if value.isFinite, optimizer.parameters.allSatisfy({ !$0.requiresGrad || $0.grad.isFinite }) {
+            if stepLoss.isFinite, optimizer.parameters.allSatisfy({ !$0.requiresGrad || $0.grad.isFinite }) {
                 optimizer.step()
-                progress.lossSum += Double(value)
-                progress.correct += Self.correctCount(logits, batch.labels)
-                progress.seen += batch.labels.count
+                progress.lossSum += stepLoss
+                progress.correct += Int(figures[1])
+                progress.seen += Int(figures[2])
             } else {
                 let location = NonFiniteTrace.locate(model: model, loss: loss, images: batch.images, labels: batch.labels)
                 guard skipNonFinite else {
@@ -164,7 +176,7 @@ public final class Trainer {
                               imagesPerSecond: Double(progress.seen) / progress.seconds,
                               elapsedSeconds: progress.seconds, learningRate: learningRate, nonFinite: nonFinite))
             FaultInjection.afterStep(globalStep + 1)
-            if progress.steps < stepsPerEpoch, shouldStop() { break }
+            if progress.steps < stepsPerEpoch, figures[3] > 0 { break }
         }
         if progress.steps == stepsPerEpoch {
             completedEpochs += 1
@@ -174,17 +186,24 @@ public final class Trainer {
     }
 
     /// Cross-entropy loss (without label smoothing, whatever the training loss), accuracy and
-    /// confusion matrix in inference mode.
-    public static func evaluate(_ model: any Module, on loader: DataLoader, numClasses: Int) throws -> Evaluation {
+    /// confusion matrix in inference mode; with `combinedBy`, of the shards of all processes together.
+    public static func evaluate(_ model: any Module, on loader: DataLoader, numClasses: Int,
+                                combinedBy processes: (any CrossProcessSum)? = nil) throws -> Evaluation {
         model.eval()
         var confusion = [[Int]](repeating: [Int](repeating: 0, count: numClasses), count: numClasses)
         var (lossSum, seen) = (0.0, 0)
-        for batch in loader.batches(epoch: 0) {
+        for batch in loader.batches(epoch: 0) where !batch.labels.isEmpty {
             let logits = try model.forward(batch.images)
             let (value, _) = try CrossEntropyLoss()(logits, targets: batch.labels)
             lossSum += Double(value) * Double(batch.labels.count)
             seen += batch.labels.count
             for (label, predicted) in zip(batch.labels, predictions(logits)) { confusion[label][predicted] += 1 }
+        }
+        if let processes {
+            var totals = [lossSum, Double(seen)] + confusion.flatMap { $0.map(Double.init) }
+            try processes.sum(&totals)
+            (lossSum, seen) = (totals[0], Int(totals[1]))
+            confusion = (0..<numClasses).map { c in totals[(2 + c * numClasses)...].prefix(numClasses).map { Int($0) } }
         }
         let correct = (0..<numClasses).reduce(0) { $0 + confusion[$1][$1] }
         return Evaluation(loss: lossSum / Double(max(seen, 1)), accuracy: Double(correct) / Double(max(seen, 1)),

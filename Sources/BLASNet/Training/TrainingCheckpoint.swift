@@ -49,7 +49,16 @@ public struct TrainingCheckpoint {
 
     /// Reads a checkpoint; throws if `path` is not one.
     public init(contentsOf path: String) throws {
-        file = try SafeTensorsFile(contentsOf: path)
+        try self.init(file: SafeTensorsFile(contentsOf: path), path: path)
+    }
+
+    /// A checkpoint from the bytes of its file (``serialized()``); `path` names it in errors.
+    public init(data: Data, path: String) throws {
+        try self.init(file: SafeTensorsFile(data: data, path: path), path: path)
+    }
+
+    private init(file: SafeTensorsFile, path: String) throws {
+        self.file = file
         guard file.metadata["format"] == Self.format else {
             throw BLASNetError.malformedFile(path: path, reason: "not a BLASNet training checkpoint (no \"format\": \"\(Self.format)\" in __metadata__)")
         }
@@ -84,6 +93,11 @@ public struct TrainingCheckpoint {
         trainer.completedEpochs = completedEpochs ?? 0
         trainer.epochProgress = epochProgress ?? EpochProgress()
         trainer.skippedSteps = file.metadata["skipped_steps"].flatMap { Int($0) } ?? 0
+    }
+
+    /// The bytes of the checkpoint's file.
+    public func serialized() throws -> Data {
+        try file.serialized()
     }
 
     /// Writes atomically: a temporary file beside `path`, fsynced, then renamed over it.
