@@ -372,6 +372,26 @@ struct DataTests {
         #expect(Array(loader.batches(epoch: 4, startingAt: 7)).isEmpty)
     }
 
+    @Test func shardsOfEveryBatchMakeUpTheWholeBatch() throws {
+        let ds = try Self.mnistTrain()
+        func loader(_ shard: Shard, dropLast: Bool) throws -> DataLoader {
+            try DataLoader(dataset: ds, batchSize: 6, shuffle: true, seed: 9, mean: Self.mean, std: Self.std,
+                           augmentation: Augmentation(cropPadding: 2, horizontalFlip: true), dropLast: dropLast, shard: shard)
+        }
+        for dropLast in [true, false] {
+            let whole = Array(try loader(.whole, dropLast: dropLast).batches(epoch: 3))
+            let shards = try (0..<3).map { Array(try loader(Shard(index: $0, count: 3), dropLast: dropLast).batches(epoch: 3)) }
+            #expect(shards.allSatisfy { $0.count == whole.count })
+            for (b, batch) in whole.enumerated() {
+                #expect(shards.flatMap { $0[b].indices } == batch.indices)
+                #expect(shards.flatMap { $0[b].images.scalars } == batch.images.scalars)
+            }
+        }
+        // Training batches must split evenly, or the processes' gradients would weigh images unequally.
+        #expect(throws: BLASNetError.self) { try loader(Shard(index: 0, count: 4), dropLast: true) }
+        #expect(throws: BLASNetError.self) { try loader(Shard(index: 3, count: 3), dropLast: false) }
+    }
+
     @Test func abandoningAnIteratorStopsItsThread() throws {
         let ds = try Self.mnistTrain()
         weak var released: DataLoader?
