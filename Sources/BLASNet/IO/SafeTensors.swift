@@ -128,13 +128,7 @@ public struct SafeTensorsFile: Sendable {
 
     /// Reads and validates the file at `path`.
     public init(contentsOf path: String) throws {
-        let data: Data
-        do {
-            data = try Data(contentsOf: URL(fileURLWithPath: path), options: .mappedIfSafe)
-        } catch {
-            throw BLASNetError.io("cannot read \(path): \((error as NSError).localizedDescription)")
-        }
-        try self.init(data: data, path: path)
+        try self.init(data: fileContents(path), path: path)
     }
 
     /// Parses and validates serialized bytes; `path` only names the source in errors.
