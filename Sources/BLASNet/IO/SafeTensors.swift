@@ -184,7 +184,8 @@ public struct SafeTensorsFile: Sendable {
             }
             expected = e.end
         }
-        guard bufferStart + expected == data.count else {
+        // Compared as a difference: offsets near Int.max would overflow a sum.
+        guard expected == data.count - bufferStart else {
             throw fail("data buffer is \(data.count - bufferStart) bytes, the header describes \(expected)")
         }
         tensors = try entries.map { e in
