@@ -6,6 +6,7 @@ let package = Package(
     products: [
         .library(name: "BLASNet", targets: ["BLASNet"]),
         .executable(name: "blasnet", targets: ["blasnet"]),
+        .executable(name: "blasnet-fuzz", targets: ["blasnet-fuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -23,6 +24,10 @@ let package = Package(
             pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"])]
         ),
+        .systemLibrary(
+            name: "CLibFuzzer",
+            path: "Modules/CLibFuzzer"
+        ),
         .target(
             name: "BLASNet",
             dependencies: ["COpenBLAS", "CZlib"]
@@ -33,6 +38,10 @@ let package = Package(
                 "BLASNet",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
+        ),
+        .executableTarget(
+            name: "blasnet-fuzz",
+            dependencies: ["BLASNet", "CLibFuzzer"]
         ),
         .testTarget(
             name: "BLASNetTests",
