@@ -83,6 +83,8 @@ def corpora():
             "images.gz": gz(images),
             "labels.gz": gz(labels),
             "labels-two-gzip-members.gz": gz(labels[:5]) + gz(labels[5:]),
+            # Inflates to 200,000 labels in a few hundred bytes: reading grows its buffer in several steps.
+            "labels-many.gz": gz(idx_labels([7] * 200000)),
             "images-truncated": images[:-3],
             "images-zero-count": idx_images(0, 4, 5),
             "float32-elements": bytes([0, 0, 0x0D, 3]) + images[4:],
