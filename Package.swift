@@ -7,6 +7,7 @@ let package = Package(
         .library(name: "BLASNet", targets: ["BLASNet"]),
         .library(name: "BLASNetDistributed", targets: ["BLASNetDistributed"]),
         .executable(name: "blasnet", targets: ["blasnet"]),
+        .executable(name: "blasnet-fuzz", targets: ["blasnet-fuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -30,6 +31,10 @@ let package = Package(
             pkgConfig: "ompi-c",
             providers: [.apt(["libopenmpi-dev"])]
         ),
+        .systemLibrary(
+            name: "CLibFuzzer",
+            path: "Modules/CLibFuzzer"
+        ),
         .target(
             name: "BLASNet",
             dependencies: ["COpenBLAS", "CZlib"]
@@ -46,6 +51,10 @@ let package = Package(
                 "BLASNetDistributed",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
+        ),
+        .executableTarget(
+            name: "blasnet-fuzz",
+            dependencies: ["BLASNet", "CLibFuzzer"]
         ),
         .testTarget(
             name: "BLASNetTests",

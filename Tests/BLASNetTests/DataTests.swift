@@ -84,6 +84,8 @@ struct DataTests {
         let images = try bytes(mnist.appendingPathComponent("train-images-idx3-ubyte"))
         let gzip = try bytes(mnist.appendingPathComponent("train-images-idx3-ubyte.gz"))
         let labels = try bytes(mnist.appendingPathComponent("train-labels-idx1-ubyte"))
+        let gzipLabels = try bytes(mnist.appendingPathComponent("train-labels-idx1-ubyte.gz"))
+        let gzipTestLabels = try bytes(mnist.appendingPathComponent("t10k-labels-idx1-ubyte.gz"))
         func header(_ magic: UInt32, _ dims: [UInt32]) -> [UInt8] {
             ([magic] + dims).flatMap { v in [24, 16, 8, 0].map { UInt8(truncatingIfNeeded: v >> $0) } }
         }
@@ -113,6 +115,8 @@ struct DataTests {
             ("gzip checksum mismatch", badChecksum, true),
             ("label out of range", badLabel, false),
             ("labels truncated", Array(labels.dropLast(1)), false),
+            ("second gzip member after the labels", gzipLabels + gzipTestLabels, false),
+            ("bytes after the gzip data", gzipLabels + [0, 1], false),
         ]
     }
 
@@ -134,6 +138,38 @@ struct DataTests {
         _ = try dir.write("train-images-idx3-ubyte", try Self.bytes(Self.mnist.appendingPathComponent("train-images-idx3-ubyte")))
         let path = try dir.write("train-labels-idx1-ubyte", fewer)
         Self.expectMalformed(path, "19 labels for 20 images") { _ = try ImageDataset.load(.mnist, split: .train, directory: dir.url) }
+    }
+
+    /// A gzip member of no data: header, an empty final deflate block, CRC-32 and length 0.
+    static let emptyGzipMember: [UInt8] = [0x1F, 0x8B, 8, 0, 0, 0, 0, 0, 0, 3, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+
+    @Test func idxFromMemoryReadsAsFromFiles() throws {
+        let raw = try Data(contentsOf: Self.mnist.appendingPathComponent("train-images-idx3-ubyte"))
+        let gzip = try Data(contentsOf: Self.mnist.appendingPathComponent("train-images-idx3-ubyte.gz"))
+        #expect(try IDX.readImages(data: raw).pixels == Self.idxImages(0..<20))
+        #expect(try IDX.readImages(data: gzip).pixels == Self.idxImages(0..<20))
+        // Members one after another read as their concatenation, as gunzip reads them.
+        let labels = try Self.bytes(Self.mnist.appendingPathComponent("train-labels-idx1-ubyte.gz"))
+        let expected = (0..<20).map { $0 % 10 }
+        #expect(try IDX.readLabels(data: Data(labels + Self.emptyGzipMember), classes: 10) == expected)
+        #expect(try IDX.readLabels(data: Data(Self.emptyGzipMember + labels), classes: 10) == expected)
+        Self.expectMalformed("labels in memory", "labels read as images") {
+            _ = try IDX.readImages(data: Data(labels), path: "labels in memory")
+        }
+    }
+
+    @Test func cifarBatchFromMemoryReadsAsLoaded() throws {
+        let directory = Self.fixtures.appendingPathComponent("cifar-10-batches-bin")
+        let loaded = try ImageDataset.load(.cifar10, split: .test, directory: directory)
+        let batch = try ImageDataset(cifarBatch: Data(contentsOf: directory.appendingPathComponent("test_batch.bin")), of: .cifar10)
+        #expect(batch.pixels == loaded.pixels && batch.labels == loaded.labels && batch.classNames == loaded.classNames)
+        let cifar100 = try ImageDataset(cifarBatch: Data(contentsOf: Self.fixtures.appendingPathComponent("cifar100/test.bin")),
+                                        of: .cifar100)
+        #expect(cifar100.labels == (200..<203).map { ($0 * 7) % 100 } && cifar100.classNames == (0..<100).map(String.init))
+        Self.expectMalformed("one byte", "a byte is no record") { _ = try ImageDataset(cifarBatch: Data([0]), of: .cifar10, path: "one byte") }
+        #expect(throws: BLASNetError.invalidArgument("MNIST is not a CIFAR dataset")) {
+            try ImageDataset(cifarBatch: Data(), of: .mnist)
+        }
     }
 
     // MARK: Datasets

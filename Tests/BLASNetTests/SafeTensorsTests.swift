@@ -94,6 +94,8 @@ struct SafeTensorsTests {
         ("trailing bytes", file(header: #"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}"#, data: [0, 0])),
         ("data past end", file(header: #"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]}}"#, data: [0])),
         ("overflowing shape", file(header: #"{"a":{"dtype":"F64","shape":[4611686018427387904,4],"data_offsets":[0,8]}}"#, data: Array(repeating: 0, count: 8))),
+        // Once a trap: the end offset plus the header size overflowed Int (found reviewing the reader for fuzzing).
+        ("offsets near Int.max", file(header: #"{"a":{"dtype":"U8","shape":[9223372036854775807],"data_offsets":[0,9223372036854775807]}}"#)),
         ("metadata not strings", file(header: #"{"__metadata__":{"k":1}}"#)),
         ("entry not an object", file(header: #"{"a":3}"#)),
     ]

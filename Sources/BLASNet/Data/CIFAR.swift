@@ -31,8 +31,17 @@ enum CIFAR {
     static let cifar100 = Layout(subdirectory: "cifar-100-binary", trainFiles: ["train.bin"], testFiles: ["test.bin"],
                                  labelBytes: 2, classes: 100)
 
+    /// The layout of `name`; throws for a dataset that is not CIFAR.
+    static func layout(_ name: DatasetName) throws -> Layout {
+        switch name {
+        case .cifar10: cifar10
+        case .cifar100: cifar100
+        case .fashionMNIST, .mnist: throw BLASNetError.invalidArgument("\(name.displayName) is not a CIFAR dataset")
+        }
+    }
+
     static func load(_ name: DatasetName, split: Split, directory: URL?) throws -> ImageDataset {
-        let layout = name == .cifar10 ? cifar10 : cifar100
+        let layout = try layout(name)
         let files = layout.files(split)
         func missing(_ lookedFor: String) -> BLASNetError {
             .datasetMissing(dataset: name.displayName, lookedFor: lookedFor, hint: hint)
@@ -47,21 +56,16 @@ enum CIFAR {
         for file in files {
             let url = base.appendingPathComponent(file)
             guard exists(url) else { throw missing("\(file) in \(base.path)") }
-            try readRecords(path: url.path, layout: layout, pixels: &pixels, labels: &labels)
+            try readRecords(fileContents(url.path), path: url.path, layout: layout, pixels: &pixels, labels: &labels)
         }
         let classNames = name == .cifar10 ? cifar10ClassNames : try fineLabelNames(in: base, classes: layout.classes)
         return try ImageDataset(pixels: pixels, labels: labels, channels: channels, height: height, width: width,
                                 classNames: classNames)
     }
 
-    /// Appends the records of the file at `path` to `pixels` and `labels`.
-    static func readRecords(path: String, layout: Layout, pixels: inout [UInt8], labels: inout [Int]) throws {
-        let data: Data
-        do {
-            data = try Data(contentsOf: URL(fileURLWithPath: path), options: .mappedIfSafe)
-        } catch {
-            throw BLASNetError.io("cannot read \(path): \((error as NSError).localizedDescription)")
-        }
+    /// Appends the records of a batch file's bytes `data` to `pixels` and `labels`;
+    /// `path` names the file in errors.
+    static func readRecords(_ data: Data, path: String, layout: Layout, pixels: inout [UInt8], labels: inout [Int]) throws {
         let record = layout.recordBytes
         guard !data.isEmpty, data.count % record == 0 else {
             throw BLASNetError.malformedFile(
@@ -102,4 +106,18 @@ enum CIFAR {
     }
 
     private static func exists(_ url: URL) -> Bool { FileManager.default.fileExists(atPath: url.path) }
+}
+
+extension ImageDataset {
+    /// The images of one CIFAR-10 or CIFAR-100 binary batch held in memory (the bytes of
+    /// a file such as `data_batch_1.bin` or `test.bin`), checked as
+    /// ``load(_:split:directory:)`` checks batch files. CIFAR-10's classes carry their
+    /// names, CIFAR-100's their numbers; `path` only names the data in errors.
+    public init(cifarBatch data: Data, of dataset: DatasetName, path: String = "CIFAR data") throws {
+        let layout = try CIFAR.layout(dataset)
+        var pixels: [UInt8] = [], labels: [Int] = []
+        try CIFAR.readRecords(data, path: path, layout: layout, pixels: &pixels, labels: &labels)
+        try self.init(pixels: pixels, labels: labels, channels: CIFAR.channels, height: CIFAR.height, width: CIFAR.width,
+                      classNames: dataset == .cifar10 ? CIFAR.cifar10ClassNames : (0..<layout.classes).map(String.init))
+    }
 }

@@ -18,12 +18,21 @@ public enum IDX {
     /// The images of an `idx3-ubyte` file (magic `0x00000803`): `count` images of
     /// `height × width` bytes each, row-major, one after another.
     public static func readImages(path: String) throws -> (pixels: [UInt8], count: Int, height: Int, width: Int) {
-        let file = try GzipReader(path: path)
+        try readImages(GzipReader(path: path))
+    }
+
+    /// The images of an `idx3-ubyte` file held in memory, raw or gzip-compressed, as
+    /// ``readImages(path:)`` reads them; `path` only names the data in errors.
+    public static func readImages(data: Data, path: String = "IDX data") throws -> (pixels: [UInt8], count: Int, height: Int, width: Int) {
+        try readImages(GzipReader(data: data, path: path))
+    }
+
+    private static func readImages(_ file: GzipReader) throws -> (pixels: [UInt8], count: Int, height: Int, width: Int) {
         let dims = try readHeader(file, rank: 3, holding: "images: N × height × width")
         guard dims[1] > 0, dims[2] > 0 else {
-            throw BLASNetError.malformedFile(path: path, reason: "images of \(dims[1])×\(dims[2]) pixels have no pixels")
+            throw BLASNetError.malformedFile(path: file.path, reason: "images of \(dims[1])×\(dims[2]) pixels have no pixels")
         }
-        let size = try byteCount(dims, path: path)
+        let size = try byteCount(dims, path: file.path)
         let pixels = try file.read(size, "\(dims[0]) images of \(dims[1])×\(dims[2]) pixels")
         try file.expectEnd(after: "the \(dims[0]) images its header announces")
         return (pixels, dims[0], dims[1], dims[2])
@@ -32,12 +41,21 @@ public enum IDX {
     /// The labels of an `idx1-ubyte` file (magic `0x00000801`), each checked to be
     /// below `classes`.
     public static func readLabels(path: String, classes: Int) throws -> [Int] {
-        let file = try GzipReader(path: path)
+        try readLabels(GzipReader(path: path), classes: classes)
+    }
+
+    /// The labels of an `idx1-ubyte` file held in memory, raw or gzip-compressed, as
+    /// ``readLabels(path:classes:)`` reads them; `path` only names the data in errors.
+    public static func readLabels(data: Data, path: String = "IDX data", classes: Int) throws -> [Int] {
+        try readLabels(GzipReader(data: data, path: path), classes: classes)
+    }
+
+    private static func readLabels(_ file: GzipReader, classes: Int) throws -> [Int] {
         let count = try readHeader(file, rank: 1, holding: "labels: N")[0]
         let bytes = try file.read(count, "\(count) labels")
         try file.expectEnd(after: "the \(count) labels its header announces")
         if let i = bytes.firstIndex(where: { Int($0) >= classes }) {
-            throw BLASNetError.malformedFile(path: path, reason: "label \(bytes[i]) at index \(i) is not below the \(classes) classes")
+            throw BLASNetError.malformedFile(path: file.path, reason: "label \(bytes[i]) at index \(i) is not below the \(classes) classes")
         }
         return bytes.map(Int.init)
     }

@@ -128,13 +128,7 @@ public struct SafeTensorsFile: Sendable {
 
     /// Reads and validates the file at `path`.
     public init(contentsOf path: String) throws {
-        let data: Data
-        do {
-            data = try Data(contentsOf: URL(fileURLWithPath: path), options: .mappedIfSafe)
-        } catch {
-            throw BLASNetError.io("cannot read \(path): \((error as NSError).localizedDescription)")
-        }
-        try self.init(data: data, path: path)
+        try self.init(data: fileContents(path), path: path)
     }
 
     /// Parses and validates serialized bytes; `path` only names the source in errors.
@@ -190,7 +184,8 @@ public struct SafeTensorsFile: Sendable {
             }
             expected = e.end
         }
-        guard bufferStart + expected == data.count else {
+        // Compared as a difference: offsets near Int.max would overflow a sum.
+        guard expected == data.count - bufferStart else {
             throw fail("data buffer is \(data.count - bufferStart) bytes, the header describes \(expected)")
         }
         tensors = try entries.map { e in
