@@ -3,8 +3,8 @@ import Synchronization
 
 /// Deliberate failures for the crash-safety tests, chosen by the environment variable
 /// `BLASNET_FAULT_INJECTION` (unset in normal use, where each hook is one comparison):
-/// - `kill-after-step:N`: SIGKILL right after the run's optimizer step N (1-based);
-/// - `interrupt-after-step:N`: SIGINT to itself after step N, as a Ctrl-C then would;
+/// - `kill-in-step:N`: SIGKILL inside the run's step N (1-based), after its backward pass;
+/// - `interrupt-in-step:N`: SIGINT to itself there, as a Ctrl-C during step N would;
 /// - `kill-in-write:N`: SIGKILL halfway through the process's Nth atomic file write,
 ///   leaving a half-written temporary file, as a kill during a checkpoint would.
 ///
@@ -12,7 +12,7 @@ import Synchronization
 /// land inside a write that takes milliseconds.
 enum FaultInjection {
     enum Fault: Equatable {
-        case killAfterStep(Int), interruptAfterStep(Int), killInWrite(Int)
+        case killInStep(Int), interruptInStep(Int), killInWrite(Int)
     }
 
     static let fault: Fault? = {
@@ -20,19 +20,20 @@ enum FaultInjection {
         let parts = spec.split(separator: ":")
         guard parts.count == 2, let n = Int(parts[1]) else { return nil }
         switch parts[0] {
-        case "kill-after-step": return .killAfterStep(n)
-        case "interrupt-after-step": return .interruptAfterStep(n)
+        case "kill-in-step": return .killInStep(n)
+        case "interrupt-in-step": return .interruptInStep(n)
         case "kill-in-write": return .killInWrite(n)
         default: return nil
         }
     }()
     private static let writes = Atomic<Int>(0)
 
-    /// Called after optimizer step `step` of the run (1-based).
-    static func afterStep(_ step: Int) {
+    /// Called in step `step` of the run (1-based) after backward, before the step decides
+    /// whether to stop.
+    static func inStep(_ step: Int) {
         switch fault {
-        case .killAfterStep(step): raise(SIGKILL)
-        case .interruptAfterStep(step): raise(SIGINT)
+        case .killInStep(step): raise(SIGKILL)
+        case .interruptInStep(step): raise(SIGINT)
         default: break
         }
     }

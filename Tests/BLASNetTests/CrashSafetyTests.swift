@@ -28,7 +28,7 @@ extension TrainCommandTests {
         defer { try? FileManager.default.removeItem(at: dir) }
         let whole = try uninterrupted(epochs: 3)
         let out = dir.appendingPathComponent("killed").path
-        let killed = try train(["--epochs", "3", "--out", out], environment: ["BLASNET_FAULT_INJECTION": "kill-after-step:8"])
+        let killed = try train(["--epochs", "3", "--out", out], environment: ["BLASNET_FAULT_INJECTION": "kill-in-step:8"])
         #expect(killed.status == 128 + SIGKILL)
         #expect(try TrainingCheckpoint(contentsOf: out + "/last.safetensors").completedEpochs == 1)
         try resume(out, epochs: 3)
@@ -55,7 +55,7 @@ extension TrainCommandTests {
         defer { try? FileManager.default.removeItem(at: dir) }
         let whole = try uninterrupted(epochs: 3)
         let out = dir.appendingPathComponent("interrupted").path
-        let stopped = try train(["--epochs", "3", "--out", out], environment: ["BLASNET_FAULT_INJECTION": "interrupt-after-step:8"])
+        let stopped = try train(["--epochs", "3", "--out", out], environment: ["BLASNET_FAULT_INJECTION": "interrupt-in-step:8"])
         #expect(stopped.status == 128 + SIGINT, "\(stopped.stderr)")
         #expect(stopped.stdout.contains("interrupted at epoch 2, step 2/6"), "\(stopped.stdout)")
         #expect(stopped.stdout.contains("--resume \(out)"))

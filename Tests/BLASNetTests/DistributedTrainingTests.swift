@@ -60,7 +60,7 @@ extension TrainCommandTests {
         defer { try? FileManager.default.removeItem(at: dir) }
         let out = dir.appendingPathComponent("dead-rank").path
         let start = Date()
-        let run = try distributedTrain(["--epochs", "1000", "--out", out], faultInLastRank: "kill-after-step:8")
+        let run = try distributedTrain(["--epochs", "1000", "--out", out], faultInLastRank: "kill-in-step:8")
         let seconds = Date().timeIntervalSince(start)
         #expect(run.status != 0)
         #expect(seconds < 30, "the job took \(seconds) s to end")

@@ -147,6 +147,7 @@ public final class Trainer {
             } else {
                 _ = try model.backward(gradient)
             }
+            FaultInjection.inStep(globalStep + 1)
             // The step's figures over all processes, so that all of them decide alike.
             var figures = [Double(value) * Double(batch.labels.count), Double(Self.correctCount(logits, batch.labels)),
                            Double(batch.labels.count), shouldStop() ? 1 : 0]
@@ -175,7 +176,6 @@ public final class Trainer {
                               runningLoss: progress.meanLoss, runningAccuracy: progress.accuracy,
                               imagesPerSecond: Double(progress.seen) / progress.seconds,
                               elapsedSeconds: progress.seconds, learningRate: learningRate, nonFinite: nonFinite))
-            FaultInjection.afterStep(globalStep + 1)
             if progress.steps < stepsPerEpoch, figures[3] > 0 { break }
         }
         if progress.steps == stepsPerEpoch {
