@@ -16,8 +16,6 @@ public final class MPIDataParallel: DataParallel {
     /// Communication that backward did not hide, summed over the steps: seconds spent
     /// waiting for the buckets after backward returned.
     public private(set) var exposedSeconds = 0.0
-    /// Steps whose gradients were averaged.
-    public private(set) var steps = 0
     private var layout: ParameterLayout?
     private var buffers: [UnsafeMutablePointer<Float>] = []
     private var bufferSizes: [Int] = []
@@ -38,21 +36,23 @@ public final class MPIDataParallel: DataParallel {
     }
 
     public func averageGradients(of model: any Module, during backward: () throws -> Void) throws {
-        if layout?.model !== model { layout = ParameterLayout(model) }
-        let buckets = GradientBuckets(self, layout: layout!)
+        let buckets = newBuckets(for: model)
         try LayerObservers.run(buckets) { try backward() }
         let start = DispatchTime.now().uptimeNanoseconds
         try buckets.finish()
         exposedSeconds += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        steps += 1
     }
 
     /// Sums every trainable gradient of `model` over the processes in one blocking pass
     /// after the fact: the communication alone, which ``exposedSeconds`` is measured against.
     public func sumGradientsBlocking(of model: any Module) throws {
+        try newBuckets(for: model).finish()
+    }
+
+    /// Empty buckets for one pass over `model`'s gradients; the layout is kept while the model is the same.
+    private func newBuckets(for model: any Module) -> GradientBuckets {
         if layout?.model !== model { layout = ParameterLayout(model) }
-        let buckets = GradientBuckets(self, layout: layout!)
-        try buckets.finish()
+        return GradientBuckets(self, layout: layout!)
     }
 
     /// Bucket `index`'s buffer, at least `count` floats, kept for the following steps.
