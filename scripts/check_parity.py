@@ -6,7 +6,10 @@ For every case this builds the PyTorch model with deterministic weights
 (scripts/fixture_weights.py, seeded per case), hands the same weights and
 batch to the CLI, and compares each output tensor (logits, loss, gradients,
 BatchNorm running statistics) with a float64 PyTorch reference by relative
-L2 error ||blasnet - ref|| / ||ref||.
+L2 error ||blasnet - ref|| / ||ref||.  Cases cover every architecture with
+BatchNorm and cross-entropy, and the quick architectures with each other
+--norm (GroupNorm in every norm slot, torch_models.replace_norms) and with
+--loss focal (torch_models.loss_value).
 
 A tensor passes if
     blasnet_err <= min(max(FACTOR * torch_f32_err, FLOOR), MAX_ALLOWED)
@@ -98,12 +101,15 @@ class Case:
     batch: int
     height: int
     width: int
+    norm: str = "batch"
+    loss: str = "cross-entropy"
 
     @property
     def name(self) -> str:
         mode = "train" if self.train else "eval"
+        extras = "".join(f" {v}" for v, default in ((self.norm, "batch"), (self.loss, "cross-entropy")) if v != default)
         return (f"{self.arch} {mode} {self.stem} "
-                f"{self.batch}x{self.in_chans}x{self.height}x{self.width} k{self.num_classes}")
+                f"{self.batch}x{self.in_chans}x{self.height}x{self.width} k{self.num_classes}{extras}")
 
     @property
     def seed(self) -> int:
@@ -127,6 +133,10 @@ def default_cases() -> list[Case]:
         for train in (False, True):
             cases.append(Case(arch, train, 10, 3, "cifar", 4, 19, 17))
             cases.append(Case(arch, train, 10, 1, "cifar", 4, 28, 28))
+            # Every --norm but batch, and the focal loss, on the Fashion-MNIST shape.
+            for norm in ("group:32", "layer", "instance"):
+                cases.append(Case(arch, train, 10, 1, "cifar", 4, 28, 28, norm=norm))
+        cases.append(Case(arch, True, 10, 1, "cifar", 4, 28, 28, loss="focal"))
     return cases
 
 
@@ -205,7 +215,7 @@ def choose_seed(case: Case, model: torch.nn.Module, args: argparse.Namespace) ->
         x, target = make_batch(case, seed)
         if not case.train:
             return SeedChoice(seed, weights, x, target, 0, True, 1)
-        relu, pool = count_near_kinks(case.arch, case.num_classes, case.in_chans, case.stem, weights, x)
+        relu, pool = count_near_kinks(case.arch, case.num_classes, case.in_chans, case.stem, weights, x, norm=case.norm)
         counts.append(relu + pool)
         if best is None or counts[-1] < best.near_kinks:
             best = SeedChoice(seed, weights, x, target, counts[-1], counts[-1] == 0, 0)
@@ -235,9 +245,10 @@ def run_cli(cmd: list[str], case: Case, workdir: str, weights: dict[str, torch.T
         os.remove(out_path)  # never compare a stale result from a previous run
 
     argv = cmd + ["run", "--arch", case.arch, "--weights", w_path, "--input", x_path, "--output", out_path,
-                  "--num-classes", str(case.num_classes), "--in-chans", str(case.in_chans), "--stem", case.stem]
+                  "--num-classes", str(case.num_classes), "--in-chans", str(case.in_chans), "--stem", case.stem,
+                  "--norm", case.norm]
     if case.train:
-        argv.append("--train")
+        argv += ["--train", "--loss", case.loss]
     if threads:
         argv += ["--threads", str(threads)]
     try:
@@ -255,14 +266,14 @@ def run_cli(cmd: list[str], case: Case, workdir: str, weights: dict[str, torch.T
 
 def check_case(case: Case, args: argparse.Namespace, cmd: list[str]) -> CaseResult:
     start = time.monotonic()
-    model = build(case.arch, case.num_classes, case.in_chans, case.stem)
+    model = build(case.arch, case.num_classes, case.in_chans, case.stem, case.norm)
     choice = choose_seed(case, model, args)
     weights, x, target = choice.weights, choice.x, choice.target
     allowance = case.train and not choice.kink_free and args.kink_factor > 0
 
     def reference(w: dict[str, torch.Tensor], xi: torch.Tensor, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         return reference_outputs(case.arch, case.num_classes, case.in_chans, case.stem, w, xi, target,
-                                 case.train, dtype=dtype)
+                                 case.train, dtype=dtype, norm=case.norm, loss=case.loss)
 
     ref = reference(weights, x, torch.float64)
     f32_errs = torch_f32_errors(ref, args.f32_realisations,
@@ -270,7 +281,7 @@ def check_case(case: Case, args: argparse.Namespace, cmd: list[str]) -> CaseResu
     kinks = {k: 0.0 for k in ref}
     if allowance:
         kinks, _, _ = kink_errors(case.arch, case.num_classes, case.in_chans, case.stem,
-                                  weights, x, target, ref, max_kinks=args.max_kinks)
+                                  weights, x, target, ref, max_kinks=args.max_kinks, norm=case.norm, loss=case.loss)
 
     workdir = os.path.join(args.keep, case.name.replace(" ", "_")) if args.keep else tempfile.mkdtemp(prefix="parity-")
     os.makedirs(workdir, exist_ok=True)
@@ -318,7 +329,7 @@ def _max_err(tensors: list[TensorResult], grads: bool, attr: str) -> float | Non
     return max(vals) if vals else None
 
 
-COLUMNS = (("case", 44), ("seed", 5), ("kinks", 12), ("n", 4), ("blas out", 9), ("blas grad", 9),
+COLUMNS = (("case", 52), ("seed", 5), ("kinks", 12), ("n", 4), ("blas out", 9), ("blas grad", 9),
            ("f32 out", 9), ("f32 grad", 9), ("worst (err/allowed)", 0))
 
 

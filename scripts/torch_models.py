@@ -113,6 +113,23 @@ def build(arch: str, num_classes: int, in_chans: int = 3, stem: str = "imagenet"
     return replace_norms(model, norm)
 
 
+# BLASNet's --loss forms; focal is built as `blasnet run --loss focal` defaults it (gamma 2, alpha 0.25).
+LOSSES = ("cross-entropy", "focal")
+
+
+def loss_value(loss: str, logits: torch.Tensor, target: torch.Tensor,
+               gamma: float = 2.0, alpha: float = 0.25) -> torch.Tensor:
+    """Mean over the batch of cross-entropy, or of the focal loss
+    -alpha * (1 - p_t)^gamma * log p_t (Lin et al. 2017) with p_t the softmax
+    probability of the target, computed from log-softmax."""
+    if loss == "cross-entropy":
+        return nn.functional.cross_entropy(logits, target)  # mean reduction
+    if loss == "focal":
+        log_pt = nn.functional.log_softmax(logits, dim=1).gather(1, target[:, None]).squeeze(1)
+        return (-alpha * (1 - log_pt.exp()) ** gamma * log_pt).mean()
+    raise ValueError(f"unknown loss {loss!r}; expected one of {LOSSES}")
+
+
 def residual_last_bn_weights(model: nn.Module) -> list[str]:
     """state_dict keys of the gamma of each residual branch's last BatchNorm
     (bn2 in basic blocks, bn3 in bottlenecks; never the downsample BN)."""
@@ -131,7 +148,8 @@ def batchnorm_prefixes(model: nn.Module) -> list[str]:
 def reference_outputs(arch: str, num_classes: int, in_chans: int, stem: str,
                       weights: dict[str, torch.Tensor], x: torch.Tensor,
                       target: torch.Tensor | None, train: bool,
-                      dtype: torch.dtype = torch.float64, norm: str = "batch") -> dict[str, torch.Tensor]:
+                      dtype: torch.dtype = torch.float64, norm: str = "batch",
+                      loss: str = "cross-entropy") -> dict[str, torch.Tensor]:
     """Run one forward (and, if `train`, backward) pass and name the results
     exactly like the `blasnet run` CLI output file does:
 
@@ -158,10 +176,10 @@ def reference_outputs(arch: str, num_classes: int, in_chans: int, stem: str,
         raise ValueError("training mode needs a target")
     model.train()
     logits = model(x)
-    loss = nn.functional.cross_entropy(logits, target)  # mean reduction
-    loss.backward()
+    value = loss_value(loss, logits, target)
+    value.backward()
     out["logits"] = logits.detach()
-    out["loss"] = loss.detach()
+    out["loss"] = value.detach()
     for name, p in model.named_parameters():
         if p.requires_grad:
             out["grad." + name] = p.grad.detach().clone()
@@ -312,7 +330,8 @@ def kink_errors(arch: str, num_classes: int, in_chans: int, stem: str,
                 weights: dict[str, torch.Tensor], x: torch.Tensor, target: torch.Tensor,
                 ref: dict[str, torch.Tensor],
                 transform: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] = lambda d: d,
-                tol: float = KINK_TOL, max_kinks: int = 64, norm: str = "batch") -> tuple[dict[str, float], int, int]:
+                tol: float = KINK_TOL, max_kinks: int = 64, norm: str = "batch",
+                loss: str = "cross-entropy") -> tuple[dict[str, float], int, int]:
     """Gradient error that ReLU-mask flips near the kink can legitimately cause.
 
     Finds the training-mode ReLU inputs with |x| < tol * rms(x) in float64
@@ -344,8 +363,7 @@ def kink_errors(arch: str, num_classes: int, in_chans: int, stem: str,
             m.register_forward_hook(hook)
 
     logits = model(x.to(torch.float64))
-    loss = nn.functional.cross_entropy(logits, target)
-    loss.backward(retain_graph=True)
+    loss_value(loss, logits, target).backward(retain_graph=True)
 
     candidates = []  # (|x|/rms, call index, flat index)
     for c, (inp, _out) in enumerate(calls):

@@ -27,3 +27,26 @@ extension Module {
         for case let norm as any RunningStatistics in modules { norm.freezesStatistics = frozen }
     }
 }
+
+extension Module {
+    /// The descendant at a state_dict path such as `layer2.0.conv1` (`""` is this module).
+    public func module(at path: String) -> (any Module)? {
+        guard !path.isEmpty else { return self }
+        return path.split(separator: ".").reduce(Optional<any Module>(self)) { module, name in
+            module?.children.first { $0.name == name }?.module
+        }
+    }
+
+    /// Freezes the descendants at `paths` (state_dict prefixes such as `conv1`, `layer1`,
+    /// `layer2.0`), as `requires_grad_(False)` on those sub-modules would in PyTorch.
+    /// Throws, naming the paths this module has, if one of them does not exist; then
+    /// nothing is frozen.
+    public func freeze(layers paths: [String]) throws {
+        let found = paths.map { (path: $0, module: module(at: $0)) }
+        if let unknown = found.first(where: { $0.module == nil || $0.path.isEmpty }) {
+            let known = children.map(\.name).joined(separator: ", ")
+            throw BLASNetError.invalidArgument("no layer '\(unknown.path)' to freeze: expected a state_dict prefix such as \(known), or a block inside one (layer1.0)")
+        }
+        for case let (_, module?) in found { module.freeze() }
+    }
+}

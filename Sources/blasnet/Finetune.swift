@@ -10,7 +10,8 @@ struct Finetune: ParsableCommand {
         discussion: """
             head: new classifier fitted in closed form (ridge least squares, LAPACKE) on the frozen \
             features, optionally polished by --epochs of SGD. partial:K: stem and first K stages \
-            frozen. full: everything trained at --lr (default 0.01). scratch: the weights are \
+            frozen; or name what to freeze with --strategy partial --freeze conv1,bn1,layer1 (state_dict \
+            prefixes, down to single blocks such as layer2.0). full: everything trained at --lr (default 0.01). scratch: the weights are \
             ignored. auto: measures images per class and the BatchNorm shift of the new data from \
             the pretrained statistics, then picks one and says why. Frozen BatchNorms keep their \
             running statistics.
@@ -20,8 +21,11 @@ struct Finetune: ParsableCommand {
     @Option(help: "Pretrained weights (.safetensors): a `blasnet train` checkpoint or a state_dict.")
     var weights: String
 
-    @Option(help: "head, partial:K, full, scratch or auto.")
+    @Option(help: "head, partial:K, partial (with --freeze), full, scratch or auto.")
     var strategy = "auto"
+
+    @Option(help: "With --strategy partial: the layers to freeze, as comma-separated state_dict prefixes (conv1,bn1,layer1,layer2.0).")
+    var freeze: String?
 
     @Option(help: "Architecture, when the weights file does not name one.")
     var arch: Architecture?
@@ -66,7 +70,7 @@ struct Finetune: ParsableCommand {
     var out = "runs/finetune"
 
     func validate() throws {
-        if strategy != "auto" { _ = try FineTuningStrategy(parsing: strategy) }
+        _ = try requestedStrategy()
         if let perClass, perClass <= 0 { throw ValidationError("--per-class must be positive, got \(perClass)") }
         if let epochs, epochs < 0 { throw ValidationError("--epochs must be non-negative, got \(epochs)") }
         guard batchSize >= 2 else { throw ValidationError("--batch-size must be at least 2, got \(batchSize)") }
@@ -107,7 +111,7 @@ struct Finetune: ParsableCommand {
 
         let loader = try DataLoader(dataset: trainSet, batchSize: min(batchSize, trainSet.count), shuffle: true, seed: seed,
                                     mean: mean, std: std, augmentation: Augmentation(horizontalFlip: true), dropLast: true)
-        let chosen = try strategy == "auto" ? autoStrategy(model, trainSet, mean: mean, std: std) : FineTuningStrategy(parsing: strategy)
+        let chosen = try requestedStrategy() ?? autoStrategy(model, trainSet, mean: mean, std: std)
         let net = chosen == .scratch
             ? try ResNet(arch, numClasses: trainSet.numClasses, inChannels: trainSet.channels, stem: model.stem,
                          width: model.width, seed: seed)
@@ -162,6 +166,17 @@ struct Finetune: ParsableCommand {
             .write(to: outputDirectory.appendingPathComponent("finetuned.safetensors").path)
     }
 
+    /// The regime the flags ask for, or nil for `auto`.
+    private func requestedStrategy() throws -> FineTuningStrategy? {
+        switch (strategy, freeze) {
+        case ("auto", nil): return nil
+        case let ("partial", names?): return try FineTuningStrategy(parsing: "partial:" + names)
+        case ("partial", nil): throw ValidationError("--strategy partial needs a stage count (partial:K) or --freeze NAME,…")
+        case (_, _?): throw ValidationError("--freeze goes with --strategy partial, not \(strategy)")
+        default: return try FineTuningStrategy(parsing: strategy)
+        }
+    }
+
     /// Measures both axes of the notes' table on the new data and picks the regime.
     private func autoStrategy(_ model: ResNet, _ trainSet: ImageDataset, mean: [Float], std: [Float]) throws -> FineTuningStrategy {
         let probe = try DataLoader(dataset: trainSet, batchSize: min(256, trainSet.count), shuffle: true, seed: seed,
@@ -179,7 +194,7 @@ struct Finetune: ParsableCommand {
     private static func defaultRate(_ strategy: FineTuningStrategy) -> Float {
         switch strategy {
         case .head, .full: 0.01
-        case .partial: 0.05
+        case .partial, .freezing: 0.05
         case .scratch: 0.1
         }
     }

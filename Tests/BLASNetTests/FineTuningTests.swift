@@ -62,7 +62,7 @@ struct FineTuningTests {
         #expect(FineTuningStrategy.choose(samplesPerClass: 6000, shift: 0.1, stages: 4).0 == .full)
         #expect(FineTuningStrategy.choose(samplesPerClass: 6000, shift: 5, stages: 4).0 == .scratch)
         #expect(try FineTuningStrategy(parsing: "partial:2") == .partial(stages: 2))
-        #expect(throws: BLASNetError.self) { try FineTuningStrategy(parsing: "partial:x") }
+        #expect(throws: BLASNetError.self) { try FineTuningStrategy(parsing: "partial:") }
 
         let model = try ResNet(.resnet18, numClasses: 3, inChannels: 1, stem: .cifar, width: 4, seed: 2)
         try FineTuningStrategy.head.apply(to: model)
@@ -70,6 +70,10 @@ struct FineTuningTests {
         try FineTuningStrategy.partial(stages: 1).apply(to: model)
         let frozen = Set(model.namedParameters().filter { !$0.parameter.requiresGrad }.map { $0.name.split(separator: ".")[0] })
         #expect(frozen == ["conv1", "bn1", "layer1"])
+        try FineTuningStrategy(parsing: "partial:conv1,layer1.0").apply(to: model)
+        let named = Set(model.namedParameters().filter { !$0.parameter.requiresGrad }.map { $0.name.split(separator: ".").prefix(2).joined(separator: ".") })
+        #expect(named == ["conv1.weight", "layer1.0"])
+        #expect(throws: BLASNetError.self) { try FineTuningStrategy(parsing: "partial:layer7").apply(to: model) }
         try FineTuningStrategy.full.apply(to: model)
         #expect(model.namedParameters().allSatisfy { $0.parameter.requiresGrad })
     }

@@ -72,4 +72,56 @@ struct FreezingTests {
         _ = try net.backward(gradient)
         #expect(net.fc.weight.grad.scalars.contains { $0 != 0 })
     }
+
+    @Test func layersFrozenByNameStopBackwardInsideAStageAndKeepTheOtherGradients() throws {
+        // Two blocks per stage, so freezing layer2.0 freezes half a stage.
+        func model() throws -> ResNet { try ResNet(Architecture(rawValue: "seresnet14")!, numClasses: 5, inChannels: 1, stem: .cifar, width: 8, seed: 4) }
+        let (x, y) = try Self.batch(3)
+        func gradients(_ net: ResNet) throws -> [String: [Float]] {
+            net.train()
+            let (_, gradient) = try CrossEntropyLoss()(try net.forward(x), targets: y)
+            net.zeroGrad()
+            _ = try net.backward(gradient)
+            return Dictionary(uniqueKeysWithValues: net.namedParameters().map { ($0.name, $0.parameter.grad.scalars) })
+        }
+        let frozenPrefixes = ["conv1.", "bn1.", "layer1.", "layer2.0."]
+        let reference = try model()
+        try reference.freeze(layers: ["conv1", "bn1", "layer1", "layer2.0"])
+        for (_, p) in reference.namedParameters() { p.requiresGrad = true }  // full backward, same statistics
+        let all = try gradients(reference)
+
+        let net = try model()
+        try net.freeze(layers: ["conv1", "bn1", "layer1", "layer2.0"])
+        let profiler = Profiler(net)
+        let trained = try profiler.run { try gradients(net) }
+        for (name, p) in net.namedParameters() {
+            let frozen = frozenPrefixes.contains { name.hasPrefix($0) }
+            #expect(p.requiresGrad == !frozen, "\(name)")
+            if frozen {
+                #expect(trained[name]!.allSatisfy { $0 == 0 }, "\(name) got a gradient")
+            } else {
+                #expect(trained[name] == all[name], "\(name): stopping early changed a trained gradient")
+            }
+        }
+        let backwardSeconds = Dictionary(profiler.layers.map { ($0.name, $0.backwardSeconds) }, uniquingKeysWith: +)
+        for name in ["layer1.1.conv2", "layer2.0.conv1", "layer2.0.conv2", "layer2.0.downsample.0"] {
+            #expect(backwardSeconds[name] == 0, "backward entered the frozen \(name)")
+        }
+        #expect((backwardSeconds["layer2.1.conv1"] ?? 0) > 0)
+
+        let untouched = try model()
+        #expect(throws: BLASNetError.self) { try untouched.freeze(layers: ["layer1", "layer9"]) }
+        #expect(untouched.namedParameters().allSatisfy { $0.parameter.requiresGrad }, "a failed freeze froze something")
+        #expect(untouched.module(at: "layer2.1.conv1") === untouched.stages[1].layers[1].module(at: "conv1"))
+    }
+
+    @Test func strategiesParseAndPrintTheSameWay() throws {
+        for text in ["head", "full", "scratch", "partial:2", "partial:conv1,bn1,layer1,layer2.0"] {
+            #expect(try FineTuningStrategy(parsing: text).description == text)
+        }
+        #expect(try FineTuningStrategy(parsing: "partial:layer1") == .freezing(layers: ["layer1"]))
+        for bad in ["partial", "partial:", "partial:-1", "partial:layer1,,layer2", "half"] {
+            #expect(throws: BLASNetError.self, "\(bad)") { try FineTuningStrategy(parsing: bad) }
+        }
+    }
 }

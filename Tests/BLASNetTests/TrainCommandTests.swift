@@ -109,18 +109,23 @@ struct TrainCommandTests {
         let a = try train(["--epochs", "1", "--classes", "0-4", "--out", pre])
         #expect(a.status == 0, "\(a.stderr)")
         #expect(try TrainingCheckpoint(contentsOf: pre + "/last.safetensors").file["fc.weight"]?.shape == [5, 16])
-        for strategy in ["head", "partial:1", "auto"] {
-            let out = dir.appendingPathComponent("ft-\(strategy)").path
-            let f = try RunCommandTests.run(["finetune", "--weights", pre + "/last.safetensors", "--data", data,
-                                             "--classes", "5-9", "--strategy", strategy, "--epochs", "1", "--batch-size", "4",
-                                             "--threads", "1", "--out", out])
+        func finetune(_ strategy: [String], out: String) throws -> (status: Int32, stdout: String, stderr: String) {
+            try RunCommandTests.run(["finetune", "--weights", pre + "/last.safetensors", "--data", data, "--classes", "5-9",
+                                     "--epochs", "1", "--batch-size", "4", "--threads", "1", "--out", out] + strategy)
+        }
+        for strategy in [["head"], ["partial:1"], ["partial", "--freeze", "conv1,bn1,layer1.0"], ["auto"]] {
+            let out = dir.appendingPathComponent("ft-\(strategy[0])").path
+            let f = try finetune(["--strategy"] + strategy, out: out)
             #expect(f.status == 0, "\(strategy): \(f.stderr)")
             #expect(f.stdout.contains("unchanged: yes"), "\(strategy): \(f.stdout)")
             #expect(f.stdout.contains("test accuracy"))
             let tuned = try SafeTensorsFile(contentsOf: out + "/finetuned.safetensors")
             #expect(tuned["fc.weight"]?.shape == [5, 16])
-            if strategy == "auto" { #expect(f.stdout.contains("images per class") && f.stdout.contains("BatchNorm shift")) }
+            if strategy == ["auto"] { #expect(f.stdout.contains("images per class") && f.stdout.contains("BatchNorm shift")) }
         }
+        let unknown = try finetune(["--strategy", "partial", "--freeze", "conv1,layer9"], out: dir.appendingPathComponent("ft-bad").path)
+        #expect(unknown.status != 0)
+        #expect(unknown.stderr.contains("no layer 'layer9'") && unknown.stderr.contains("layer1"), "\(unknown.stderr)")
     }
 
     @Test func badInputGetsOneClearLine() throws {

@@ -1,6 +1,9 @@
 /// Modules applied in order, named "0", "1", … as in `torch.nn.Sequential`.
 public final class Sequential: Module {
     public let layers: [any Module]
+    /// False when nothing before this container needs its input gradient (everything
+    /// upstream is frozen): backward then ends at the first layer that still trains.
+    var computesInputGradient = true
 
     public init(_ layers: [any Module]) { self.layers = layers }
 
@@ -12,8 +15,13 @@ public final class Sequential: Module {
         try layers.reduce(x) { try $1.observedForward($0) }
     }
 
+    /// `dy` has the shape of the last layer's output; returns the gradient with respect to
+    /// the first layer's input, or an empty tensor when ``computesInputGradient`` is false.
     public func backward(_ dy: Tensor) throws -> Tensor {
-        try layers.reversed().reduce(dy) { try $1.observedBackward($0) }
+        if computesInputGradient { return try layers.reversed().reduce(dy) { try $1.observedBackward($0) } }
+        guard let first = layers.firstIndex(where: \.isTrainable) else { return Tensor(shape: [0]) }
+        _ = try layers[first...].reversed().reduce(dy) { try $1.observedBackward($0) }
+        return Tensor(shape: [0])
     }
 }
 

@@ -188,6 +188,8 @@ public final class ResNet: Module {
         // Layers before the first trainable one need no gradient: the pass ends there.
         let layers = children.map(\.module)
         guard let first = layers.firstIndex(where: \.isTrainable) else { return Tensor(shape: [0]) }
+        // Inside that layer (a stage frozen only in part), the same holds for its blocks.
+        for (index, layer) in layers.enumerated() { (layer as? Sequential)?.computesInputGradient = index > first }
         _ = try layers[first...].reversed().reduce(dy.swappingFirstAxes()) { try $1.observedBackward($0) }
         return Tensor(shape: [0])
     }

@@ -12,22 +12,31 @@ public enum FineTuningStrategy: Equatable, Sendable, CustomStringConvertible {
     case head
     /// Freeze the stem and the first `stages` stages; retrain the rest.
     case partial(stages: Int)
+    /// Freeze the named sub-modules (state_dict prefixes such as `conv1`, `layer1`,
+    /// `layer2.0`); retrain the rest. Written `partial:conv1,bn1,layer1`.
+    case freezing(layers: [String])
     /// Train everything, from the pretrained weights (at a lower learning rate).
     case full
     /// Ignore the pretrained weights and train from a fresh initialization.
     case scratch
 
-    /// Parses `head`, `partial:K`, `full` or `scratch`.
+    /// Parses `head`, `partial:K`, `partial:NAME,NAME,…`, `full` or `scratch`.
     public init(parsing text: String) throws {
         switch text {
         case "head": self = .head
         case "full": self = .full
         case "scratch": self = .scratch
         default:
-            guard text.hasPrefix("partial:"), let k = Int(text.dropFirst(8)), k >= 0 else {
-                throw BLASNetError.invalidArgument("fine-tuning strategy '\(text)': expected head, partial:K, full, scratch or auto")
+            let detail = text.hasPrefix("partial:") ? String(text.dropFirst(8)) : ""
+            let names = detail.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+            if let k = Int(detail), k >= 0 {
+                self = .partial(stages: k)
+            } else if Int(detail) == nil, !names.contains(where: \.isEmpty) {
+                self = .freezing(layers: names)
+            } else {
+                throw BLASNetError.invalidArgument(
+                    "fine-tuning strategy '\(text)': expected head, partial:K, partial:NAME,NAME,…, full, scratch or auto")
             }
-            self = .partial(stages: k)
         }
     }
 
@@ -35,6 +44,7 @@ public enum FineTuningStrategy: Equatable, Sendable, CustomStringConvertible {
         switch self {
         case .head: "head"
         case let .partial(k): "partial:\(k)"
+        case let .freezing(names): "partial:" + names.joined(separator: ",")
         case .full: "full"
         case .scratch: "scratch"
         }
@@ -52,6 +62,8 @@ public enum FineTuningStrategy: Equatable, Sendable, CustomStringConvertible {
             }
             for (name, child) in model.children where ["conv1", "bn1"].contains(name) { child.freeze() }
             for stage in model.stages.prefix(k) { stage.freeze() }
+        case let .freezing(names):
+            try model.freeze(layers: names)
         case .full, .scratch:
             break
         }
@@ -78,7 +90,7 @@ public enum FineTuningStrategy: Equatable, Sendable, CustomStringConvertible {
         }
         let why: String = switch strategy {
         case .head: "the pretrained features fit; too few images to move them safely, so only a new classifier is fitted"
-        case .partial: "early features are generic but later ones do not fit, and too few images to retrain all: the later stages are retrained"
+        case .partial, .freezing: "early features are generic but later ones do not fit, and too few images to retrain all: the later stages are retrained"
         case .full: "enough images to adapt every layer without overfitting, starting from features that already fit"
         case .scratch: "enough images to learn the features anew, and the pretrained ones do not fit"
         }
