@@ -57,6 +57,12 @@ struct Finetune: ParsableCommand {
     @Option(parsing: .unconditional, help: "Images per step.")
     var batchSize = 64
 
+    @Option(parsing: .unconditional, help: "Random crop after zero padding by this many pixels (0: off).")
+    var cropPadding = 0
+
+    @Option(help: "Random horizontal flips while training: true or false.")
+    var flip = true
+
     @Option(parsing: .unconditional, help: "Ridge λ of the closed-form head, relative to the mean squared feature norm.")
     var ridge = 1e-4
 
@@ -71,6 +77,7 @@ struct Finetune: ParsableCommand {
 
     func validate() throws {
         _ = try requestedStrategy()
+        if cropPadding < 0 { throw ValidationError("--crop-padding must be non-negative, got \(cropPadding)") }
         if let perClass, perClass <= 0 { throw ValidationError("--per-class must be positive, got \(perClass)") }
         if let epochs, epochs < 0 { throw ValidationError("--epochs must be non-negative, got \(epochs)") }
         guard batchSize >= 2 else { throw ValidationError("--batch-size must be at least 2, got \(batchSize)") }
@@ -110,7 +117,7 @@ struct Finetune: ParsableCommand {
               + "unexpected keys \(report.unexpectedKeys.isEmpty ? "none" : report.unexpectedKeys.joined(separator: ", "))")
 
         let loader = try DataLoader(dataset: trainSet, batchSize: min(batchSize, trainSet.count), shuffle: true, seed: seed,
-                                    mean: mean, std: std, augmentation: Augmentation(horizontalFlip: true), dropLast: true)
+                                    mean: mean, std: std, augmentation: Augmentation(cropPadding: cropPadding, horizontalFlip: flip), dropLast: true)
         let chosen = try requestedStrategy() ?? autoStrategy(model, trainSet, mean: mean, std: std)
         let net = chosen == .scratch
             ? try ResNet(arch, numClasses: trainSet.numClasses, inChannels: trainSet.channels, stem: model.stem,
