@@ -9,7 +9,9 @@ struct Eval: ParsableCommand {
         discussion: """
             A checkpoint from `blasnet train` carries its architecture, norm layers, dataset and input \
             normalization. For other weights (a PyTorch state_dict saved as safetensors) give --arch, \
-            --width, --stem and --norm; the input normalization is then computed from the training split.
+            --width, --stem and --norm; the input normalization is then computed from the training split. \
+            Weights trained on some classes (`train --classes`, `finetune --classes`) are evaluated on \
+            those classes' test images.
             """
     )
 
@@ -31,6 +33,9 @@ struct Eval: ParsableCommand {
 
     @Option(help: "Dataset (default: the checkpoint's, else fashion-mnist).")
     var dataset: DatasetName?
+
+    @Option(help: "Only these classes, in the order of the weights' outputs (default: the checkpoint's, else all).")
+    var classes: ClassList?
 
     @Option(help: "Directory holding the dataset's files.")
     var data: String?
@@ -59,10 +64,16 @@ struct Eval: ParsableCommand {
             throw ValidationError("\(weights) does not name its architecture; pass --arch")
         }
         let directory = data.map { URL(fileURLWithPath: $0) }
-        let testSet = try ImageDataset.load(datasetName, split: .test, directory: directory)
+        var testSet = try ImageDataset.load(datasetName, split: .test, directory: directory)
+        let recordedClasses = meta["classes"].flatMap { $0.isEmpty ? nil : ClassList(argument: $0) }
+        if let subset = classes ?? recordedClasses { testSet = try testSet.selecting(classes: subset.values) }
         var (mean, std) = (metadataFloats(meta["mean"]), metadataFloats(meta["std"]))
         if mean.count != testSet.channels || std.count != testSet.channels {
             (mean, std) = try ImageDataset.load(datasetName, split: .train, directory: directory).channelStatistics()
+        }
+        if let outputs = file["fc.weight"]?.shape.first, outputs != testSet.numClasses {
+            throw ValidationError("\(weights) has \(outputs) outputs but the \(datasetName.rawValue) test split has "
+                                  + "\(testSet.numClasses) classes; pass --classes to name the classes it was trained on")
         }
         let model = try ResNet(arch, numClasses: testSet.numClasses, inChannels: testSet.channels,
                                stem: stem ?? meta["stem"].flatMap(Stem.init(rawValue:)) ?? .cifar,

@@ -36,6 +36,10 @@ struct Finetune: ParsableCommand {
     @Option(help: "Stem, when the file does not say.")
     var stem: Stem?
 
+    @Option(help: "Norm layers (batch, group, group:G, layer or instance), when the file does not say.",
+            transform: Normalization.init(parsing:))
+    var norm: Normalization?
+
     @Option(help: "Dataset to fine-tune on.")
     var dataset: DatasetName = .fashionMNIST
 
@@ -106,7 +110,8 @@ struct Finetune: ParsableCommand {
         let pretrainedClasses = file["fc.weight"]?.shape.first ?? trainSet.numClasses
         let model = try ResNet(arch, numClasses: pretrainedClasses, inChannels: trainSet.channels,
                                stem: stem ?? meta["stem"].flatMap(Stem.init(rawValue:)) ?? .cifar,
-                               width: width ?? meta["width"].flatMap { Int($0) }, seed: seed)
+                               width: width ?? meta["width"].flatMap { Int($0) },
+                               norm: try norm ?? meta["norm"].map(Normalization.init(parsing:)) ?? .batch, seed: seed)
         let report = try model.loadStateDict(SafeTensorsFile(tensors: file.tensors.filter { !$0.name.hasPrefix("optimizer.") }),
                                              strict: false)
         let missing = report.missingKeys.filter { !$0.hasSuffix("num_batches_tracked") }
@@ -121,7 +126,7 @@ struct Finetune: ParsableCommand {
         let chosen = try requestedStrategy() ?? autoStrategy(model, trainSet, mean: mean, std: std)
         let net = chosen == .scratch
             ? try ResNet(arch, numClasses: trainSet.numClasses, inChannels: trainSet.channels, stem: model.stem,
-                         width: model.width, seed: seed)
+                         width: model.width, norm: model.normalization, seed: seed)
             : model
         try chosen.apply(to: net)
         let trainable = net.namedParameters().filter(\.parameter.requiresGrad).count
@@ -164,6 +169,9 @@ struct Finetune: ParsableCommand {
                      chosen.description, result.accuracy * 100, testSet.count, testSet.numClasses, seconds))
 
         var metadata = meta.filter { ["arch", "width", "stem", "in_chans"].contains($0.key) }
+        metadata["norm"] = net.normalization.description
+        metadata["dataset"] = dataset.rawValue
+        metadata["classes"] = classesMetadata(classes?.values)
         metadata["num_classes"] = String(testSet.numClasses)
         metadata["mean"] = mean.map { "\($0)" }.joined(separator: ",")
         metadata["std"] = std.map { "\($0)" }.joined(separator: ",")
@@ -186,6 +194,10 @@ struct Finetune: ParsableCommand {
 
     /// Measures both axes of the notes' table on the new data and picks the regime.
     private func autoStrategy(_ model: ResNet, _ trainSet: ImageDataset, mean: [Float], std: [Float]) throws -> FineTuningStrategy {
+        guard model.normalization == .batch else {
+            throw ValidationError("--strategy auto measures similarity against BatchNorm running statistics, which a model "
+                                  + "with \(model.normalization) norm layers does not have; pick --strategy head, partial:K, full or scratch")
+        }
         let probe = try DataLoader(dataset: trainSet, batchSize: min(256, trainSet.count), shuffle: true, seed: seed,
                                    mean: mean, std: std)
         guard let batch = probe.batches(epoch: 0).first(where: { _ in true }) else {

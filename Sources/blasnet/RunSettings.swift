@@ -101,12 +101,18 @@ struct RunSettings: Codable, Equatable {
         [
             "settings": String(decoding: try JSONEncoder().encode(self), as: UTF8.self),
             "arch": archName, "width": String(width), "stem": stemName, "norm": norm.description, "in_chans": String(inChannels),
-            "num_classes": String(numClasses), "dataset": datasetName,
+            "num_classes": String(numClasses), "dataset": datasetName, "classes": classesMetadata(classes),
             "mean": mean.map { "\($0)" }.joined(separator: ","), "std": std.map { "\($0)" }.joined(separator: ","),
             "class_names": String(decoding: try JSONEncoder().encode(classNames), as: UTF8.self),
             "rng": "batch order and augmentation are functions of seed \(seed) and the epoch",
         ]
     }
+}
+
+/// The `classes` metadata key: the dataset's class indices the head's outputs stand for,
+/// comma-separated ("" for all classes in order).
+func classesMetadata(_ classes: [Int]?) -> String {
+    classes.map { $0.map(String.init).joined(separator: ",") } ?? ""
 }
 
 /// A comma-separated list of numbers from checkpoint metadata (`mean`, `std`); empty if absent.

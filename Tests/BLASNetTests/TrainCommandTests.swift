@@ -122,7 +122,28 @@ struct TrainCommandTests {
             let tuned = try SafeTensorsFile(contentsOf: out + "/finetuned.safetensors")
             #expect(tuned["fc.weight"]?.shape == [5, 16])
             if strategy == ["auto"] { #expect(f.stdout.contains("images per class") && f.stdout.contains("BatchNorm shift")) }
+            // eval finds the classes in the file and agrees with finetune's own figure.
+            let e = try RunCommandTests.run(["eval", "--weights", out + "/finetuned.safetensors", "--data", data, "--threads", "1"])
+            #expect(e.status == 0, "\(strategy): \(e.stderr)")
+            let accuracy = { (text: String, pattern: String) in text.firstMatch(of: try! Regex(pattern))?.output[1].substring }
+            #expect(accuracy(e.stdout, #"accuracy ([0-9.]+)%"#) == accuracy(f.stdout, #"test accuracy ([0-9.]+)%"#), "\(e.stdout)")
         }
+        let whole = try RunCommandTests.run(["eval", "--weights", dir.appendingPathComponent("ft-head/finetuned.safetensors").path,
+                                             "--data", data, "--classes", "0-9"])
+        #expect(whole.status != 0)
+        #expect(whole.stderr.contains("has 5 outputs") && whole.stderr.contains("--classes"), "\(whole.stderr)")
+
+        // A group-norm network fine-tunes with its own norm layers; auto has no BatchNorm statistics to measure.
+        let gn = dir.appendingPathComponent("pre-gn").path
+        #expect(try train(["--epochs", "1", "--classes", "0-4", "--norm", "group:4", "--out", gn]).status == 0)
+        let gnHead = try RunCommandTests.run(["finetune", "--weights", gn + "/last.safetensors", "--data", data, "--classes", "5-9",
+                                              "--strategy", "head", "--threads", "1", "--out", dir.appendingPathComponent("ft-gn").path])
+        #expect(gnHead.status == 0, "\(gnHead.stderr)")
+        #expect(try SafeTensorsFile(contentsOf: dir.appendingPathComponent("ft-gn/finetuned.safetensors").path).metadata["norm"] == "group:4")
+        let gnAuto = try RunCommandTests.run(["finetune", "--weights", gn + "/last.safetensors", "--data", data, "--classes", "5-9",
+                                              "--out", dir.appendingPathComponent("ft-gn-auto").path])
+        #expect(gnAuto.status != 0)
+        #expect(gnAuto.stderr.contains("BatchNorm running statistics"), "\(gnAuto.stderr)")
         let unknown = try finetune(["--strategy", "partial", "--freeze", "conv1,layer9"], out: dir.appendingPathComponent("ft-bad").path)
         #expect(unknown.status != 0)
         #expect(unknown.stderr.contains("no layer 'layer9'") && unknown.stderr.contains("layer1"), "\(unknown.stderr)")
