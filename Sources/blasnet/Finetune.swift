@@ -67,8 +67,8 @@ struct Finetune: ParsableCommand {
     @Option(help: "Random horizontal flips while training: true or false.")
     var flip = true
 
-    @Option(parsing: .unconditional, help: "Ridge λ of the closed-form head, relative to the mean squared feature norm.")
-    var ridge = 1e-4
+    @Option(parsing: .unconditional, help: "Ridge λ of the closed-form head, relative to the mean squared feature norm (default: chosen by generalized cross-validation).")
+    var ridge: Double?
 
     @Option(parsing: .unconditional, help: "Seed for sampling, the new head, batch order.")
     var seed: UInt64 = 0
@@ -81,6 +81,7 @@ struct Finetune: ParsableCommand {
 
     func validate() throws {
         _ = try requestedStrategy()
+        if let ridge, !(ridge >= 0) { throw ValidationError("--ridge must be non-negative, got \(ridge)") }
         if cropPadding < 0 { throw ValidationError("--crop-padding must be non-negative, got \(cropPadding)") }
         if let perClass, perClass <= 0 { throw ValidationError("--per-class must be positive, got \(perClass)") }
         if let epochs, epochs < 0 { throw ValidationError("--epochs must be non-negative, got \(epochs)") }
@@ -143,8 +144,10 @@ struct Finetune: ParsableCommand {
         // features, so SGD does not first drag the network around a random classifier.
         if chosen != .scratch {
             let fitLoader = try DataLoader(dataset: trainSet, batchSize: 256, shuffle: false, seed: 0, mean: mean, std: std)
-            try RidgeHead.fit(net, on: fitLoader, ridge: ridge)
-            print(String(format: "closed-form head fit: %.3f s", Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9))
+            let used = try RidgeHead.fit(net, on: fitLoader, ridge: ridge)
+            print(String(format: "closed-form head fit: ridge λ %g (%@), %.3f s", used,
+                         ridge == nil ? "chosen by generalized cross-validation" : "given",
+                         Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9))
         }
         let epochs = self.epochs ?? (chosen == .head ? 0 : max(10, (200 + loader.batchesPerEpoch - 1) / loader.batchesPerEpoch))
         if epochs > 0 {

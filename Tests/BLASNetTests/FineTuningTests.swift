@@ -39,6 +39,48 @@ struct FineTuningTests {
         #expect(model.namedParameters().filter { !$0.name.hasPrefix("fc.") }.allSatisfy { $0.parameter.grad.scalars.allSatisfy { $0 == 0 } })
     }
 
+    @Test func generalizedCrossValidationMatchesTheHatMatrix() throws {
+        // Independently of the normal-equation shortcuts: build H = A(AᵀA + λ'D)⁻¹Aᵀ by
+        // Gauss–Jordan inversion and score m·‖Y − HY‖² / (m − tr H)².
+        let (m, f, k) = (30, 5, 3), n = f + 1
+        var rng = SeededGenerator(seed: 11)
+        let a = (0..<m).map { _ in (0..<f).map { _ in Double.random(in: 0...2, using: &rng) } + [1] }
+        let y = (0..<m).map { r in (0..<k).map { Double(r % k == $0 ? 1 : 0) } }
+        var gram = [Double](repeating: 0, count: n * n), rhs = [Double](repeating: 0, count: n * k)
+        for r in 0..<m {
+            for i in 0..<n {
+                for j in 0..<n { gram[i * n + j] += a[r][i] * a[r][j] }
+                for c in 0..<k { rhs[i * k + c] += a[r][i] * y[r][c] }
+            }
+        }
+        let equations = RidgeHead.NormalEquations(gram: gram, rhs: rhs, n: n, k: k, count: m)
+        for ridge in [1e-4, 1e-2, 1.0] {
+            let meanSquaredNorm = (0..<f).reduce(0.0) { $0 + gram[$1 * n + $1] } / Double(m)
+            var inverse = (0..<n).map { i in (0..<n).map { j in gram[i * n + j] + (i == j && i < f ? ridge * meanSquaredNorm * Double(m) : 0) } + (0..<n).map { i == $0 ? 1.0 : 0 } }
+            for p in 0..<n {
+                let pivot = inverse[p][p]
+                inverse[p] = inverse[p].map { $0 / pivot }
+                for r in 0..<n where r != p {
+                    let factor = inverse[r][p]
+                    inverse[r] = zip(inverse[r], inverse[p]).map { $0 - factor * $1 }
+                }
+            }
+            let hat = (0..<m).map { r in (0..<m).map { s in
+                (0..<n).reduce(0.0) { t, i in t + a[r][i] * (0..<n).reduce(0.0) { $0 + inverse[i][n + $1] * a[s][$1] } }
+            } }
+            let trace = (0..<m).reduce(0.0) { $0 + hat[$1][$1] }
+            let residual = (0..<m).reduce(0.0) { total, r in
+                total + (0..<k).reduce(0.0) { t, c in
+                    let fitted = (0..<m).reduce(0.0) { $0 + hat[r][$1] * y[$1][c] }
+                    return t + (y[r][c] - fitted) * (y[r][c] - fitted)
+                }
+            }
+            let expected = Double(m) * residual / ((Double(m) - trace) * (Double(m) - trace))
+            let got = try equations.gcv(ridge)
+            #expect(abs(got - expected) < 1e-9 * expected, "λ \(ridge): GCV \(got), hat-matrix value \(expected)")
+        }
+    }
+
     @Test func batchNormShiftGrowsWithTheShiftAndLeavesTheModelAsItWas() throws {
         let model = try ResNet(.seresnet8, numClasses: 3, inChannels: 1, stem: .cifar, width: 4, seed: 2)
         var rng = SeededGenerator(seed: 5)

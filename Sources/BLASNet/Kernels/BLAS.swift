@@ -38,6 +38,14 @@ public enum BLAS {
                     y, Int32(k), 1, &rhs, Int32(k))
     }
 
+    /// `A·B` of row-major Float64 `A: [m, k]` and `B: [k, n]`.
+    static func multiply(_ a: [Double], _ b: [Double], m: Int, n: Int, k: Int) -> [Double] {
+        var c = [Double](repeating: 0, count: m * n)
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), 1, a, Int32(k),
+                    b, Int32(n), 0, &c, Int32(n))
+        return c
+    }
+
     /// Solves `A·X = B` for symmetric positive-definite `A: [n, n]` and `B: [n, nrhs]`
     /// (row-major, Float64) by Cholesky factorization (LAPACKE_dposv); `B` receives `X`.
     /// Throws if `A` is not positive definite.

@@ -6,10 +6,16 @@ import Foundation
 /// `([X 1]ᵀ[X 1] + λI)·[W b]ᵀ = [X 1]ᵀY` by Cholesky factorization (LAPACKE). One pass
 /// over the data replaces the epochs of SGD that would train the same head.
 public enum RidgeHead {
+    /// The λ values generalized cross-validation chooses among: 10⁻⁷ … 10⁻¹, half a decade apart.
+    public static let ridgeGrid = stride(from: -7.0, through: -1.0, by: 0.5).map { pow(10, $0) }
+
     /// Fits `model.fc` to the images of `loader` (the model in inference mode; only the
-    /// head changes). `ridge` is λ, relative to the mean squared feature norm so one value
-    /// suits any width.
-    public static func fit(_ model: ResNet, on loader: DataLoader, ridge: Double = 1e-3) throws {
+    /// head changes) and returns the λ it used. `ridge` is λ relative to the mean squared
+    /// feature norm, so one value suits any width; nil chooses it from ``ridgeGrid`` by
+    /// generalized cross-validation (Golub, Heath & Wahba 1979), which estimates the
+    /// leave-one-out error from the training features alone.
+    @discardableResult
+    public static func fit(_ model: ResNet, on loader: DataLoader, ridge: Double? = nil) throws -> Double {
         model.eval()
         let k = model.numClasses, f = model.fc.inFeatures, n = f + 1
         // Gram matrix and right-hand side in Float64: features are summed over thousands of images.
@@ -33,15 +39,53 @@ public enum RidgeHead {
             count += rows
         }
         guard count > 0 else { throw BLASNetError.invalidArgument("RidgeHead: the loader has no images") }
-        let meanSquaredNorm = (0..<f).reduce(0.0) { $0 + gram[$1 * n + $1] } / Double(count)
-        for j in 0..<f { gram[j * n + j] += ridge * meanSquaredNorm * Double(count) }
-        try BLAS.solvePositiveDefinite(&gram, &rhs, n: n, nrhs: k)
+        for i in 0..<n { for j in 0..<i { gram[i * n + j] = gram[j * n + i] } }   // dsyrk filled the upper triangle
+        let normalEquations = NormalEquations(gram: gram, rhs: rhs, n: n, k: k, count: count)
+        let chosen = try ridge ?? zip(ridgeGrid, ridgeGrid.map(normalEquations.gcv)).min { $0.1 < $1.1 }!.0
+        let solution = try normalEquations.solve(ridge: chosen, withHat: false).weights
         var weight = [Float](repeating: 0, count: k * f), bias = [Float](repeating: 0, count: k)
         for c in 0..<k {
-            for j in 0..<f { weight[c * f + j] = Float(rhs[j * k + c]) }
-            bias[c] = Float(rhs[f * k + c])
+            for j in 0..<f { weight[c * f + j] = Float(solution[j * k + c]) }
+            bias[c] = Float(solution[f * k + c])
         }
         model.fc.weight.value = try Tensor(shape: [k, f], scalars: weight)
         model.fc.bias?.value = try Tensor(shape: [k], scalars: bias)
+        return chosen
+    }
+
+    /// `G = [X 1]ᵀ[X 1]` (full, symmetric) and `B = [X 1]ᵀY` of `count` one-hot rows.
+    struct NormalEquations {
+        let gram: [Double], rhs: [Double]
+        let n: Int, k: Int, count: Int
+
+        /// `θ = (G + λ'D)⁻¹B` with `D` the identity on the features (the bias is not
+        /// penalized) and `λ' = λ·count·mean squared feature norm`; with `withHat` also the
+        /// trace of the hat matrix, `tr((G + λ'D)⁻¹G)`, the fit's effective parameters per class.
+        func solve(ridge: Double, withHat: Bool) throws -> (weights: [Double], hatTrace: Double) {
+            let f = n - 1
+            let meanSquaredNorm = (0..<f).reduce(0.0) { $0 + gram[$1 * n + $1] } / Double(count)
+            var a = gram
+            for j in 0..<f { a[j * n + j] += ridge * meanSquaredNorm * Double(count) }
+            let columns = k + (withHat ? n : 0)
+            var b = [Double](repeating: 0, count: n * columns)
+            for i in 0..<n {
+                for c in 0..<k { b[i * columns + c] = rhs[i * k + c] }
+                if withHat { for j in 0..<n { b[i * columns + k + j] = gram[i * n + j] } }
+            }
+            try BLAS.solvePositiveDefinite(&a, &b, n: n, nrhs: columns)
+            let weights = (0..<n).flatMap { i in b[(i * columns)..<(i * columns + k)] }
+            return (weights, withHat ? (0..<n).reduce(0.0) { $0 + b[$1 * columns + k + $1] } : 0)
+        }
+
+        /// The generalized cross-validation score `m·‖Y − Ŷ‖² / (m − tr H)²` of `ridge`,
+        /// from the normal equations alone: `‖Y − Ŷ‖² = tr(YᵀY) − 2·tr(θᵀB) + tr(θᵀGθ)`.
+        func gcv(_ ridge: Double) throws -> Double {
+            let (theta, hatTrace) = try solve(ridge: ridge, withHat: true)
+            let gTheta = BLAS.multiply(gram, theta, m: n, n: k, k: n)
+            // tr(YᵀY) of one-hot targets is the row count.
+            let residual = (0..<(n * k)).reduce(Double(count)) { $0 + theta[$1] * (gTheta[$1] - 2 * rhs[$1]) }
+            let m = Double(count)
+            return m * max(residual, 0) / ((m - hatTrace) * (m - hatTrace))
+        }
     }
 }
