@@ -27,6 +27,8 @@ struct RunSettings: Codable, Equatable {
     var lossName: String?
     var focalGamma: Float?
     var focalAlpha: [Float]?
+    /// Random-erasing probability (absent: 0, as before the option existed).
+    var randomErasing: Double?
     /// Filled in from the training split when the run starts.
     var mean: [Float] = []
     var std: [Float] = []

@@ -83,6 +83,9 @@ struct Train: ParsableCommand {
     @Option(help: "Random horizontal flips: true or false.")
     var flip: Bool?
 
+    @Option(parsing: .unconditional, help: "Probability of random erasing (torchvision's RandomErasing: 2–33% of the image, aspect 0.3–3.3; 0: off).")
+    var randomErasing: Double?
+
     @Option(parsing: .unconditional, help: "Seed for initialization, batch order and augmentation.")
     var seed: UInt64?
 
@@ -113,6 +116,9 @@ struct Train: ParsableCommand {
         if let weightDecay, !(weightDecay >= 0) { throw ValidationError("--weight-decay must be non-negative, got \(weightDecay)") }
         if let labelSmoothing, !(0..<1).contains(labelSmoothing) { throw ValidationError("--label-smoothing must be in [0, 1), got \(labelSmoothing)") }
         if let cropPadding, cropPadding < 0 { throw ValidationError("--crop-padding must be non-negative, got \(cropPadding)") }
+        if let randomErasing, !(0...1).contains(randomErasing) {
+            throw ValidationError("--random-erasing is a probability in 0...1, got \(randomErasing)")
+        }
         if let threads, threads <= 0 { throw ValidationError("--threads must be positive, got \(threads)") }
         if let schedule { _ = try LearningRateSchedule.Kind(parsing: schedule) }
         if syncBn && !distributed { throw ValidationError("--sync-bn synchronizes the processes of a --distributed run") }
@@ -187,6 +193,7 @@ struct Train: ParsableCommand {
         if s.loss == .focal && labelSmoothing == nil { s.labelSmoothing = 0 }
         apply(cropPadding, to: \.cropPadding)
         apply(flip, to: \.flip)
+        if let randomErasing { s.randomErasing = randomErasing }
         return s
     }
 }

@@ -45,7 +45,8 @@ final class TrainingRun {
         let trainLoader = try DataLoader(
             dataset: trainSet, batchSize: settings.batchSize, shuffle: true, seed: settings.seed,
             mean: settings.mean, std: settings.std,
-            augmentation: Augmentation(cropPadding: settings.cropPadding, horizontalFlip: settings.flip), dropLast: true,
+            augmentation: Augmentation(cropPadding: settings.cropPadding, horizontalFlip: settings.flip,
+                                       erasing: settings.randomErasing ?? 0), dropLast: true,
             shard: shard)
         testLoader = try DataLoader(dataset: testSet, batchSize: 500, shuffle: false, seed: 0, mean: settings.mean, std: settings.std,
                                     shard: shard)

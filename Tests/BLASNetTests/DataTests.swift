@@ -380,6 +380,42 @@ struct DataTests {
         #expect(a == b)
     }
 
+    @Test func randomErasingBlanksARectangleOfTorchvisionsShape() throws {
+        let ds = try ImageDataset.load(.cifar10, split: .train, directory: Self.fixtures)
+        let mean: [Float] = [0.4, 0.5, 0.6], std: [Float] = [0.2, 0.25, 0.3]
+        let (h, w, size) = (32, 32, 3 * 32 * 32)
+        let plain = try DataLoader(dataset: ds, batchSize: 4, shuffle: false, seed: 5, mean: mean, std: std,
+                                   augmentation: Augmentation(horizontalFlip: true))
+        let erasing = try DataLoader(dataset: ds, batchSize: 4, shuffle: false, seed: 5, mean: mean, std: std,
+                                     augmentation: Augmentation(horizontalFlip: true, erasing: 0.5))
+        var erased = 0, draws = 0
+        for epoch in 0..<40 {
+            for (before, after) in zip(plain.batches(epoch: epoch), erasing.batches(epoch: epoch)) {
+                for (k, i) in after.indices.enumerated() {
+                    let draw = erasing.augmentationDraw(epoch: epoch, index: i)
+                    // Erasing comes after the crop and flip, whose draws it leaves as they were.
+                    #expect(draw.flip == plain.augmentationDraw(epoch: epoch, index: i).flip)
+                    draws += 1
+                    let got = after.images.scalars[(k * size)..<((k + 1) * size)]
+                    var expected = Array(before.images.scalars[(k * size)..<((k + 1) * size)])
+                    if let r = draw.erase {
+                        erased += 1
+                        let area = Double(r.height * r.width) / Double(h * w), aspect = Double(r.height) / Double(r.width)
+                        #expect(r.y >= 0 && r.x >= 0 && r.y + r.height <= h && r.x + r.width <= w, "\(r)")
+                        // Rounding each side moves the area and aspect a little off torchvision's ranges.
+                        #expect(area > 0.01 && area < 0.38 && aspect > 0.2 && aspect < 5, "\(r)")
+                        for c in 0..<3 { for y in r.y..<(r.y + r.height) { for x in r.x..<(r.x + r.width) { expected[(c * h + y) * w + x] = 0 } } }
+                    }
+                    #expect(Array(got) == expected, "epoch \(epoch) sample \(i) erase \(String(describing: draw.erase))")
+                }
+            }
+        }
+        #expect(abs(Double(erased) / Double(draws) - 0.5) < 0.1, "\(erased) of \(draws) erased at p = 0.5")
+        #expect(throws: BLASNetError.self) {
+            try DataLoader(dataset: ds, batchSize: 4, shuffle: false, seed: 5, mean: mean, std: std, augmentation: Augmentation(erasing: 1.5))
+        }
+    }
+
     @Test func normalizeImageKernelCropsAndMirrors() {
         // One 1×3×4 image, pixels 1…12; table maps pixel p to p (and padding 0 to 0).
         let src: [UInt8] = Array(1...12)

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Random changes to training images, drawn anew for every sample in every epoch.
 public struct Augmentation: Sendable, Equatable {
     /// Pixels of zero padding added on every side before cropping a random window of
@@ -5,14 +7,24 @@ public struct Augmentation: Sendable, Equatable {
     public var cropPadding: Int
     /// Mirror left–right with probability ½.
     public var horizontalFlip: Bool
+    /// Probability of random erasing (Zhong et al. 2020) as torchvision's `RandomErasing`
+    /// does it by default: a rectangle of 2–33% of the image, aspect ratio 0.3–3.3
+    /// (log-uniform), set to 0 after normalization (the dataset mean); 0 turns it off.
+    public var erasing: Double
 
     /// No augmentation: images as they are (evaluation).
     public static let none = Augmentation()
 
-    public init(cropPadding: Int = 0, horizontalFlip: Bool = false) {
+    public init(cropPadding: Int = 0, horizontalFlip: Bool = false, erasing: Double = 0) {
         self.cropPadding = cropPadding
         self.horizontalFlip = horizontalFlip
+        self.erasing = erasing
     }
+}
+
+/// The part of an image that random erasing blanks: rows `y..<y + height`, columns `x..<x + width`.
+public struct ErasedRectangle: Sendable, Equatable {
+    public let y: Int, x: Int, height: Int, width: Int
 }
 
 /// A batch ready for a model.
@@ -79,6 +91,9 @@ public final class DataLoader: Sendable {
         guard augmentation.cropPadding >= 0 else {
             throw BLASNetError.invalidArgument("data loader: crop padding \(augmentation.cropPadding) is negative")
         }
+        guard (0...1).contains(augmentation.erasing) else {
+            throw BLASNetError.invalidArgument("data loader: random-erasing probability \(augmentation.erasing) is not in 0...1")
+        }
         let c = dataset.channels
         guard mean.count == c, std.count == c, mean.allSatisfy(\.isFinite), std.allSatisfy({ $0.isFinite && $0 > 0 }) else {
             throw BLASNetError.invalidArgument(
@@ -140,6 +155,7 @@ public final class DataLoader: Sendable {
                         Kernels.normalizeImage(pixels.baseAddress! + i * size, out + k * size, table: table.baseAddress!,
                                                channels: c, height: h, width: w,
                                                shiftY: draw.shiftY, shiftX: draw.shiftX, flip: draw.flip)
+                        if let erase = draw.erase { Kernels.erase(out + k * size, channels: c, height: h, width: w, erase) }
                     }
                 }
             }
@@ -148,10 +164,11 @@ public final class DataLoader: Sendable {
     }
 
     /// Where sample `index` is cropped from in epoch `epoch` (the source pixel of output
-    /// pixel `(y, x)` is `(y + shiftY, x + shiftX)`), and whether it is then mirrored.
-    func augmentationDraw(epoch: Int, index: Int) -> (shiftY: Int, shiftX: Int, flip: Bool) {
+    /// pixel `(y, x)` is `(y + shiftY, x + shiftX)`), whether it is then mirrored, and
+    /// what random erasing blanks afterwards.
+    func augmentationDraw(epoch: Int, index: Int) -> (shiftY: Int, shiftX: Int, flip: Bool, erase: ErasedRectangle?) {
         let padding = augmentation.cropPadding
-        guard padding > 0 || augmentation.horizontalFlip else { return (0, 0, false) }
+        guard padding > 0 || augmentation.horizontalFlip || augmentation.erasing > 0 else { return (0, 0, false, nil) }
         var rng = SeededGenerator(seed: Self.mix(Self.mix(seed, UInt64(epoch)), UInt64(index)))
         var shiftY = 0, shiftX = 0
         if padding > 0 {
@@ -159,7 +176,25 @@ public final class DataLoader: Sendable {
             shiftX = Self.below(2 * padding + 1, using: &rng) - padding
         }
         let flip = augmentation.horizontalFlip && rng.next() >> 63 == 1
-        return (shiftY, shiftX, flip)
+        return (shiftY, shiftX, flip, augmentation.erasing > 0 ? erasedRectangle(using: &rng) : nil)
+    }
+
+    /// torchvision's `RandomErasing.get_params` with its default scale and ratio: up to
+    /// ten tries for a rectangle that fits, else nothing is erased.
+    private func erasedRectangle(using rng: inout SeededGenerator) -> ErasedRectangle? {
+        func unit() -> Double { Double(rng.next() >> 11) * 0x1p-53 }
+        guard unit() < augmentation.erasing else { return nil }
+        let (height, width) = (dataset.height, dataset.width)
+        let (scale, logRatio) = ((0.02, 0.33), (log(0.3), log(3.3)))
+        for _ in 0..<10 {
+            let area = Double(height * width) * (scale.0 + unit() * (scale.1 - scale.0))
+            let aspect = exp(logRatio.0 + unit() * (logRatio.1 - logRatio.0))
+            let h = Int((area * aspect).squareRoot().rounded()), w = Int((area / aspect).squareRoot().rounded())
+            guard h < height, w < width else { continue }
+            return ErasedRectangle(y: Self.below(height - h + 1, using: &rng), x: Self.below(width - w + 1, using: &rng),
+                                   height: h, width: w)
+        }
+        return nil
     }
 
     /// A seed that depends on both values: one SplitMix64 step from their combination.

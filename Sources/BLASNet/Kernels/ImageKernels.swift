@@ -22,6 +22,15 @@ extension Kernels {
         }
     }
 
+    /// Sets `rectangle` of every channel of one normalized image `[C, H, W]` to 0.
+    static func erase(_ image: UnsafeMutablePointer<Float>, channels: Int, height: Int, width: Int, _ rectangle: ErasedRectangle) {
+        for c in 0..<channels {
+            for y in rectangle.y..<(rectangle.y + rectangle.height) {
+                (image + (c * height + y) * width + rectangle.x).update(repeating: 0, count: rectangle.width)
+            }
+        }
+    }
+
     /// One image as normalized floats: `dst[c, y, x] = table[c·256 + src[c, y', x']]`
     /// with `y' = y + shiftY` and `x' = x + shiftX`, or `x' = width − 1 − x + shiftX`
     /// when `flip` (a crop of the padded image, then a mirror). Source pixels outside
