@@ -168,6 +168,7 @@ struct TrainCommandTests {
         let cases: [(args: [String], firstLine: String)] = [
             (["--batch-size", "-3"], "Error: --batch-size must be at least 2 (BatchNorm statistics), got -3"),
             (["--width", "-1"], "Error: --width must be positive, got -1"),
+            (["--random-erasing", "2"], "Error: --random-erasing is a probability in 0...1, got 2.0"),
             (["--epochs", "1", "--out", blocker + "/run"], "Error: cannot create output directory \(blocker): a file is in the way"),
         ]
         for (args, firstLine) in cases {
