@@ -108,6 +108,17 @@ struct LayerGradientTests {
         try GradientCheck.check(try MaxPool2d(kernelSize: 2), input: Self.spread([1, 2, 4, 5], seed: 14))
     }
 
+    @Test func maxPoolTakesTheFirstMaximumAndTheFirstNaN() throws {
+        // Windows 2×2, stride 1, over one 3×3 plane: ties go to the first in the window,
+        // as in PyTorch, and a NaN wins over every number.
+        let pool = try MaxPool2d(kernelSize: 2, stride: 1)
+        let x = try Tensor(shape: [1, 1, 3, 3], scalars: [1, 3, 3, 3, 2, .nan, 0, 3, 1])
+        let y = try pool.forward(x).scalars
+        #expect(y[0] == 3 && y[1].isNaN && y[2] == 3 && y[3].isNaN, "\(y)")
+        let dx = try pool.backward(Tensor(shape: [1, 1, 2, 2], scalars: [1, 10, 100, 1000])).scalars
+        #expect(dx == [0, 1, 0, 100, 0, 1010, 0, 0, 0])
+    }
+
     @Test func avgPool2d() throws {
         try GradientCheck.check(try AvgPool2d(kernelSize: 3, stride: 2, padding: 1), input: GradientCheck.random([2, 2, 7, 6], seed: 15))
         try GradientCheck.check(try AvgPool2d(kernelSize: 2), input: GradientCheck.random([1, 2, 5, 5], seed: 16))

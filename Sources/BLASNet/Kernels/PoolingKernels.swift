@@ -28,17 +28,19 @@ extension Kernels {
                             let r = rows[i]
                             for j in 0..<ow {
                                 let c = cols[j]
-                                var best = -Float.infinity, bestIndex = -1
+                                // Windows are never empty (padding is at most half the kernel): start
+                                // from the first tap. Selects, not branches: which tap wins is data.
+                                var bestIndex = (r.start + r.first * w.dilation.h) * width + c.start + c.first * w.dilation.w
+                                var best = src[bestIndex]
                                 for ki in r.first..<r.last {
                                     let rowBase = (r.start + ki * w.dilation.h) * width + c.start
                                     for kj in c.first..<c.last {
                                         let index = rowBase + kj * w.dilation.w
                                         let v = src[index]
                                         // The first maximum wins, as in PyTorch; a NaN wins over everything.
-                                        if v > best || bestIndex < 0 || (v.isNaN && !best.isNaN) {
-                                            best = v
-                                            bestIndex = index
-                                        }
+                                        let wins = v > best || (v.isNaN && !best.isNaN)
+                                        best = wins ? v : best
+                                        bestIndex = wins ? index : bestIndex
                                     }
                                 }
                                 let o = (p * oh + i) * ow + j

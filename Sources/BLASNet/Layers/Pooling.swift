@@ -25,7 +25,8 @@ public final class MaxPool2d: Module {
     public func forward(_ x: Tensor) throws -> Tensor {
         let (oh, ow) = try pooledSize(x, window, layer: "MaxPool2d(\(window.kernel.h))")
         var y = Tensor(uninitializedShape: [x.shape[0], x.shape[1], oh, ow])
-        argmax = [Int32](repeating: 0, count: y.count)
+        // The kernel writes every entry: keep the buffer from the last step when it fits.
+        if argmax.count != y.count { argmax = [Int32](repeating: 0, count: y.count) }
         x.withUnsafePointer { xp in
             y.withUnsafeMutablePointer {
                 Kernels.maxPool(xp, $0, argmax: &argmax, planes: x.shape[0] * x.shape[1], height: x.shape[2], width: x.shape[3], window: window)
