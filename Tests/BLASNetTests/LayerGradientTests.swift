@@ -117,6 +117,9 @@ struct LayerGradientTests {
         #expect(y[0] == 3 && y[1].isNaN && y[2] == 3 && y[3].isNaN, "\(y)")
         let dx = try pool.backward(Tensor(shape: [1, 1, 2, 2], scalars: [1, 10, 100, 1000])).scalars
         #expect(dx == [0, 1, 0, 100, 0, 1010, 0, 0, 0])
+        // Infinities of both signs and no NaN: the largest still wins.
+        let infinite = try pool.forward(Tensor(shape: [1, 1, 2, 2], scalars: [-.infinity, 1, .infinity, 2])).scalars
+        #expect(infinite == [.infinity])
     }
 
     @Test func avgPool2d() throws {

@@ -29,18 +29,30 @@ extension Kernels {
                             for j in 0..<ow {
                                 let c = cols[j]
                                 // Windows are never empty (padding is at most half the kernel): start
-                                // from the first tap. Selects, not branches: which tap wins is data.
+                                // from the first tap. Which tap wins is data, so the loop selects
+                                // (integer moves) instead of branching; the first maximum wins, as in
+                                // PyTorch. A NaN never wins a `>`, but poisons `probe`.
                                 var bestIndex = (r.start + r.first * w.dilation.h) * width + c.start + c.first * w.dilation.w
-                                var best = src[bestIndex]
+                                var best = src[bestIndex], probe: Float = 0
                                 for ki in r.first..<r.last {
                                     let rowBase = (r.start + ki * w.dilation.h) * width + c.start
                                     for kj in c.first..<c.last {
                                         let index = rowBase + kj * w.dilation.w
                                         let v = src[index]
-                                        // The first maximum wins, as in PyTorch; a NaN wins over everything.
-                                        let wins = v > best || (v.isNaN && !best.isNaN)
-                                        best = wins ? v : best
+                                        let wins = v > best
+                                        best = Float(bitPattern: wins ? v.bitPattern : best.bitPattern)
                                         bestIndex = wins ? index : bestIndex
+                                        probe += v
+                                    }
+                                }
+                                if probe.isNaN {
+                                    // Rare: a NaN (or infinities of both signs). The first NaN wins.
+                                    for ki in r.first..<r.last {
+                                        let rowBase = (r.start + ki * w.dilation.h) * width + c.start
+                                        for kj in c.first..<c.last where src[rowBase + kj * w.dilation.w].isNaN && !best.isNaN {
+                                            bestIndex = rowBase + kj * w.dilation.w
+                                            best = src[bestIndex]
+                                        }
                                     }
                                 }
                                 let o = (p * oh + i) * ow + j
