@@ -8,8 +8,9 @@ batch to the CLI, and compares each output tensor (logits, loss, gradients,
 BatchNorm running statistics) with a float64 PyTorch reference by relative
 L2 error ||blasnet - ref|| / ||ref||.  Cases cover every architecture with
 BatchNorm and cross-entropy, and the quick architectures with each other
---norm (GroupNorm in every norm slot, torch_models.replace_norms) and with
---loss focal (torch_models.loss_value).
+--norm (GroupNorm in every norm slot, torch_models.replace_norms), with
+--loss focal (torch_models.loss_value) and with --head-grid 2 (fc over
+adaptive_avg_pool2d(x, 2)).
 
 A tensor passes if
     blasnet_err <= min(max(FACTOR * torch_f32_err, FLOOR), MAX_ALLOWED)
@@ -103,11 +104,13 @@ class Case:
     width: int
     norm: str = "batch"
     loss: str = "cross-entropy"
+    head_grid: int = 1
 
     @property
     def name(self) -> str:
         mode = "train" if self.train else "eval"
         extras = "".join(f" {v}" for v, default in ((self.norm, "batch"), (self.loss, "cross-entropy")) if v != default)
+        extras += f" grid{self.head_grid}" if self.head_grid != 1 else ""
         return (f"{self.arch} {mode} {self.stem} "
                 f"{self.batch}x{self.in_chans}x{self.height}x{self.width} k{self.num_classes}{extras}")
 
@@ -137,6 +140,8 @@ def default_cases() -> list[Case]:
             for norm in ("group:32", "layer", "instance"):
                 cases.append(Case(arch, train, 10, 1, "cifar", 4, 28, 28, norm=norm))
         cases.append(Case(arch, True, 10, 1, "cifar", 4, 28, 28, loss="focal"))
+        # The fine-tuning head: fc over a 2x2 grid of the 3x3 last map, whose bins overlap.
+        cases.append(Case(arch, True, 10, 3, "cifar", 4, 19, 17, head_grid=2))
     return cases
 
 
@@ -215,7 +220,8 @@ def choose_seed(case: Case, model: torch.nn.Module, args: argparse.Namespace) ->
         x, target = make_batch(case, seed)
         if not case.train:
             return SeedChoice(seed, weights, x, target, 0, True, 1)
-        relu, pool = count_near_kinks(case.arch, case.num_classes, case.in_chans, case.stem, weights, x, norm=case.norm)
+        relu, pool = count_near_kinks(case.arch, case.num_classes, case.in_chans, case.stem, weights, x, norm=case.norm,
+                                       head_grid=case.head_grid)
         counts.append(relu + pool)
         if best is None or counts[-1] < best.near_kinks:
             best = SeedChoice(seed, weights, x, target, counts[-1], counts[-1] == 0, 0)
@@ -246,7 +252,7 @@ def run_cli(cmd: list[str], case: Case, workdir: str, weights: dict[str, torch.T
 
     argv = cmd + ["run", "--arch", case.arch, "--weights", w_path, "--input", x_path, "--output", out_path,
                   "--num-classes", str(case.num_classes), "--in-chans", str(case.in_chans), "--stem", case.stem,
-                  "--norm", case.norm]
+                  "--norm", case.norm, "--head-grid", str(case.head_grid)]
     if case.train:
         argv += ["--train", "--loss", case.loss]
     if threads:
@@ -266,14 +272,15 @@ def run_cli(cmd: list[str], case: Case, workdir: str, weights: dict[str, torch.T
 
 def check_case(case: Case, args: argparse.Namespace, cmd: list[str]) -> CaseResult:
     start = time.monotonic()
-    model = build(case.arch, case.num_classes, case.in_chans, case.stem, case.norm)
+    model = build(case.arch, case.num_classes, case.in_chans, case.stem, case.norm, case.head_grid)
     choice = choose_seed(case, model, args)
     weights, x, target = choice.weights, choice.x, choice.target
     allowance = case.train and not choice.kink_free and args.kink_factor > 0
 
     def reference(w: dict[str, torch.Tensor], xi: torch.Tensor, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         return reference_outputs(case.arch, case.num_classes, case.in_chans, case.stem, w, xi, target,
-                                 case.train, dtype=dtype, norm=case.norm, loss=case.loss)
+                                 case.train, dtype=dtype, norm=case.norm, loss=case.loss,
+                                 head_grid=case.head_grid)
 
     ref = reference(weights, x, torch.float64)
     f32_errs = torch_f32_errors(ref, args.f32_realisations,
@@ -281,7 +288,8 @@ def check_case(case: Case, args: argparse.Namespace, cmd: list[str]) -> CaseResu
     kinks = {k: 0.0 for k in ref}
     if allowance:
         kinks, _, _ = kink_errors(case.arch, case.num_classes, case.in_chans, case.stem,
-                                  weights, x, target, ref, max_kinks=args.max_kinks, norm=case.norm, loss=case.loss)
+                                  weights, x, target, ref, max_kinks=args.max_kinks, norm=case.norm, loss=case.loss,
+                                  head_grid=case.head_grid)
 
     workdir = os.path.join(args.keep, case.name.replace(" ", "_")) if args.keep else tempfile.mkdtemp(prefix="parity-")
     os.makedirs(workdir, exist_ok=True)

@@ -91,9 +91,11 @@ def replace_norms(model: nn.Module, norm: str) -> nn.Module:
     return model
 
 
-def build(arch: str, num_classes: int, in_chans: int = 3, stem: str = "imagenet", norm: str = "batch") -> nn.Module:
+def build(arch: str, num_classes: int, in_chans: int = 3, stem: str = "imagenet", norm: str = "batch",
+          head_grid: int = 1) -> nn.Module:
     """Build an untrained model (weights are expected to be overwritten) with BLASNet's
-    --norm `norm` in every norm slot."""
+    --norm `norm` in every norm slot and its --head-grid: fc reads
+    flatten(adaptive_avg_pool2d(x, head_grid), 1)."""
     if stem not in STEMS:
         raise ValueError(f"unknown stem {stem!r}; expected one of {STEMS}")
     if arch in RESNETS:
@@ -110,6 +112,13 @@ def build(arch: str, num_classes: int, in_chans: int = 3, stem: str = "imagenet"
         # Small images: keep full resolution into layer1 (3x3 stride-1 stem, no max-pool).
         model.conv1 = nn.Conv2d(in_chans, 64, kernel_size=3, stride=1, padding=1, bias=False)
         model.maxpool = nn.Identity()
+    if head_grid != 1:
+        features = model.fc.in_features * head_grid * head_grid
+        if arch in RESNETS:
+            model.avgpool = nn.AdaptiveAvgPool2d(head_grid)  # torchvision flattens after it
+        else:
+            model.global_pool = nn.Sequential(nn.AdaptiveAvgPool2d(head_grid), nn.Flatten(1))
+        model.fc = nn.Linear(features, num_classes)
     return replace_norms(model, norm)
 
 
@@ -149,7 +158,7 @@ def reference_outputs(arch: str, num_classes: int, in_chans: int, stem: str,
                       weights: dict[str, torch.Tensor], x: torch.Tensor,
                       target: torch.Tensor | None, train: bool,
                       dtype: torch.dtype = torch.float64, norm: str = "batch",
-                      loss: str = "cross-entropy") -> dict[str, torch.Tensor]:
+                      loss: str = "cross-entropy", head_grid: int = 1) -> dict[str, torch.Tensor]:
     """Run one forward (and, if `train`, backward) pass and name the results
     exactly like the `blasnet run` CLI output file does:
 
@@ -161,7 +170,7 @@ def reference_outputs(arch: str, num_classes: int, in_chans: int, stem: str,
     converted to `dtype` (float32 -> float64 is exact, so the float64 run
     sees bit-identical starting values).
     """
-    model = build(arch, num_classes, in_chans, stem, norm)
+    model = build(arch, num_classes, in_chans, stem, norm, head_grid)
     model.load_state_dict(weights, strict=True)  # strict: a partial load would make a useless reference
     model = model.to(dtype)  # leaves num_batches_tracked as int64
     x = x.to(dtype)
@@ -292,7 +301,7 @@ def _max_pool_near_ties(pool: nn.MaxPool2d, x: torch.Tensor, tol: float) -> int:
 
 def count_near_kinks(arch: str, num_classes: int, in_chans: int, stem: str,
                      weights: dict[str, torch.Tensor], x: torch.Tensor,
-                     tol: float = KINK_TOL, norm: str = "batch") -> tuple[int, int]:
+                     tol: float = KINK_TOL, norm: str = "batch", head_grid: int = 1) -> tuple[int, int]:
     """(ReLU inputs, max-pool windows) near a kink in the float64 training-mode
     forward pass: the ReLU inputs that kink_errors would analyse, and the
     max-pool windows with a near tie (see _max_pool_near_ties).  If both are
@@ -304,7 +313,7 @@ def count_near_kinks(arch: str, num_classes: int, in_chans: int, stem: str,
     used to search for well-conditioned seeds.  Eval mode needs no such
     check: a flipped kink changes a forward value by |x| ~ 1e-7 * rms.
     """
-    model = build(arch, num_classes, in_chans, stem, norm)
+    model = build(arch, num_classes, in_chans, stem, norm, head_grid)
     model.load_state_dict(weights, strict=True)
     model = model.to(torch.float64).train()
     counts = [0, 0]
@@ -331,7 +340,7 @@ def kink_errors(arch: str, num_classes: int, in_chans: int, stem: str,
                 ref: dict[str, torch.Tensor],
                 transform: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] = lambda d: d,
                 tol: float = KINK_TOL, max_kinks: int = 64, norm: str = "batch",
-                loss: str = "cross-entropy") -> tuple[dict[str, float], int, int]:
+                loss: str = "cross-entropy", head_grid: int = 1) -> tuple[dict[str, float], int, int]:
     """Gradient error that ReLU-mask flips near the kink can legitimately cause.
 
     Finds the training-mode ReLU inputs with |x| < tol * rms(x) in float64
@@ -347,7 +356,7 @@ def kink_errors(arch: str, num_classes: int, in_chans: int, stem: str,
     elements (the closest to zero) are analysed, since each costs a partial
     backward pass.
     """
-    model = build(arch, num_classes, in_chans, stem, norm)
+    model = build(arch, num_classes, in_chans, stem, norm, head_grid)
     model.load_state_dict(weights, strict=True)
     model = model.to(torch.float64).train()
 

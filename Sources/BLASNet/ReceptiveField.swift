@@ -99,7 +99,8 @@ extension SpatialModule {
     ///   computed from a global average, so strictly every output of an SE block depends
     ///   on the whole input; the table leaves that channel gate out;
     /// - global average pooling: a window over the whole map, so the field covers every
-    ///   input pixel (and the padding around them), and one position is left.
+    ///   input pixel (and the padding around them), and one position is left; adaptive
+    ///   pooling to a `g × g` grid: windows of a `g`-th of the map, which `g` must divide.
     ///
     /// - Throws: ``BLASNetError`` for a sub-module that is not a ``SpatialModule``, an
     ///   input too small for a window, or added paths that do not line up.
@@ -127,10 +128,16 @@ private func trace(_ module: any Module, name: String, from field: ReceptiveFiel
         out = field
     case .window(let window):
         out = try field.through(window, layer: label)
-    case .global:
-        // adaptive_avg_pool2d(x, 1) is AvgPool2d with the whole map as its kernel and stride.
-        let map = (field.height.outputSize, field.width.outputSize)
-        out = try field.through(Window(kernel: map, stride: map, padding: (0, 0), dilation: (1, 1)), layer: label)
+    case .adaptive(let grid):
+        // adaptive_avg_pool2d(x, g) is AvgPool2d with kernel and stride map/g when g divides
+        // the map; other bins differ in size and step, which no single window describes.
+        let map = (h: field.height.outputSize, w: field.width.outputSize)
+        guard map.h % grid == 0, map.w % grid == 0 else {
+            throw BLASNetError.invalidArgument(
+                "\(label): adaptive pooling to a \(grid)×\(grid) grid has no single window over a \(map.h)×\(map.w) map; receptive fields need the grid to divide the map")
+        }
+        let bin = (map.h / grid, map.w / grid)
+        out = try field.through(Window(kernel: bin, stride: bin, padding: (0, 0), dilation: (1, 1)), layer: label)
     case .chain(let layers):
         return try trace(chain: layers, name: name, from: field, into: &table)
     case .sum(let paths):

@@ -5,8 +5,9 @@ public enum SpatialStructure {
     case pointwise
     /// A sliding window: convolution or pooling.
     case window(Window)
-    /// A single output position that depends on every input position (global pooling).
-    case global
+    /// Adaptive average pooling to a `grid × grid` output; grid 1 is global pooling, a
+    /// single output position that depends on every input position.
+    case adaptive(grid: Int)
     /// Named sub-modules applied one after the other; adds no row of its own to a table.
     case chain([(name: String, module: any Module)])
     /// Paths applied to the same input whose outputs are added, as in a residual block

@@ -57,10 +57,14 @@ struct ModelOptions: ParsableArguments {
             transform: Normalization.init(parsing:))
     var norm: Normalization = .batch
 
+    @Option(parsing: .unconditional, help: "The head's pooling grid: fc reads each channel's mean over a G×G grid (1: global average, torchvision's head).")
+    var headGrid = 1
+
     @Option(parsing: .unconditional, help: "OpenBLAS threads (default: OpenBLAS's own choice).")
     var threads: Int?
 
     func validate() throws {
+        guard headGrid > 0 else { throw ValidationError("--head-grid must be positive, got \(headGrid)") }
         guard numClasses > 0 else { throw ValidationError("--num-classes must be positive, got \(numClasses)") }
         guard inChans > 0 else { throw ValidationError("--in-chans must be positive, got \(inChans)") }
         if let width, width <= 0 { throw ValidationError("--width must be positive, got \(width)") }
@@ -69,6 +73,6 @@ struct ModelOptions: ParsableArguments {
 
     func makeModel() throws -> ResNet {
         if let threads { BLAS.threads = threads }
-        return try ResNet(arch, numClasses: numClasses, inChannels: inChans, stem: stem, width: width, norm: norm)
+        return try ResNet(arch, numClasses: numClasses, inChannels: inChans, stem: stem, width: width, norm: norm, headGrid: headGrid)
     }
 }

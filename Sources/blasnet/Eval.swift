@@ -78,7 +78,8 @@ struct Eval: ParsableCommand {
         let model = try ResNet(arch, numClasses: testSet.numClasses, inChannels: testSet.channels,
                                stem: stem ?? meta["stem"].flatMap(Stem.init(rawValue:)) ?? .cifar,
                                width: width ?? meta["width"].flatMap { Int($0) },
-                               norm: try norm ?? meta["norm"].map(Normalization.init(parsing:)) ?? .batch, seed: 0)
+                               norm: try norm ?? meta["norm"].map(Normalization.init(parsing:)) ?? .batch,
+                               headGrid: meta["head_grid"].flatMap { Int($0) } ?? 1, seed: 0)
         let report = try model.loadStateDict(file, strict: false)
         let ignored = report.unexpectedKeys.filter { !$0.hasPrefix("optimizer.") }
         guard report.missingKeys.filter({ !$0.hasSuffix("num_batches_tracked") }).isEmpty, ignored.isEmpty else {

@@ -9,7 +9,7 @@ struct Finetune: ParsableCommand {
         abstract: "Fine-tune pretrained weights: --strategy head|partial:K|full|scratch|auto.",
         discussion: """
             head: new classifier fitted in closed form (ridge least squares, LAPACKE) on the frozen \
-            features, optionally polished by --epochs of SGD. partial:K: stem and first K stages \
+            features pooled over a 2×2 grid (--head-grid), optionally polished by --epochs of SGD. partial:K: stem and first K stages \
             frozen; or name what to freeze with --strategy partial --freeze conv1,bn1,layer1 (state_dict \
             prefixes, down to single blocks such as layer2.0). full: everything trained at --lr (default 0.01). scratch: the weights are \
             ignored. auto: measures images per class and the BatchNorm shift of the new data from \
@@ -67,6 +67,9 @@ struct Finetune: ParsableCommand {
     @Option(help: "Random horizontal flips while training: true or false.")
     var flip = true
 
+    @Option(parsing: .unconditional, help: "The new head's pooling grid: fc reads each channel's mean over a G×G grid of the last feature map (default: 2 for head, whose frozen features lose where things are under a global average; 1 otherwise).")
+    var headGrid: Int?
+
     @Option(parsing: .unconditional, help: "Ridge λ of the closed-form head, relative to the mean squared feature norm (default: chosen by generalized cross-validation).")
     var ridge: Double?
 
@@ -87,6 +90,7 @@ struct Finetune: ParsableCommand {
         if let epochs, epochs < 0 { throw ValidationError("--epochs must be non-negative, got \(epochs)") }
         guard batchSize >= 2 else { throw ValidationError("--batch-size must be at least 2, got \(batchSize)") }
         if let threads, threads <= 0 { throw ValidationError("--threads must be positive, got \(threads)") }
+        if let headGrid, headGrid <= 0 { throw ValidationError("--head-grid must be positive, got \(headGrid)") }
     }
 
     func run() throws {
@@ -112,22 +116,25 @@ struct Finetune: ParsableCommand {
         let model = try ResNet(arch, numClasses: pretrainedClasses, inChannels: trainSet.channels,
                                stem: stem ?? meta["stem"].flatMap(Stem.init(rawValue:)) ?? .cifar,
                                width: width ?? meta["width"].flatMap { Int($0) },
-                               norm: try norm ?? meta["norm"].map(Normalization.init(parsing:)) ?? .batch, seed: seed)
+                               norm: try norm ?? meta["norm"].map(Normalization.init(parsing:)) ?? .batch,
+                               headGrid: meta["head_grid"].flatMap { Int($0) } ?? 1, seed: seed)
         let report = try model.loadStateDict(SafeTensorsFile(tensors: file.tensors.filter { !$0.name.hasPrefix("optimizer.") }),
                                              strict: false)
         let missing = report.missingKeys.filter { !$0.hasSuffix("num_batches_tracked") }
-        // A new task has a new label set, whatever its size: the classifier starts afresh.
-        try model.replaceHead(numClasses: trainSet.numClasses, seed: seed)
-        print("fc re-initialized for the \(trainSet.numClasses) new classes (the weights' head had \(pretrainedClasses))")
         print("loaded \(weights): missing keys \(missing.isEmpty ? "none" : missing.joined(separator: ", ")); "
               + "unexpected keys \(report.unexpectedKeys.isEmpty ? "none" : report.unexpectedKeys.joined(separator: ", "))")
 
         let loader = try DataLoader(dataset: trainSet, batchSize: min(batchSize, trainSet.count), shuffle: true, seed: seed,
                                     mean: mean, std: std, augmentation: Augmentation(cropPadding: cropPadding, horizontalFlip: flip), dropLast: true)
         let chosen = try requestedStrategy() ?? autoStrategy(model, trainSet, mean: mean, std: std)
+        // A new task has a new label set, whatever its size: the classifier starts afresh.
+        let grid = headGrid ?? (chosen == .head ? 2 : 1)
+        try model.replaceHead(numClasses: trainSet.numClasses, grid: grid, seed: seed)
+        print("fc re-initialized for the \(trainSet.numClasses) new classes, pooled over a \(grid)×\(grid) grid "
+              + "(the weights' head had \(pretrainedClasses) classes)")
         let net = chosen == .scratch
             ? try ResNet(arch, numClasses: trainSet.numClasses, inChannels: trainSet.channels, stem: model.stem,
-                         width: model.width, norm: model.normalization, seed: seed)
+                         width: model.width, norm: model.normalization, headGrid: grid, seed: seed)
             : model
         try chosen.apply(to: net)
         let trainable = net.namedParameters().filter(\.parameter.requiresGrad).count
@@ -173,6 +180,7 @@ struct Finetune: ParsableCommand {
 
         var metadata = meta.filter { ["arch", "width", "stem", "in_chans"].contains($0.key) }
         metadata["norm"] = net.normalization.description
+        metadata["head_grid"] = String(net.headGrid)
         metadata["dataset"] = dataset.rawValue
         metadata["classes"] = classesMetadata(classes?.values)
         metadata["num_classes"] = String(testSet.numClasses)

@@ -71,6 +71,27 @@ struct FreezingTests {
         let (_, gradient) = try CrossEntropyLoss()(logits, targets: [0, 1, 2, 0, 1, 2])
         _ = try net.backward(gradient)
         #expect(net.fc.weight.grad.scalars.contains { $0 != 0 })
+
+        // A head over a 2×2 grid reads four means per channel, in torch.flatten's order.
+        let channels = net.fc.inFeatures
+        try net.replaceHead(numClasses: 4, grid: 2, seed: 9)
+        #expect(net.headGrid == 2 && net.fc.weight.value.shape == [4, 4 * channels])
+        // Each channel's four quadrant means average to its global mean: a 16×16 input
+        // leaves a 4×4 map, so the bins are equal.
+        var rng = SeededGenerator(seed: 5)
+        let even = Tensor.normal(shape: [6, 1, 16, 16], std: 1, using: &rng)
+        net.eval()
+        let features = try net.features(even)
+        #expect(features.shape == [6, 4 * channels])
+        try net.replaceHead(numClasses: 4, grid: 1, seed: 9)
+        let global = try net.features(even)
+        for n in 0..<6 {
+            for c in 0..<channels {
+                let quadrants = (0..<4).map { features.scalars[n * 4 * channels + c * 4 + $0] }
+                #expect(abs(quadrants.reduce(0, +) / 4 - global.scalars[n * channels + c]) < 1e-5)
+            }
+        }
+        #expect(try net.forward(x).shape == [6, 4])
     }
 
     @Test func layersFrozenByNameStopBackwardInsideAStageAndKeepTheOtherGradients() throws {

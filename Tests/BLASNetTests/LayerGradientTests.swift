@@ -133,9 +133,33 @@ struct LayerGradientTests {
         for (got, want) in zip(y.scalars, [4 / 9, 6 / 9, 6 / 9, 1] as [Float]) { #expect(abs(got - want) < 1e-6) }
     }
 
-    @Test func globalAvgPoolAndFlatten() throws {
-        try GradientCheck.check(GlobalAvgPool2d(), input: GradientCheck.random([3, 2, 4, 5], seed: 17))
+    @Test func adaptiveAvgPoolAndFlatten() throws {
+        try GradientCheck.check(try AdaptiveAvgPool2d(), input: GradientCheck.random([3, 2, 4, 5], seed: 17))
+        // Grids that do not divide the map have overlapping bins, whose gradients add up.
+        try GradientCheck.check(try AdaptiveAvgPool2d(2), input: GradientCheck.random([3, 2, 3, 5], seed: 19))
+        try GradientCheck.check(try AdaptiveAvgPool2d(3), input: GradientCheck.random([2, 3, 4, 7], seed: 20))
         try GradientCheck.check(Flatten(), input: GradientCheck.random([3, 2, 2, 3], seed: 18))
+    }
+
+    @Test func adaptiveAvgPoolUsesPyTorchsBinsAndHeadOrder() throws {
+        // torch.nn.functional.adaptive_avg_pool2d(torch.arange(9.).view(1, 1, 3, 3), 2) = [[2, 3], [5, 6]]
+        // (overlapping bins rows/columns 0..<2 and 1..<3). Plane (c, n) here is that plus 100c + 10n.
+        let (channels, batch) = (2, 2)
+        let x = try Tensor(shape: [channels, batch, 3, 3], scalars: (0..<channels * batch).flatMap { p in
+            (0..<9).map { Float($0 + 100 * (p / batch) + 10 * (p % batch)) }
+        })
+        let y = try AdaptiveAvgPool2d(2).forward(x)
+        // torch.flatten(·, 1) order: feature c·4 + i·2 + j, one column per sample.
+        #expect(y.shape == [channels * 4, batch])
+        for c in 0..<channels {
+            for (k, bin) in [2, 3, 5, 6].enumerated() {
+                for n in 0..<batch { #expect(y.scalars[(c * 4 + k) * batch + n] == Float(bin + 100 * c + 10 * n)) }
+            }
+        }
+        // adaptive_avg_pool2d(torch.arange(15.).view(1, 1, 3, 5), 3): bins of 1 row by 2 or 3 columns.
+        let wide = try AdaptiveAvgPool2d(3).forward(Tensor(shape: [1, 1, 3, 5], scalars: (0..<15).map(Float.init)))
+        #expect(wide.scalars == [0.5, 2, 3.5, 5.5, 7, 8.5, 10.5, 12, 13.5])
+        #expect(throws: BLASNetError.self) { try AdaptiveAvgPool2d(0) }
     }
 
     @Test func flattenUsesPyTorchOrder() throws {

@@ -129,7 +129,7 @@ struct ReceptiveFieldTests {
         var rng = SeededGenerator(seed: 1)
         let model = Sequential([
             try Conv2d(2, 3, kernelSize: 2, rng: &rng), try BatchNorm2d(3, fusesReLU: true), try MaxPool2d(kernelSize: 2),
-            try Conv2d(3, 2, kernelSize: 3, padding: 1, dilation: 2, rng: &rng), GlobalAvgPool2d(),
+            try Conv2d(3, 2, kernelSize: 3, padding: 1, dilation: 2, rng: &rng), try AdaptiveAvgPool2d(),
         ])
         model.eval()
         let table = try model.receptiveFields(inputSize: (20, 17))
@@ -141,6 +141,17 @@ struct ReceptiveFieldTests {
         #expect(table[4].field.height == ReceptiveField.Axis(outputSize: 1, jump: 14, size: 23, start: 9))
         Self.makePositive(model)
         try Self.expectTableMatchesGradients(Sequential(Array(model.layers.prefix(4))), channels: 2, inputSize: (20, 17))
+    }
+
+    /// Adaptive pooling to a grid that divides the map is a window of a grid-th of it;
+    /// any other grid has bins of two sizes, which one field cannot describe.
+    @Test func adaptivePoolingGrid() throws {
+        var rng = SeededGenerator(seed: 1)
+        let model = Sequential([try Conv2d(1, 1, kernelSize: 1, rng: &rng), try AdaptiveAvgPool2d(2)])
+        let field = try #require(try model.receptiveFields(inputSize: (8, 6)).last?.field)
+        #expect(field.height == ReceptiveField.Axis(outputSize: 2, jump: 4, size: 4, start: 1.5))
+        #expect(field.width == ReceptiveField.Axis(outputSize: 2, jump: 3, size: 3, start: 1))
+        #expect(throws: BLASNetError.self) { try model.receptiveFields(inputSize: (7, 6)) }
     }
 
     @Test func publishedResNetFields() throws {

@@ -120,7 +120,10 @@ struct TrainCommandTests {
             #expect(f.stdout.contains("unchanged: yes"), "\(strategy): \(f.stdout)")
             #expect(f.stdout.contains("test accuracy"))
             let tuned = try SafeTensorsFile(contentsOf: out + "/finetuned.safetensors")
-            #expect(tuned["fc.weight"]?.shape == [5, 16])
+            // head pools over a 2×2 grid unless told otherwise; the others keep the global average.
+            let grid = Int(tuned.metadata["head_grid"] ?? "") ?? 0
+            #expect(strategy == ["head"] ? grid == 2 : strategy == ["auto"] || grid == 1, "\(strategy): grid \(grid)")
+            #expect(tuned["fc.weight"]?.shape == [5, 16 * grid * grid])
             if strategy == ["auto"] { #expect(f.stdout.contains("images per class") && f.stdout.contains("BatchNorm shift")) }
             // eval finds the classes in the file and agrees with finetune's own figure.
             let e = try RunCommandTests.run(["eval", "--weights", out + "/finetuned.safetensors", "--data", data, "--threads", "1"])

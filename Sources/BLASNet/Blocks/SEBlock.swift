@@ -6,7 +6,7 @@ public final class SEBlock: Module {
     public let channels: Int
     public let fc1: Conv2d
     public let fc2: Conv2d
-    private let pool = GlobalAvgPool2d()
+    private let pool: AdaptiveAvgPool2d
     private let relu = ReLU()
     private let gate = Sigmoid()
     private var input: Tensor?
@@ -21,6 +21,7 @@ public final class SEBlock: Module {
     public init(_ channels: Int, workspace: Workspace = Workspace(), rng: inout SeededGenerator) throws {
         self.channels = channels
         let rd = Self.reducedChannels(channels)
+        pool = try AdaptiveAvgPool2d()
         fc1 = try Conv2d(channels, rd, kernelSize: 1, bias: true, workspace: workspace, rng: &rng)
         fc2 = try Conv2d(rd, channels, kernelSize: 1, bias: true, workspace: workspace, rng: &rng)
     }

@@ -129,19 +129,48 @@ extension Kernels {
         }
     }
 
-    /// Mean of each plane: `[C, N, H, W] -> [C, N]`.
-    static func planeMeans(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, planes: Int, planeSize: Int) {
-        parallelFor(planes, grain: max(1, elementGrain / max(planeSize, 1))) { range in
+    /// Visits every plane of `[C, N, H, W]` (split over the workers), calling `plane(p)` and
+    /// then `bin(p, o, rows, columns)` for each of PyTorch's adaptive bins of plane `p`, `o`
+    /// being where `flatten(·, 1)` of the `[N, C, grid, grid]` result puts the bin in
+    /// `[C·grid², N]`. Bin `i` of `grid` over `size` positions is ⌊i·size/grid⌋ ..<
+    /// ⌈(i+1)·size/grid⌉, so bins overlap when `grid` does not divide `size`.
+    @inline(__always)
+    private static func forEachAdaptiveBin(channels: Int, batch: Int, height: Int, width: Int, grid: Int,
+                                           plane: (Int) -> Void = { _ in }, _ bin: (Int, Int, Range<Int>, Range<Int>) -> Void) {
+        func span(_ i: Int, _ size: Int) -> Range<Int> { (i * size / grid)..<(((i + 1) * size + grid - 1) / grid) }
+        parallelFor(channels * batch, grain: max(1, elementGrain / max(height * width, 1))) { range in
             for p in range {
-                y[p] = Float(sum(x + p * planeSize, count: planeSize) / Double(planeSize))
+                plane(p)
+                let (c, n) = p.quotientAndRemainder(dividingBy: batch)
+                for i in 0..<grid {
+                    let rows = span(i, height)
+                    for j in 0..<grid { bin(p, ((c * grid + i) * grid + j) * batch + n, rows, span(j, width)) }
+                }
             }
         }
     }
 
-    /// Each plane filled with its gradient divided by the plane size. Overwrites `dx`.
-    static func planeMeansBackward(_ dy: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>, planes: Int, planeSize: Int) {
-        parallelFor(planes, grain: max(1, elementGrain / max(planeSize, 1))) { range in
-            for p in range { (dx + p * planeSize).update(repeating: dy[p] / Float(planeSize), count: planeSize) }
+    /// Mean of each adaptive bin: `[C, N, H, W] -> [C·grid², N]`.
+    static func adaptiveAvgPool(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+                                channels: Int, batch: Int, height: Int, width: Int, grid: Int) {
+        forEachAdaptiveBin(channels: channels, batch: batch, height: height, width: width, grid: grid) { p, o, rows, cols in
+            let src = x + p * height * width
+            // A bin as wide as the plane (grid 1) is one contiguous run.
+            let total = cols.count == width
+                ? sum(src + rows.lowerBound * width, count: rows.count * width)
+                : rows.reduce(0) { $0 + sum(src + $1 * width + cols.lowerBound, count: cols.count) }
+            y[o] = Float(total / Double(rows.count * cols.count))
+        }
+    }
+
+    /// Spreads each bin's gradient evenly over the bin (summing where bins overlap). Overwrites `dx`.
+    static func adaptiveAvgPoolBackward(_ dy: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>,
+                                        channels: Int, batch: Int, height: Int, width: Int, grid: Int) {
+        let planeSize = height * width
+        forEachAdaptiveBin(channels: channels, batch: batch, height: height, width: width, grid: grid,
+                           plane: { (dx + $0 * planeSize).update(repeating: 0, count: planeSize) }) { p, o, rows, cols in
+            let g = dy[o] / Float(rows.count * cols.count)
+            for h in rows { for w in cols { dx[p * planeSize + h * width + w] += g } }
         }
     }
 }

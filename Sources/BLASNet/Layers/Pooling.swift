@@ -93,32 +93,43 @@ public final class AvgPool2d: Module {
     }
 }
 
-/// Global average pooling, the ResNet head's `adaptive_avg_pool2d(x, 1)` + flatten. `x: [C, N, H, W] -> y: [C, N]`
-public final class GlobalAvgPool2d: Module {
+/// Adaptive average pooling to a `grid × grid` output of PyTorch's bins, flattened the
+/// way a ResNet head reads it: `torch.flatten(adaptive_avg_pool2d(x, grid), 1)`.
+/// Grid 1 is global average pooling (the standard head, and every SE block's squeeze).
+/// `x: [C, N, H, W] -> y: [C·grid², N]`
+public final class AdaptiveAvgPool2d: Module {
+    public let grid: Int
     private var inputShape: [Int] = []
 
-    public init() {}
+    public init(_ grid: Int = 1) throws {
+        guard grid > 0 else { throw BLASNetError.invalidArgument("AdaptiveAvgPool2d: the output grid must be positive, got \(grid)") }
+        self.grid = grid
+    }
 
     public func forward(_ x: Tensor) throws -> Tensor {
         guard x.shape.count == 4, x.shape[2] * x.shape[3] > 0 else {
-            throw BLASNetError.shapeMismatch(layer: "GlobalAvgPool2d", expected: "[C, N, H, W]", got: x.shape)
+            throw BLASNetError.shapeMismatch(layer: "AdaptiveAvgPool2d(\(grid))", expected: "[C, N, H, W]", got: x.shape)
         }
-        let planes = x.shape[0] * x.shape[1]
-        var y = Tensor(uninitializedShape: [x.shape[0], x.shape[1]])
+        var y = Tensor(uninitializedShape: [x.shape[0] * grid * grid, x.shape[1]])
         x.withUnsafePointer { xp in
-            y.withUnsafeMutablePointer { Kernels.planeMeans(xp, $0, planes: planes, planeSize: x.shape[2] * x.shape[3]) }
+            y.withUnsafeMutablePointer {
+                Kernels.adaptiveAvgPool(xp, $0, channels: x.shape[0], batch: x.shape[1], height: x.shape[2], width: x.shape[3], grid: grid)
+            }
         }
         inputShape = x.shape
         return y
     }
 
     public func backward(_ dy: Tensor) throws -> Tensor {
-        guard inputShape.count == 4, dy.shape == Array(inputShape.prefix(2)) else {
-            throw BLASNetError.shapeMismatch(layer: "GlobalAvgPool2d backward", expected: "\(inputShape.prefix(2))", got: dy.shape)
+        guard inputShape.count == 4, dy.shape == [inputShape[0] * grid * grid, inputShape[1]] else {
+            throw BLASNetError.shapeMismatch(layer: "AdaptiveAvgPool2d backward", expected: "the forward output's shape", got: dy.shape)
         }
         var dx = Tensor(uninitializedShape: inputShape)
         dy.withUnsafePointer { g in
-            dx.withUnsafeMutablePointer { Kernels.planeMeansBackward(g, $0, planes: dy.count, planeSize: inputShape[2] * inputShape[3]) }
+            dx.withUnsafeMutablePointer {
+                Kernels.adaptiveAvgPoolBackward(g, $0, channels: inputShape[0], batch: inputShape[1], height: inputShape[2],
+                                                width: inputShape[3], grid: grid)
+            }
         }
         return dx
     }
@@ -132,6 +143,6 @@ extension AvgPool2d: SpatialModule {
     public var spatialStructure: SpatialStructure { .window(window) }
 }
 
-extension GlobalAvgPool2d: SpatialModule {
-    public var spatialStructure: SpatialStructure { .global }
+extension AdaptiveAvgPool2d: SpatialModule {
+    public var spatialStructure: SpatialStructure { .adaptive(grid: grid) }
 }

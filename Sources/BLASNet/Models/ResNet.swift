@@ -102,10 +102,13 @@ public final class ResNet: Module {
     /// The stem's norm (a ``BatchNorm2d`` or a ``GroupNorm``, as ``normalization`` says).
     public let bn1: any Module
     public let stages: [Sequential]
-    /// The classifier; ``replaceHead(numClasses:seed:)`` swaps it for a new one.
+    /// The classifier; ``replaceHead(numClasses:grid:seed:)`` swaps it for a new one.
     public private(set) var fc: Linear
+    /// The head's pooling grid: `fc` reads the mean of each channel over a `headGrid ×
+    /// headGrid` grid of the last feature map (1: the usual global average).
+    public var headGrid: Int { pool.grid }
     private let maxpool: MaxPool2d?
-    private let pool = GlobalAvgPool2d()
+    private var pool: AdaptiveAvgPool2d
 
     /// Builds the model with torchvision's initialization (Kaiming-normal convolutions,
     /// norm γ = 1 and β = 0, PyTorch's default for `fc`), seeded for reproducibility.
@@ -117,8 +120,11 @@ public final class ResNet: Module {
     ///   - norm: the normalization of every norm slot. Every slot's channels are a multiple
     ///     of `width`, so a group count that does not divide `width` fails at the stem's
     ///     `bn1`, which the error names.
+    ///   - headGrid: the head's pooling grid. 1 is torchvision's head; with `g > 1`, `fc`
+    ///     has `C·g²` inputs, as in torchvision after `model.avgpool = AdaptiveAvgPool2d(g)`
+    ///     and `model.fc = Linear(C·g², K)` (same state_dict names).
     public init(_ architecture: Architecture, numClasses: Int = 1000, inChannels: Int = 3, stem: Stem = .imagenet,
-                width: Int? = nil, norm: Normalization = .batch, seed: UInt64 = 0) throws {
+                width: Int? = nil, norm: Normalization = .batch, headGrid: Int = 1, seed: UInt64 = 0) throws {
         let width = width ?? architecture.defaultWidth
         guard numClasses > 0, inChannels > 0, width > 0 else {
             throw BLASNetError.invalidArgument(
@@ -132,6 +138,7 @@ public final class ResNet: Module {
         self.numClasses = numClasses
         self.width = width
         normalization = norm
+        pool = try AdaptiveAvgPool2d(headGrid)
         switch stem {
         case .imagenet:
             conv1 = try Conv2d(inChannels, width, kernelSize: 7, stride: 2, padding: 3, workspace: workspace, rng: &rng)
@@ -158,7 +165,7 @@ public final class ResNet: Module {
             stages.append(Sequential(blocks))
         }
         self.stages = stages
-        fc = try Linear(channels, numClasses, rng: &rng)
+        fc = try Linear(channels * headGrid * headGrid, numClasses, rng: &rng)
         for (_, p) in namedParameters() where p.value.shape.count == 4 {
             let fanOut = p.value.shape[0] * p.value.shape[2] * p.value.shape[3]
             p.value = .normal(shape: p.value.shape, std: (2 / Float(fanOut)).squareRoot(), using: &rng)
@@ -194,7 +201,7 @@ public final class ResNet: Module {
         return Tensor(shape: [0])
     }
 
-    /// The pooled features the classifier reads, `x: [N, C, H, W] -> [N, F]`, in the current mode.
+    /// The pooled features the classifier reads, `x: [N, C, H, W] -> [N, C·headGrid²]`, in the current mode.
     public func features(_ x: Tensor) throws -> Tensor {
         guard x.shape.count == 4, x.shape[1] == inChannels, x.shape[0] > 0 else {
             throw BLASNetError.shapeMismatch(layer: architecture.rawValue, expected: "[N, \(inChannels), H, W]", got: x.shape)
@@ -203,10 +210,18 @@ public final class ResNet: Module {
     }
 
     /// A new, trainable classifier for `numClasses` classes with PyTorch's default
-    /// initialization (seeded), as fine-tuning on a new label set starts.
-    public func replaceHead(numClasses: Int, seed: UInt64 = 0) throws {
+    /// initialization (seeded), as fine-tuning on a new label set starts; `grid` sets the
+    /// head's pooling grid (nil keeps it).
+    ///
+    /// A grid of 2 keeps where in the image each feature fired (top, bottom, left, right),
+    /// which a frozen network's global average throws away; on a new domain that is often
+    /// worth more to a linear head than the extra parameters cost.
+    public func replaceHead(numClasses: Int, grid: Int? = nil, seed: UInt64 = 0) throws {
         var rng = SeededGenerator(seed: seed)
-        fc = try Linear(fc.inFeatures, numClasses, rng: &rng)
+        let newPool = try grid.map { try AdaptiveAvgPool2d($0) } ?? pool
+        let channels = fc.inFeatures / (pool.grid * pool.grid)
+        fc = try Linear(channels * newPool.grid * newPool.grid, numClasses, rng: &rng)
+        pool = newPool
         self.numClasses = numClasses
     }
 }
