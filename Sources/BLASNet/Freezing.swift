@@ -17,7 +17,9 @@ extension Module {
     public func unfreeze() { setFrozen(false) }
 
     /// Whether some parameter of this module or its descendants requires a gradient.
-    public var isTrainable: Bool { namedParameters().contains { $0.parameter.requiresGrad } }
+    public var isTrainable: Bool {
+        localParameters.contains { $0.parameter.requiresGrad } || children.contains { $0.module.isTrainable }
+    }
 
     /// This module and all of its descendants, parents before children.
     public var modules: [any Module] { [self] + children.flatMap(\.module.modules) }

@@ -17,11 +17,28 @@ public enum LayerObservers {
     /// The observer installed on the calling thread. Per thread, so that models running
     /// on other threads at the same time (parallel tests, a data-loading thread) are
     /// neither seen by it nor racing on its records.
+    ///
+    /// Read on every layer call, so it lives in a pthread key: reading it allocates
+    /// nothing (Foundation's `threadDictionary` boxes the key and the value on each lookup).
     static var current: (any LayerObserver)? {
-        get { Thread.current.threadDictionary[key] as? any LayerObserver }
-        set { Thread.current.threadDictionary[key] = newValue }
+        get { pthread_getspecific(key).map { Unmanaged<Slot>.fromOpaque($0).takeUnretainedValue().observer } }
+        set {
+            if let old = pthread_getspecific(key) { Unmanaged<Slot>.fromOpaque(old).release() }
+            pthread_setspecific(key, newValue.map { Unmanaged.passRetained(Slot($0)).toOpaque() })
+        }
     }
-    private static let key = "BLASNet.LayerObservers.current"
+
+    private final class Slot {
+        let observer: any LayerObserver
+        init(_ observer: any LayerObserver) { self.observer = observer }
+    }
+
+    /// Releases a thread's slot when the thread ends.
+    private static let key: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key) { $0.map { Unmanaged<Slot>.fromOpaque($0).release() } }
+        return key
+    }()
 
     /// Runs `body` with `observer` installed on this thread (in place of any other).
     public static func run<R>(_ observer: any LayerObserver, _ body: () throws -> R) rethrows -> R {

@@ -78,9 +78,10 @@ extension Module {
             + children.flatMap { $0.module.namedBuffers(prefix: prefix + $0.name + ".") }
     }
 
-    /// Zeroes every parameter gradient.
+    /// Zeroes every parameter gradient (once per step: no state_dict names are built).
     public func zeroGrad() {
-        for (_, p) in namedParameters() { p.zeroGrad() }
+        for (_, p) in localParameters { p.zeroGrad() }
+        for child in children { child.module.zeroGrad() }
     }
 
     /// Training mode: BatchNorm uses and updates batch statistics.

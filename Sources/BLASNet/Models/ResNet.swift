@@ -109,6 +109,10 @@ public final class ResNet: Module {
     public var headGrid: Int { pool.grid }
     private let maxpool: MaxPool2d?
     private var pool: AdaptiveAvgPool2d
+    /// The layers in the order the data flows through them, with torchvision's names
+    /// (`maxpool` and `avgpool` hold no state; the ReLU after `bn1` is fused into it).
+    /// Kept, not rebuilt on every pass, so that a training step allocates nothing here.
+    public private(set) var children: [(name: String, module: any Module)] = []
 
     /// Builds the model with torchvision's initialization (Kaiming-normal convolutions,
     /// norm γ = 1 and β = 0, PyTorch's default for `fc`), seeded for reproducibility.
@@ -166,16 +170,15 @@ public final class ResNet: Module {
         }
         self.stages = stages
         fc = try Linear(channels * headGrid * headGrid, numClasses, rng: &rng)
+        listChildren()
         for (_, p) in namedParameters() where p.value.shape.count == 4 {
             let fanOut = p.value.shape[0] * p.value.shape[2] * p.value.shape[3]
             p.value = .normal(shape: p.value.shape, std: (2 / Float(fanOut)).squareRoot(), using: &rng)
         }
     }
 
-    /// The layers in the order the data flows through them, with torchvision's names
-    /// (`maxpool` and `avgpool` hold no state; the ReLU after `bn1` is fused into it).
-    public var children: [(name: String, module: any Module)] {
-        [("conv1", conv1), ("bn1", bn1)] + (maxpool.map { [("maxpool", $0)] } ?? [])
+    private func listChildren() {
+        children = [("conv1", conv1), ("bn1", bn1)] + (maxpool.map { [("maxpool", $0)] } ?? [])
             + stages.enumerated().map { ("layer\($0.offset + 1)", $0.element) } + [("avgpool", pool), ("fc", fc)]
     }
 
@@ -193,11 +196,10 @@ public final class ResNet: Module {
             throw BLASNetError.shapeMismatch(layer: "\(architecture.rawValue) backward", expected: "[N, \(numClasses)]", got: dy.shape)
         }
         // Layers before the first trainable one need no gradient: the pass ends there.
-        let layers = children.map(\.module)
-        guard let first = layers.firstIndex(where: \.isTrainable) else { return Tensor(shape: [0]) }
+        guard let first = children.firstIndex(where: { $0.module.isTrainable }) else { return Tensor(shape: [0]) }
         // Inside that layer (a stage frozen only in part), the same holds for its blocks.
-        for (index, layer) in layers.enumerated() { (layer as? Sequential)?.computesInputGradient = index > first }
-        _ = try layers[first...].reversed().reduce(dy.swappingFirstAxes()) { try $1.observedBackward($0) }
+        for (index, child) in children.enumerated() { (child.module as? Sequential)?.computesInputGradient = index > first }
+        _ = try children[first...].reversed().reduce(dy.swappingFirstAxes()) { try $1.module.observedBackward($0) }
         return Tensor(shape: [0])
     }
 
@@ -223,6 +225,7 @@ public final class ResNet: Module {
         fc = try Linear(channels * newPool.grid * newPool.grid, numClasses, rng: &rng)
         pool = newPool
         self.numClasses = numClasses
+        listChildren()
     }
 }
 
