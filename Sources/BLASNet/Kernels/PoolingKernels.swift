@@ -167,9 +167,12 @@ extension Kernels {
     static func adaptiveAvgPoolBackward(_ dy: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>,
                                         channels: Int, batch: Int, height: Int, width: Int, grid: Int) {
         let planeSize = height * width
+        // One bin (every SE block's squeeze) covers the plane: fill it, no zeroing pass first.
+        let single = grid == 1
         forEachAdaptiveBin(channels: channels, batch: batch, height: height, width: width, grid: grid,
-                           plane: { (dx + $0 * planeSize).update(repeating: 0, count: planeSize) }) { p, o, rows, cols in
+                           plane: { if !single { (dx + $0 * planeSize).update(repeating: 0, count: planeSize) } }) { p, o, rows, cols in
             let g = dy[o] / Float(rows.count * cols.count)
+            if single { return (dx + p * planeSize).update(repeating: g, count: planeSize) }
             for h in rows { for w in cols { dx[p * planeSize + h * width + w] += g } }
         }
     }
