@@ -9,28 +9,11 @@ struct BLASNetCommand: ParsableCommand {
         abstract: "ResNet and SE-ResNet training and inference on OpenBLAS.",
         subcommands: [Train.self, Eval.self, Finetune.self, Run.self, Bench.self, ReceptiveFieldTable.self]
     )
-
-    static func main() {
-        shortenOpenBLASSpinning()
-        main(nil)
-    }
-
-    /// Between sgemm calls OpenBLAS's idle workers spin (calling sched_yield) for 2^28
-    /// cycles by default before they sleep, competing with the kernels that run between
-    /// the calls on the same cores; `OPENBLAS_THREAD_TIMEOUT=4` makes them sleep almost at
-    /// once (measured: a Fashion-MNIST training step ~20% faster, system time from 30% of
-    /// the run to 5%). OpenBLAS reads the variable when the library loads, before `main`,
-    /// so it is set and the program re-executed; a value the user set is left alone.
-    private static func shortenOpenBLASSpinning() {
-        guard getenv("OPENBLAS_THREAD_TIMEOUT") == nil else { return }
-        setenv("OPENBLAS_THREAD_TIMEOUT", "4", 1)
-        execv("/proc/self/exe", CommandLine.unsafeArgv)
-        // Only reached if execv failed: run on, with OpenBLAS's default.
-    }
 }
 
 extension Architecture: ExpressibleByArgument {}
 extension Stem: ExpressibleByArgument {}
+extension ConvolutionAlgorithm: ExpressibleByArgument {}
 
 /// Options that pick and shape a model, shared by the subcommands.
 ///

@@ -34,6 +34,9 @@ struct Bench: ParsableCommand {
     @Option(help: "Batch to use (.safetensors with `input` [N, C, H, W] and `target` [N]) instead of random data.")
     var data: String?
 
+    @Option(help: "How 3×3 stride-1 convolutions run: winograd (F(2×2, 3×3)) or im2col.")
+    var convAlgorithm: ConvolutionAlgorithm = .winograd
+
     @Flag(help: "Print one JSON object instead of tables.")
     var json = false
 
@@ -57,6 +60,7 @@ struct Bench: ParsableCommand {
     func run() throws {
         if distributed { return try runDistributed() }
         let net = try model.makeModel()
+        net.setConvolutionAlgorithm(convAlgorithm)
         if let weights { try net.loadStateDict(SafeTensorsFile(contentsOf: weights)) }
         let (x, targets) = try batchTensors(count: batch)
         let sgd = try SGD(net.namedParameters().map(\.parameter), learningRate: 0.01, momentum: 0.9, weightDecay: 1e-4)

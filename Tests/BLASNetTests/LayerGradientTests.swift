@@ -34,6 +34,34 @@ struct LayerGradientTests {
         try GradientCheck.check(chunked, input: x)
     }
 
+    /// Winograd F(2×2, 3×3) against im2col on the same weights: odd and even output sizes
+    /// (tiles cut at the edge), every padding a 3×3 window takes (2 is the transposed
+    /// convolution of padding 0), one image per chunk, and frozen weights.
+    @Test(arguments: [(padding: 1, h: 7, w: 6, chunkBytes: 8 << 20), (padding: 0, h: 9, w: 8, chunkBytes: 8 << 20),
+                      (padding: 2, h: 5, w: 4, chunkBytes: 1), (padding: 1, h: 20, w: 37, chunkBytes: 1)])
+    func conv2dWinogradMatchesIm2col(_ c: (padding: Int, h: Int, w: Int, chunkBytes: Int)) throws {
+        var rng1 = SeededGenerator(seed: 43), rng2 = SeededGenerator(seed: 43)
+        let winograd = try Conv2d(5, 6, kernelSize: 3, padding: c.padding, bias: true, rng: &rng1)
+        let im2col = try Conv2d(5, 6, kernelSize: 3, padding: c.padding, bias: true, rng: &rng2)
+        im2col.algorithm = .im2col
+        winograd.columnChunkBytes = c.chunkBytes
+        let x = GradientCheck.random([5, 3, c.h, c.w], seed: 44)
+        let (y1, y2) = (try winograd.forward(x), try im2col.forward(x))
+        let dy = GradientCheck.random(y1.shape, seed: 45)
+        let (dx1, dx2) = (try winograd.backward(dy), try im2col.backward(dy))
+        for (a, b) in [(y1, y2), (dx1, dx2), (winograd.weight.grad, im2col.weight.grad), (winograd.bias!.grad, im2col.bias!.grad)] {
+            #expect(a.shape == b.shape)
+            let scale = b.scalars.map(abs).max() ?? 0
+            #expect(zip(a.scalars, b.scalars).allSatisfy { abs($0 - $1) <= 2e-6 * max(1, scale) })
+        }
+        try GradientCheck.check(winograd, input: x)
+        winograd.weight.requiresGrad = false
+        winograd.zeroGrad()
+        _ = try winograd.forward(x)
+        #expect(try winograd.backward(dy).scalars == dx1.scalars)
+        #expect(winograd.weight.grad.scalars.allSatisfy { $0 == 0 })
+    }
+
     @Test func conv2dMatchesDirectConvolution() throws {
         // An independent reference: the convolution sum written out, no im2col.
         var rng = SeededGenerator(seed: 3)

@@ -17,12 +17,43 @@ public enum BLAS {
         c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
         guard m > 0, n > 0 else { return }
-        Profiler.recordGEMM(.init(transA: transA, transB: transB, m: m, n: n, k: k))
+        let shape = Profiler.GEMMShape(transA: transA, transB: transB, m: m, n: n, k: k)
+        Profiler.recordGEMM(shape)
+        // Below about a million multiply-adds, waking a second worker costs more than it saves.
+        let workers = min(cachedThreads, m * n * k >= 1 << 20 ? max(m, n) / 16 : 1)
+        guard workers > 1 else {
+            return serialSGEMM(shape, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+        }
+        // Each worker takes a block of C's columns (or rows, when C is tall), on single-threaded
+        // OpenBLAS. Blocks are multiples of 16 so the kernels' register tiles stay whole.
+        let splitsColumns = n >= m, extent = splitsColumns ? n : m
+        let block = (extent + workers * 16 - 1) / (workers * 16) * 16
+        Kernels.parallelFor(workers) { parts in
+            for part in parts {
+                let lo = part * block, hi = min(extent, lo + block)
+                guard lo < hi else { continue }
+                var piece = shape
+                if splitsColumns {
+                    piece.n = hi - lo
+                    serialSGEMM(piece, alpha: alpha, a: a, lda: lda, b: b + (transB ? lo * ldb : lo), ldb: ldb,
+                                beta: beta, c: c + lo, ldc: ldc)
+                } else {
+                    piece.m = hi - lo
+                    serialSGEMM(piece, alpha: alpha, a: a + (transA ? lo : lo * lda), lda: lda, b: b, ldb: ldb,
+                                beta: beta, c: c + lo * ldc, ldc: ldc)
+                }
+            }
+        }
+    }
+
+    /// One sgemm on the calling thread: OpenBLAS itself always runs single-threaded.
+    static func serialSGEMM(_ s: Profiler.GEMMShape, alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
+                            b: UnsafePointer<Float>, ldb: Int, beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
         cblas_sgemm(
             CblasRowMajor,
-            transA ? CblasTrans : CblasNoTrans,
-            transB ? CblasTrans : CblasNoTrans,
-            blasint(m), blasint(n), blasint(k),
+            s.transA ? CblasTrans : CblasNoTrans,
+            s.transB ? CblasTrans : CblasNoTrans,
+            blasint(s.m), blasint(s.n), blasint(s.k),
             alpha, a, blasint(lda), b, blasint(ldb),
             beta, c, blasint(ldc))
     }
@@ -57,16 +88,20 @@ public enum BLAS {
         }
     }
 
+    /// Workers for BLASNet's sgemms and kernels. BLASNet splits each large sgemm over
+    /// them itself and keeps OpenBLAS single-threaded: OpenBLAS's own workers spin
+    /// between calls, taking the cores from the im2col and normalization passes in between.
     public static var threads: Int {
-        get { Int(openblas_get_num_threads()) }
-        set {
-            openblas_set_num_threads(Int32(max(1, newValue)))
-            cachedThreads = Int(openblas_get_num_threads())
-        }
+        get { cachedThreads }
+        set { cachedThreads = max(1, newValue) }
     }
 
-    /// `threads`, without a call into OpenBLAS on every kernel.
-    nonisolated(unsafe) static var cachedThreads = Int(openblas_get_num_threads())
+    /// ``threads``; its first use takes OpenBLAS's own choice and makes OpenBLAS single-threaded.
+    nonisolated(unsafe) static var cachedThreads: Int = {
+        let chosen = Int(openblas_get_num_threads())
+        openblas_set_num_threads(1)
+        return chosen
+    }()
 
     /// The kernel family OpenBLAS selected for this CPU (for example `Cooperlake`).
     public static var coreName: String {

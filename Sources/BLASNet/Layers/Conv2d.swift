@@ -1,6 +1,7 @@
 import Foundation
 
-/// 2-D convolution lowered to im2col + one sgemm over the whole batch.
+/// 2-D convolution: Winograd F(2×2, 3×3) for 3×3 stride-1 windows, im2col + sgemm over
+/// the batch for the rest (see ``ConvolutionAlgorithm``).
 ///
 /// `x: [C, N, H, W] -> y: [K, N, Ho, Wo]` (channel-major); `weight: [K, C, kh, kw]` (PyTorch's OIHW).
 public final class Conv2d: Module {
@@ -11,6 +12,9 @@ public final class Conv2d: Module {
     public let bias: Parameter?
     /// False for a network's first layer: skips the input-gradient sgemm and col2im.
     public var propagatesInputGradient = true
+    /// How 3×3 stride-1 convolutions are computed (forward, input and weight gradients);
+    /// every other window uses im2col.
+    public var algorithm = ConvolutionAlgorithm.winograd
 
     private let workspace: Workspace
     private var input: Tensor?
@@ -76,9 +80,15 @@ public final class Conv2d: Module {
         return body(col, columns)
     }
 
+    private func usesWinograd(_ g: ConvGeometry) -> Bool { algorithm == .winograd && g.allowsWinograd }
+
     /// `y[K', N, Ho, Wo] = w[K', rows] · im2col(x)`, a chunk of images at a time.
     private func convolve(_ xp: UnsafePointer<Float>, _ g: ConvGeometry, weights w: UnsafePointer<Float>, outputs: Int,
                           into yp: UnsafeMutablePointer<Float>) {
+        if usesWinograd(g) {
+            return Kernels.winogradConvolve(xp, g, weights: w, outputs: outputs, into: yp, scratch: workspace,
+                                            chunkBytes: columnChunkBytes)
+        }
         for images in imageChunks(g) {
             withColumns(xp, g, images: images) { col, columns in
                 BLAS.sgemm(m: outputs, n: columns, k: g.columnRows, a: w, lda: g.columnRows,
@@ -149,9 +159,16 @@ public final class Conv2d: Module {
                     dx.withUnsafeMutablePointer { dxp in
                         let scatters = propagatesInputGradient && transposed == nil
                         if scatters && !window.isPointwise { Kernels.zero(dxp, count: x.count) }
-                        for images in imageChunks(g) {
+                        let winograd = usesWinograd(g), columnWeightGradient = weight.requiresGrad && !winograd
+                        if weight.requiresGrad && winograd {
+                            weight.grad.withUnsafeMutablePointer {
+                                Kernels.winogradWeightGradient(xp, dyp, g, outputs: outChannels, into: $0, scratch: workspace,
+                                                               chunkBytes: columnChunkBytes)
+                            }
+                        }
+                        for images in imageChunks(g) where columnWeightGradient || scatters {
                             let dyChunk = dyp + images.lowerBound * g.outPlane
-                            if weight.requiresGrad {
+                            if columnWeightGradient {
                                 // dW[K, rows] += dY[K, images] · col[rows, images]ᵀ
                                 withColumns(xp, g, images: images) { col, columns in
                                     weight.grad.withUnsafeMutablePointer { dw in
@@ -178,6 +195,23 @@ public final class Conv2d: Module {
             }
         }
         return dx
+    }
+}
+
+/// How ``Conv2d`` computes a convolution.
+public enum ConvolutionAlgorithm: String, CaseIterable, Sendable {
+    /// Lay receptive fields out as columns and multiply by the weights in one sgemm.
+    case im2col
+    /// Winograd's F(2×2, 3×3) for 3×3 stride-1 windows: 2.25× fewer flops, in 16 smaller
+    /// sgemms. Agrees with ``im2col`` to float32 rounding; other windows fall back to it.
+    case winograd
+}
+
+extension Module {
+    /// Sets ``Conv2d/algorithm`` on every convolution of this module and its descendants.
+    public func setConvolutionAlgorithm(_ algorithm: ConvolutionAlgorithm) {
+        (self as? Conv2d)?.algorithm = algorithm
+        for child in children { child.module.setConvolutionAlgorithm(algorithm) }
     }
 }
 
