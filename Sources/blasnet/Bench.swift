@@ -34,8 +34,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Batch to use (.safetensors with `input` [N, C, H, W] and `target` [N]) instead of random data.")
     var data: String?
 
-    @Option(help: "How 3×3 stride-1 convolutions run: winograd (F(2×2, 3×3)) or im2col.")
-    var convAlgorithm: ConvolutionAlgorithm = .winograd
+    @Option(help: "How 3×3 stride-1 convolutions run: automatic (Winograd where it pays), winograd (F(2×2, 3×3)) or im2col.")
+    var convAlgorithm: ConvolutionAlgorithm = .automatic
 
     @Flag(help: "Print one JSON object instead of tables.")
     var json = false

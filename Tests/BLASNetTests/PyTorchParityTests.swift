@@ -72,13 +72,17 @@ struct PyTorchParityTests {
         }
     }
 
-    @Test(arguments: [(Architecture.resnet18, Normalization.batch), (.seresnet18, .batch),
-                      (.resnet18, .group(32)), (.resnet18, .layer), (.resnet18, .instance)])
-    func inferenceAndTrainingStepMatchPyTorch(_ arch: Architecture, _ norm: Normalization) throws {
+    /// Every 3×3 stride-1 convolution runs both ways: Winograd F(2×2, 3×3) and im2col.
+    @Test(arguments: [(Architecture.resnet18, Normalization.batch, ConvolutionAlgorithm.winograd),
+                      (.resnet18, .batch, .im2col), (.seresnet18, .batch, .winograd), (.seresnet18, .batch, .im2col),
+                      (.resnet18, .group(32), .automatic), (.resnet18, .layer, .automatic), (.resnet18, .instance, .automatic)])
+    func inferenceAndTrainingStepMatchPyTorch(_ arch: Architecture, _ norm: Normalization,
+                                              _ algorithm: ConvolutionAlgorithm) throws {
         let fixture = try Fixture(arch, norm)
         let input = try fixture.reference("input")
         let targets = try #require(fixture.file["target"]).integers().map { Int($0) }
         let model = try ResNet(arch, numClasses: 10, inChannels: 3, stem: .cifar, width: 64, norm: norm)
+        model.setConvolutionAlgorithm(algorithm)
 
         FixtureWeights.load(into: model, seed: fixture.seed)
         model.eval()

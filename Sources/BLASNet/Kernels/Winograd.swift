@@ -22,6 +22,8 @@ extension ConvGeometry {
     var tileRows: Int { (outHeight + 1) / 2 }
     var tileColumns: Int { (outWidth + 1) / 2 }
     var tilesPerImage: Int { tileRows * tileColumns }
+    /// Multiply-adds per weight that F(2×2, 3×3) saves over im2col on this batch.
+    var winogradSavingsPerWeight: Int { batch * (9 * outPlane - 16 * tilesPerImage) }
 }
 
 extension Kernels {
