@@ -35,10 +35,12 @@ struct LayerGradientTests {
     }
 
     /// Winograd F(2×2, 3×3) against im2col on the same weights: odd and even output sizes
-    /// (tiles cut at the edge), every padding a 3×3 window takes (2 is the transposed
-    /// convolution of padding 0), one image per chunk, and frozen weights.
+    /// (tiles cut at the edge; rows of 3, 7 and 19 tiles take every vector width), every
+    /// padding a 3×3 window takes (2 is the transposed convolution of padding 0), one image
+    /// per chunk, and frozen weights.
     @Test(arguments: [(padding: 1, h: 7, w: 6, chunkBytes: 8 << 20), (padding: 0, h: 9, w: 8, chunkBytes: 8 << 20),
-                      (padding: 2, h: 5, w: 4, chunkBytes: 1), (padding: 1, h: 20, w: 37, chunkBytes: 1)])
+                      (padding: 2, h: 5, w: 4, chunkBytes: 1), (padding: 1, h: 9, w: 13, chunkBytes: 8 << 20),
+                      (padding: 1, h: 20, w: 37, chunkBytes: 1)])
     func conv2dWinogradMatchesIm2col(_ c: (padding: Int, h: Int, w: Int, chunkBytes: Int)) throws {
         var rng1 = SeededGenerator(seed: 43), rng2 = SeededGenerator(seed: 43)
         let winograd = try Conv2d(5, 6, kernelSize: 3, padding: c.padding, bias: true, rng: &rng1)

@@ -157,33 +157,14 @@ extension Kernels {
                                               left: left, into: rows + i * paddedWidth, count: paddedWidth)
                             }
                             let out = v + c * tiles + ((n - images.lowerBound) * tileRows + ty) * tileColumns
-                            var tx = 0
-                            while tx + 8 <= tileColumns {
-                                // Eight tiles at once: their patches' columns are the even and odd
-                                // entries of each row, so every transformed entry is one vector store.
-                                @inline(__always) func columns(_ i: Int) -> (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>) {
-                                    let p = UnsafeRawPointer(rows + i * paddedWidth + 2 * tx)
-                                    let a = p.loadUnaligned(as: SIMD16<Float>.self)
-                                    let b = p.loadUnaligned(fromByteOffset: 8, as: SIMD16<Float>.self)
-                                    let (p0, p1, p2, p3) = (a.evenHalf, a.oddHalf, b.evenHalf, b.oddHalf)
-                                    return (p0 - p2, p1 + p2, p2 - p1, p1 - p3)
-                                }
-                                let (h0, h1, h2, h3) = (columns(0), columns(1), columns(2), columns(3))
-                                @inline(__always) func store(_ j: Int, _ d0: SIMD8<Float>, _ d1: SIMD8<Float>,
-                                                             _ d2: SIMD8<Float>, _ d3: SIMD8<Float>) {
-                                    let o = out + j * stride + tx
-                                    UnsafeMutableRawPointer(o).storeBytes(of: d0 - d2, as: SIMD8<Float>.self)
-                                    UnsafeMutableRawPointer(o + 4 * stride).storeBytes(of: d1 + d2, as: SIMD8<Float>.self)
-                                    UnsafeMutableRawPointer(o + 8 * stride).storeBytes(of: d2 - d1, as: SIMD8<Float>.self)
-                                    UnsafeMutableRawPointer(o + 12 * stride).storeBytes(of: d1 - d3, as: SIMD8<Float>.self)
-                                }
-                                store(0, h0.0, h1.0, h2.0, h3.0)
-                                store(1, h0.1, h1.1, h2.1, h3.1)
-                                store(2, h0.2, h1.2, h2.2, h3.2)
-                                store(3, h0.3, h1.3, h2.3, h3.3)
-                                tx += 8
+                            let done = laneBlocks { tx, lanes in tx + lanes <= tileColumns } eight: {
+                                inputTiles(rows, width: paddedWidth, tx: $0, into: out, stride: stride, split16)
+                            } four: {
+                                inputTiles(rows, width: paddedWidth, tx: $0, into: out, stride: stride, split8)
+                            } two: {
+                                inputTiles(rows, width: paddedWidth, tx: $0, into: out, stride: stride, split4)
                             }
-                            for tx in tx..<tileColumns {
+                            for tx in done..<tileColumns {
                                 // Bᵀ·d down the columns (a row of four columns at a time), then ·B along rows.
                                 @inline(__always) func load(_ i: Int) -> SIMD4<Float> {
                                     UnsafeRawPointer(rows + i * paddedWidth + 2 * tx).loadUnaligned(as: SIMD4<Float>.self)
@@ -227,30 +208,14 @@ extension Kernels {
         let stride = k * images.count * g.tilesPerImage
         forEachOutputTileRow(g, outputs: k, images: images) { tile, outputRow, hasBottom in
             let src = m + tile, top = y + outputRow
-            var tx = 0
-            while 2 * (tx + 8) <= ow {
-                // Eight tiles at once; their output columns interleave into 16 floats per row.
-                @inline(__always) func row(_ a: Int) -> (SIMD8<Float>, SIMD8<Float>) {
-                    let p = src + 4 * a * stride + tx
-                    @inline(__always) func load(_ j: Int) -> SIMD8<Float> {
-                        UnsafeRawPointer(p + j * stride).loadUnaligned(as: SIMD8<Float>.self)
-                    }
-                    let (m0, m1, m2, m3) = (load(0), load(1), load(2), load(3))
-                    return (m0 + m1 + m2, m1 - m2 - m3)
-                }
-                let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3))
-                @inline(__always) func store(_ dst: UnsafeMutablePointer<Float>, _ left: SIMD8<Float>,
-                                             _ right: SIMD8<Float>) {
-                    var pair = SIMD16<Float>()
-                    pair.evenHalf = left
-                    pair.oddHalf = right
-                    UnsafeMutableRawPointer(dst + 2 * tx).storeBytes(of: pair, as: SIMD16<Float>.self)
-                }
-                store(top, r0.0 + r1.0 + r2.0, r0.1 + r1.1 + r2.1)
-                if hasBottom { store(top + ow, r1.0 - r2.0 - r3.0, r1.1 - r2.1 - r3.1) }
-                tx += 8
+            let done = laneBlocks { tx, lanes in 2 * (tx + lanes) <= ow } eight: {
+                outputTiles(src, stride: stride, tx: $0, top: top, width: ow, hasBottom: hasBottom, interleave16)
+            } four: {
+                outputTiles(src, stride: stride, tx: $0, top: top, width: ow, hasBottom: hasBottom, interleave8)
+            } two: {
+                outputTiles(src, stride: stride, tx: $0, top: top, width: ow, hasBottom: hasBottom, interleave4)
             }
-            for tx in tx..<tileColumns {
+            for tx in done..<tileColumns {
                 // Aᵀ along each row of m (two columns out of four), then down the columns.
                 @inline(__always) func row(_ a: Int) -> SIMD2<Float> {
                     let p = src + 4 * a * stride + tx
@@ -297,26 +262,14 @@ extension Kernels {
         let stride = k * images.count * g.tilesPerImage
         forEachOutputTileRow(g, outputs: k, images: images) { tile, outputRow, hasBottom in
             let out = u + tile, top = dy + outputRow
-            var tx = 0
-            while 2 * (tx + 8) <= ow {
-                // Eight tiles at once: the even and odd columns of each row of dy.
-                let upper = UnsafeRawPointer(top + 2 * tx).loadUnaligned(as: SIMD16<Float>.self)
-                let lower = hasBottom ? UnsafeRawPointer(top + ow + 2 * tx).loadUnaligned(as: SIMD16<Float>.self) : .zero
-                @inline(__always) func store(_ a: Int, _ r: SIMD16<Float>) {
-                    let o = out + 4 * a * stride + tx
-                    let (left, right) = (r.evenHalf, r.oddHalf)
-                    UnsafeMutableRawPointer(o).storeBytes(of: left, as: SIMD8<Float>.self)
-                    UnsafeMutableRawPointer(o + stride).storeBytes(of: left + right, as: SIMD8<Float>.self)
-                    UnsafeMutableRawPointer(o + 2 * stride).storeBytes(of: left - right, as: SIMD8<Float>.self)
-                    UnsafeMutableRawPointer(o + 3 * stride).storeBytes(of: -right, as: SIMD8<Float>.self)
-                }
-                store(0, upper)
-                store(1, upper + lower)
-                store(2, upper - lower)
-                store(3, -lower)
-                tx += 8
+            let done = laneBlocks { tx, lanes in 2 * (tx + lanes) <= ow } eight: {
+                outputGradientTiles(top, tx: $0, width: ow, hasBottom: hasBottom, into: out, stride: stride, split16)
+            } four: {
+                outputGradientTiles(top, tx: $0, width: ow, hasBottom: hasBottom, into: out, stride: stride, split8)
+            } two: {
+                outputGradientTiles(top, tx: $0, width: ow, hasBottom: hasBottom, into: out, stride: stride, split4)
             }
-            for tx in tx..<tileColumns {
+            for tx in done..<tileColumns {
                 let col = 2 * tx, hasRight = col + 1 < ow
                 let g0 = SIMD2(top[col], hasRight ? top[col + 1] : 0)
                 let g1 = hasBottom ? SIMD2(top[ow + col], hasRight ? top[ow + col + 1] : 0) : .zero
@@ -334,5 +287,137 @@ extension Kernels {
                 store(3, -g1)
             }
         }
+    }
+
+    // Several neighbouring tiles at once, one lane each: a tile row's patches (and its
+    // output columns) are the even and odd entries of each row, so every transformed
+    // entry is one vector load or store. `Lanes` is SIMD8, SIMD4 or SIMD2 (8, 4 or 2 tiles).
+
+    /// Runs `eight` on tile columns eight at a time while `fits(tx, 8)`, then `four` and
+    /// `two` once each if they fit; returns the first column left for one tile at a time.
+    @inline(__always)
+    private static func laneBlocks(_ fits: (_ tx: Int, _ lanes: Int) -> Bool, eight: (Int) -> Void,
+                                   four: (Int) -> Void, two: (Int) -> Void) -> Int {
+        var tx = 0
+        while fits(tx, 8) {
+            eight(tx)
+            tx += 8
+        }
+        if fits(tx, 4) {
+            four(tx)
+            tx += 4
+        }
+        if fits(tx, 2) {
+            two(tx)
+            tx += 2
+        }
+        return tx
+    }
+
+    /// The lanes of ``winogradInput(_:_:_:images:)`` for the tiles from column `tx` on.
+    @inline(__always)
+    private static func inputTiles<Lanes: SIMD>(_ rows: UnsafePointer<Float>, width: Int, tx: Int,
+                                                into out: UnsafeMutablePointer<Float>, stride: Int,
+                                                _ split: (UnsafePointer<Float>) -> (Lanes, Lanes))
+    where Lanes.Scalar == Float {
+        @inline(__always) func columns(_ i: Int) -> (Lanes, Lanes, Lanes, Lanes) {
+            let p = rows + i * width + 2 * tx
+            let ((p0, p1), (p2, p3)) = (split(p), split(p + 2))
+            return (p0 - p2, p1 + p2, p2 - p1, p1 - p3)
+        }
+        let (h0, h1, h2, h3) = (columns(0), columns(1), columns(2), columns(3))
+        @inline(__always) func store(_ j: Int, _ d0: Lanes, _ d1: Lanes, _ d2: Lanes, _ d3: Lanes) {
+            let o = out + j * stride + tx
+            UnsafeMutableRawPointer(o).storeBytes(of: d0 - d2, as: Lanes.self)
+            UnsafeMutableRawPointer(o + 4 * stride).storeBytes(of: d1 + d2, as: Lanes.self)
+            UnsafeMutableRawPointer(o + 8 * stride).storeBytes(of: d2 - d1, as: Lanes.self)
+            UnsafeMutableRawPointer(o + 12 * stride).storeBytes(of: d1 - d3, as: Lanes.self)
+        }
+        store(0, h0.0, h1.0, h2.0, h3.0)
+        store(1, h0.1, h1.1, h2.1, h3.1)
+        store(2, h0.2, h1.2, h2.2, h3.2)
+        store(3, h0.3, h1.3, h2.3, h3.3)
+    }
+
+    /// The lanes of ``winogradOutput(_:_:_:outputs:images:)`` for the tiles from column `tx` on.
+    @inline(__always)
+    private static func outputTiles<Lanes: SIMD>(_ src: UnsafePointer<Float>, stride: Int, tx: Int,
+                                                 top: UnsafeMutablePointer<Float>, width: Int, hasBottom: Bool,
+                                                 _ interleave: (UnsafeMutablePointer<Float>, Lanes, Lanes) -> Void)
+    where Lanes.Scalar == Float {
+        // Aᵀ along each row of m (two columns out of four), then down the columns.
+        @inline(__always) func row(_ a: Int) -> (Lanes, Lanes) {
+            let p = src + 4 * a * stride + tx
+            @inline(__always) func load(_ j: Int) -> Lanes {
+                UnsafeRawPointer(p + j * stride).loadUnaligned(as: Lanes.self)
+            }
+            let (m0, m1, m2, m3) = (load(0), load(1), load(2), load(3))
+            return (m0 + m1 + m2, m1 - m2 - m3)
+        }
+        let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3))
+        interleave(top + 2 * tx, r0.0 + r1.0 + r2.0, r0.1 + r1.1 + r2.1)
+        if hasBottom { interleave(top + width + 2 * tx, r1.0 - r2.0 - r3.0, r1.1 - r2.1 - r3.1) }
+    }
+
+    /// The lanes of ``winogradOutputGradient(_:_:_:outputs:images:)`` for the tiles from column `tx` on.
+    @inline(__always)
+    private static func outputGradientTiles<Lanes: SIMD>(_ top: UnsafePointer<Float>, tx: Int, width: Int, hasBottom: Bool,
+                                                         into out: UnsafeMutablePointer<Float>, stride: Int,
+                                                         _ split: (UnsafePointer<Float>) -> (Lanes, Lanes))
+    where Lanes.Scalar == Float {
+        let upper = split(top + 2 * tx), lower = hasBottom ? split(top + width + 2 * tx) : (Lanes.zero, Lanes.zero)
+        // A down the columns, then along each row.
+        @inline(__always) func store(_ a: Int, _ left: Lanes, _ right: Lanes) {
+            let o = out + 4 * a * stride + tx
+            UnsafeMutableRawPointer(o).storeBytes(of: left, as: Lanes.self)
+            UnsafeMutableRawPointer(o + stride).storeBytes(of: left + right, as: Lanes.self)
+            UnsafeMutableRawPointer(o + 2 * stride).storeBytes(of: left - right, as: Lanes.self)
+            UnsafeMutableRawPointer(o + 3 * stride).storeBytes(of: Lanes.zero - right, as: Lanes.self)
+        }
+        store(0, upper.0, upper.1)
+        store(1, upper.0 + lower.0, upper.1 + lower.1)
+        store(2, upper.0 - lower.0, upper.1 - lower.1)
+        store(3, Lanes.zero - lower.0, Lanes.zero - lower.1)
+    }
+
+    /// The even and odd entries of the 16, 8 or 4 floats at `p`.
+    @inline(__always)
+    private static func split16(_ p: UnsafePointer<Float>) -> (SIMD8<Float>, SIMD8<Float>) {
+        let v = UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self)
+        return (v.evenHalf, v.oddHalf)
+    }
+
+    @inline(__always)
+    private static func split8(_ p: UnsafePointer<Float>) -> (SIMD4<Float>, SIMD4<Float>) {
+        let v = UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
+        return (v.evenHalf, v.oddHalf)
+    }
+
+    @inline(__always)
+    private static func split4(_ p: UnsafePointer<Float>) -> (SIMD2<Float>, SIMD2<Float>) {
+        let v = UnsafeRawPointer(p).loadUnaligned(as: SIMD4<Float>.self)
+        return (v.evenHalf, v.oddHalf)
+    }
+
+    /// Stores `even` and `odd` interleaved as the 16, 8 or 4 floats at `p`.
+    @inline(__always)
+    private static func interleave16(_ p: UnsafeMutablePointer<Float>, _ even: SIMD8<Float>, _ odd: SIMD8<Float>) {
+        var v = SIMD16<Float>()
+        (v.evenHalf, v.oddHalf) = (even, odd)
+        UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD16<Float>.self)
+    }
+
+    @inline(__always)
+    private static func interleave8(_ p: UnsafeMutablePointer<Float>, _ even: SIMD4<Float>, _ odd: SIMD4<Float>) {
+        var v = SIMD8<Float>()
+        (v.evenHalf, v.oddHalf) = (even, odd)
+        UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self)
+    }
+
+    @inline(__always)
+    private static func interleave4(_ p: UnsafeMutablePointer<Float>, _ even: SIMD2<Float>, _ odd: SIMD2<Float>) {
+        var v = SIMD4<Float>()
+        (v.evenHalf, v.oddHalf) = (even, odd)
+        UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD4<Float>.self)
     }
 }
