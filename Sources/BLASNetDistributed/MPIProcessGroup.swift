@@ -40,7 +40,7 @@ public final class MPIProcessGroup: CrossProcessSum {
         self.localSize = Int(localSize)
     }
 
-    /// Cores for each process on this machine, so that the processes' OpenBLAS threads
+    /// Cores for each process on this machine, so that the processes' worker threads
     /// together do not oversubscribe it.
     public var coresPerProcess: Int {
         max(1, ProcessInfo.processInfo.activeProcessorCount / max(localSize, 1))

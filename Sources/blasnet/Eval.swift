@@ -43,7 +43,7 @@ struct Eval: ParsableCommand {
     @Option(parsing: .unconditional, help: "Images per forward pass.")
     var batchSize = 500
 
-    @Option(parsing: .unconditional, help: "OpenBLAS threads (default: OpenBLAS's own choice).")
+    @Option(parsing: .unconditional, help: "Worker threads for the sgemms and kernels (default: OpenBLAS's choice, one per core).")
     var threads: Int?
 
     func validate() throws {

@@ -76,7 +76,7 @@ struct Finetune: ParsableCommand {
     @Option(parsing: .unconditional, help: "Seed for sampling, the new head, batch order.")
     var seed: UInt64 = 0
 
-    @Option(parsing: .unconditional, help: "OpenBLAS threads (default: OpenBLAS's own choice).")
+    @Option(parsing: .unconditional, help: "Worker threads for the sgemms and kernels (default: OpenBLAS's choice, one per core).")
     var threads: Int?
 
     @Option(help: "Where to write finetuned.safetensors (created if needed).")

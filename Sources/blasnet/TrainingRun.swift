@@ -94,7 +94,7 @@ final class TrainingRun {
             \(settings.arch.rawValue) width \(settings.width), \(settings.stem.rawValue) stem, \(settings.norm) norm, \(parameterCount) parameters; \
             \(settings.dataset.rawValue) \(trainer.trainLoader.dataset.count) train / \(testLoader.dataset.count) test images; \
             \(settings.loss.rawValue) loss, \(settings.optimizer) lr \(settings.learningRate) \(settings.schedule), batch \(settings.batchSize), \
-            \(BLAS.threads) OpenBLAS threads\(processes.map { " in each of \($0.size) MPI processes" } ?? "")
+            \(BLAS.threads) threads\(processes.map { " in each of \($0.size) MPI processes" } ?? "")
 
             """)
         if trainer.completedEpochs >= settings.epochs {

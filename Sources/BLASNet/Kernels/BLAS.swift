@@ -21,14 +21,21 @@ public enum BLAS {
         Profiler.recordGEMM(shape)
         // Below about a million multiply-adds, waking a second worker costs more than it saves.
         let workers = min(cachedThreads, m * n * k >= 1 << 20 ? max(m, n) / 16 : 1)
+        splitSGEMM(shape, workers: workers, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+    }
+
+    /// `sgemm` over `workers` threads: each takes a block of C's columns (or rows, when C
+    /// is tall), on single-threaded OpenBLAS. Blocks are multiples of 16 so the kernels'
+    /// register tiles stay whole.
+    static func splitSGEMM(_ shape: Profiler.GEMMShape, workers: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int,
+                           b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
         guard workers > 1 else {
             return serialSGEMM(shape, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
         }
-        // Each worker takes a block of C's columns (or rows, when C is tall), on single-threaded
-        // OpenBLAS. Blocks are multiples of 16 so the kernels' register tiles stay whole.
+        let (m, n) = (shape.m, shape.n), (transA, transB) = (shape.transA, shape.transB)
         let splitsColumns = n >= m, extent = splitsColumns ? n : m
         let block = (extent + workers * 16 - 1) / (workers * 16) * 16
-        Kernels.parallelFor(workers) { parts in
+        Kernels.parallelFor(workers, workers: workers) { parts in
             for part in parts {
                 let lo = part * block, hi = min(extent, lo + block)
                 guard lo < hi else { continue }

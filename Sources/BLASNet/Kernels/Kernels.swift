@@ -8,9 +8,10 @@ import Dispatch
 /// ``BLAS/threads`` workers.
 enum Kernels {
     /// Splits `0..<count` into one contiguous range per worker (none smaller than
-    /// `grain`) and runs `body` on each, in parallel.
-    static func parallelFor(_ count: Int, grain: Int = 1, _ body: (Range<Int>) -> Void) {
-        let workers = min(BLAS.cachedThreads, max(1, count / max(grain, 1)))
+    /// `grain`; at most `workers`) and runs `body` on each, in parallel.
+    static func parallelFor(_ count: Int, grain: Int = 1, workers: Int = BLAS.cachedThreads,
+                            _ body: (Range<Int>) -> Void) {
+        let workers = min(workers, max(1, count / max(grain, 1)))
         guard workers > 1 else { return body(0..<count) }
         withoutActuallyEscaping(body) { body in
             // Workers write disjoint ranges of raw buffers, which Sendable cannot express.
