@@ -52,13 +52,22 @@ public final class SEBlock: Module {
         let planes = s.count, planeSize = x.shape[2] * x.shape[3]
         // y = x·s: the direct path scales dy by s; the gate path sees ds = Σ_hw dy·x.
         var ds = Tensor(uninitializedShape: s.shape)
-        var dx = Tensor(uninitializedShape: x.shape)
         dy.withUnsafePointer { g in
             x.withUnsafePointer { xp in ds.withUnsafeMutablePointer { Kernels.planeDots(g, xp, $0, planes: planes, planeSize: planeSize) } }
-            s.withUnsafePointer { sp in dx.withUnsafeMutablePointer { Kernels.scalePlanes(g, by: sp, $0, planes: planes, planeSize: planeSize) } }
         }
         let dSqueezed = try fc1.backward(relu.backward(fc2.backward(gate.backward(ds))))
-        dx += try pool.backward(dSqueezed.reshaped([channels, x.shape[1]]))
+        // The squeeze (a global mean) passes each plane's gradient back spread evenly over
+        // it: dx = dy·s + dSqueezed/(H·W) in one pass, where the pool's own backward would
+        // write a second full-size tensor to add (two passes more over the activation).
+        let spread = dSqueezed.scalars.map { $0 / Float(planeSize) }
+        var dx = Tensor(uninitializedShape: x.shape)
+        dy.withUnsafePointer { g in
+            s.withUnsafePointer { sp in
+                dx.withUnsafeMutablePointer {
+                    Kernels.planeAffine(g, $0, planes: planes, planeSize: planeSize, scale: sp, shift: spread, relu: false)
+                }
+            }
+        }
         return dx
     }
 }
