@@ -39,8 +39,8 @@ public struct Tensor: @unchecked Sendable {
     /// A tensor whose elements the caller must write before reading (kernel outputs).
     init(uninitializedShape shape: [Int]) {
         precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
-        self.shape = shape
-        storage = TensorStorage(count: shape.reduce(1, *))
+        storage = TensorStorage(count: shape.reduce(1, *), shape: shape)
+        self.shape = storage.shape
     }
 
     /// Number of elements.
@@ -108,7 +108,7 @@ public struct Tensor: @unchecked Sendable {
     /// Raw mutable access to the elements for kernels; copies first if the memory is shared.
     public mutating func withUnsafeMutablePointer<R>(_ body: (UnsafeMutablePointer<Float>) throws -> R) rethrows -> R {
         if !isKnownUniquelyReferenced(&storage) {
-            let copy = TensorStorage(count: storage.count)
+            let copy = TensorStorage(count: storage.count, shape: shape)
             copy.pointer.update(from: storage.pointer, count: storage.count)
             storage = copy
         }

@@ -5,19 +5,22 @@ import Foundation
 final class TensorStorage: @unchecked Sendable {
     let pointer: UnsafeMutablePointer<Float>
     let count: Int
+    /// The shape of the tensor this memory was taken for; it goes back to the pool with
+    /// the memory, so that the next tensor of that shape adopts the array instead of a new one.
+    let shape: [Int]
 
-    /// Uninitialized memory for `count` floats.
-    init(count: Int) {
+    /// Uninitialized memory for `count` floats, for a tensor of `shape`.
+    init(count: Int, shape: [Int]) {
         self.count = count
-        pointer = BufferPool.shared.take(count)
+        (pointer, self.shape) = BufferPool.shared.take(count, shape: shape)
     }
 
-    deinit { BufferPool.shared.give(pointer, count: count) }
+    deinit { BufferPool.shared.give(pointer, count: count, shape: shape) }
 }
 
 /// Recycles tensor memory by exact size. A training step allocates the same shapes
 /// every time, so after the first step every activation, gradient and column buffer
-/// comes from here: no page faults, no zeroing by the kernel, no malloc.
+/// comes from here, with its shape array: no page faults, no zeroing by the kernel, no malloc.
 ///
 /// `@unchecked Sendable`: `free` is read and written only with `lock` held. The lock is
 /// an `NSLock`, not Synchronization's `Mutex`: a contended `Mutex` on Linux waits in a
@@ -27,23 +30,61 @@ final class TensorStorage: @unchecked Sendable {
 public final class BufferPool: @unchecked Sendable {
     static let shared = BufferPool()
 
-    /// Buffers at or below this size go straight to malloc: the pool is for the big ones.
-    private static let minimumPooled = 1024
-    private let lock = NSLock()
-    private var free: [Int: [UnsafeMutablePointer<Float>]] = [:]
+    /// Buffers kept per size; beyond this many released at once (far more than a step
+    /// makes) they go back to the system.
+    private static let maximumPerSize = 256
+    private typealias Entry = (pointer: UnsafeMutablePointer<Float>, shape: [Int])
+    /// A class, so that popping and pushing through the dictionary never copies the list.
+    private final class FreeList {
+        var entries: [Entry] = []
 
-    func take(_ count: Int) -> UnsafeMutablePointer<Float> {
-        guard count >= Self.minimumPooled, let reused = lock.withLock({ free[count]?.popLast() }) else {
-            return .allocate(capacity: max(count, 1))
+        /// The most recently released entry, preferring one last used with `shape`
+        /// (shapes of equal size, such as `[64, N, 16, 16]` and `[256, N, 8, 8]`, share a list).
+        func take(_ shape: [Int]) -> Entry? {
+            guard let last = entries.indices.last else { return nil }
+            let match = entries.lastIndex { $0.shape == shape } ?? last
+            entries.swapAt(match, last)
+            return entries.removeLast()
         }
-        AddressSanitizer.unpoison(reused, count: count)
-        return reused
+    }
+    private let lock = NSLock()
+    private var free: [Int: FreeList] = [:]
+
+    /// Memory for `count` floats and the shape array to use for `shape`.
+    func take(_ count: Int, shape: [Int]) -> (UnsafeMutablePointer<Float>, [Int]) {
+        guard let (pointer, cachedShape) = lock.withLock({ free[count]?.take(shape) }) else {
+            return (.allocate(capacity: max(count, 1)), Self.copy(shape))
+        }
+        AddressSanitizer.unpoison(pointer, count: count)
+        return (pointer, cachedShape == shape ? cachedShape : Self.copy(shape))
     }
 
-    func give(_ pointer: UnsafeMutablePointer<Float>, count: Int) {
-        guard count >= Self.minimumPooled else { return pointer.deallocate() }
+    /// A copy of `shape` in new storage, so that the caller's array never escapes and can
+    /// live on its stack.
+    private static func copy(_ shape: [Int]) -> [Int] {
+        Array(unsafeUninitializedCapacity: shape.count) { buffer, initialized in
+            initialized = buffer.initialize(fromContentsOf: shape)
+        }
+    }
+
+    func give(_ pointer: UnsafeMutablePointer<Float>, count: Int, shape: [Int]) {
         AddressSanitizer.poison(pointer, count: count)
-        lock.withLock { free[count, default: []].append(pointer) }
+        let kept = lock.withLock {
+            let list: FreeList
+            if let known = free[count] {
+                list = known
+            } else {
+                list = FreeList()
+                free[count] = list
+            }
+            guard list.entries.count < Self.maximumPerSize else { return false }
+            list.entries.append((pointer, shape))
+            return true
+        }
+        if !kept {
+            AddressSanitizer.unpoison(pointer, count: count)
+            pointer.deallocate()
+        }
     }
 
     /// Returns every cached buffer to the system (for example after training, before
@@ -51,7 +92,7 @@ public final class BufferPool: @unchecked Sendable {
     public static func releaseCachedMemory() {
         let buffers = shared.lock.withLock {
             defer { shared.free.removeAll() }
-            return shared.free.flatMap { count, pointers in pointers.map { ($0, count) } }
+            return shared.free.flatMap { count, list in list.entries.map { ($0.pointer, count) } }
         }
         for (pointer, count) in buffers {
             AddressSanitizer.unpoison(pointer, count: count)
@@ -59,7 +100,6 @@ public final class BufferPool: @unchecked Sendable {
         }
     }
 }
-
 /// Marks pooled memory for AddressSanitizer when the process runs under it. A buffer
 /// back in the pool is never freed, so without this ASan would take a tensor read after
 /// its storage went away for an ordinary access; poisoned, it reports it as a

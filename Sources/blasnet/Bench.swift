@@ -65,13 +65,13 @@ struct Bench: ParsableCommand {
         let (x, targets) = try batchTensors(count: batch)
         let sgd = try SGD(net.namedParameters().map(\.parameter), learningRate: 0.01, momentum: 0.9, weightDecay: 1e-4)
         if mode == .train { net.train() } else { net.eval() }
-        var losses: [Float] = []
+        var firstLoss: Float?
         let step = {
             let logits = try net.forward(x)
             guard mode == .train else { return }
             let (loss, gradient) = try CrossEntropyLoss()(logits, targets: targets)
-            losses.append(loss)
-            net.zeroGrad()
+            if firstLoss == nil { firstLoss = loss }
+            sgd.zeroGrad()
             _ = try net.backward(gradient)
             sgd.step()
         }
@@ -100,7 +100,7 @@ struct Bench: ParsableCommand {
         let gflop = layers.reduce(0) { $0 + $1.gflop }
         let report = BenchReport(
             arch: model.arch.rawValue, stem: model.stem.rawValue, mode: mode.rawValue, batch: x.shape[0], input: Array(x.shape[2...]),
-            first_loss: losses.first,
+            first_loss: firstLoss,
             threads: BLAS.threads, openblas_core: BLAS.coreName, openblas_config: BLAS.configuration,
             step_seconds: stepSeconds, step_seconds_samples: stepTimes, images_per_second: Double(x.shape[0]) / stepSeconds,
             gemm_seconds: gemmSeconds, gemm_efficiency: gemmSeconds / stepSeconds, gemm_gflop: gflop,

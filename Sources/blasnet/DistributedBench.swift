@@ -23,7 +23,7 @@ extension Bench {
         let step = {
             let logits = try net.forward(x)
             let (_, gradient) = try CrossEntropyLoss()(logits, targets: targets)
-            net.zeroGrad()
+            sgd.zeroGrad()
             try parallel.averageGradients(of: net) { _ = try net.backward(gradient) }
             sgd.step()
         }

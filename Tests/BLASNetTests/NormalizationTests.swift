@@ -53,6 +53,32 @@ struct NormalizationTests {
         try GradientCheck.check(gn, input: GradientCheck.random([6, 3, 4, 3], seed: 43), tolerance: 2e-2)
     }
 
+    /// A normalization layer keeps its scratch buffers from call to call: run on inputs of
+    /// changing batch and size, each pass matches a fresh layer's bit for bit.
+    @Test func layersKeepNoStateBetweenGeometries() throws {
+        let shapes = [[4, 3, 3, 2], [4, 5, 2, 2], [4, 1, 3, 3], [4, 3, 3, 2]]
+        func pass(_ layer: any Module, _ shape: [Int], seed: UInt64) throws -> [[Float]] {
+            let y = try layer.forward(GradientCheck.random(shape, seed: seed))
+            let dx = try layer.backward(GradientCheck.random(shape, seed: seed + 1))
+            return [y.scalars, dx.scalars] + layer.namedParameters().map(\.parameter.grad.scalars)
+        }
+        let makers: [() throws -> any Module] = [
+            { try GroupNorm(groups: 2, channels: 4, fusesReLU: true) },
+            { try InstanceNorm2d(4, affine: true, trackRunningStats: true) },
+            { try BatchNorm2d(4) },
+        ]
+        for make in makers {
+            let kept = try make()
+            for (i, shape) in shapes.enumerated() {
+                kept.zeroGrad()
+                let fresh = try make()
+                for (from, to) in zip(kept.namedParameters(), fresh.namedParameters()) { to.parameter.value = from.parameter.value }
+                for (from, to) in zip(kept.namedBuffers(), fresh.namedBuffers()) { to.buffer.value = from.buffer.value }
+                #expect(try pass(kept, shape, seed: 60 + UInt64(i)) == pass(fresh, shape, seed: 60 + UInt64(i)), "\(kept) \(shape)")
+            }
+        }
+    }
+
     @Test func groupNormFusedReLU() throws {
         let gn = try GroupNorm(groups: 2, channels: 4, fusesReLU: true)
         Self.randomAffine(gn.weight, gn.bias, seed: 44)

@@ -1,5 +1,3 @@
-import Dispatch
-
 /// Hot loops over raw buffers. Everything outside this folder reads like the math;
 /// everything inside it trades clarity for speed and takes pointers, not arrays.
 ///
@@ -13,13 +11,7 @@ enum Kernels {
                             _ body: (Range<Int>) -> Void) {
         let workers = min(workers, max(1, count / max(grain, 1)))
         guard workers > 1 else { return body(0..<count) }
-        withoutActuallyEscaping(body) { body in
-            // Workers write disjoint ranges of raw buffers, which Sendable cannot express.
-            nonisolated(unsafe) let body = body
-            DispatchQueue.concurrentPerform(iterations: workers) { w in
-                body((count * w / workers)..<(count * (w + 1) / workers))
-            }
-        }
+        WorkerPool.shared.run(workers) { w in body((count * w / workers)..<(count * (w + 1) / workers)) }
     }
 }
 

@@ -35,7 +35,8 @@ public final class BatchNorm: Module {
     /// and back-propagates through them (PyTorch's SyncBatchNorm). Nil: this process's batch alone.
     public var synchronization: (any CrossProcessSum)?
 
-    private var state: PlaneNormalization?
+    private var normalization = PlaneNormalization()
+    private let name: String
 
     public init(_ channels: Int, eps: Float = 1e-5, momentum: Float = 0.1, fusesReLU: Bool = false) throws {
         guard channels > 0 else { throw BLASNetError.invalidArgument("BatchNorm: channels must be positive, got \(channels)") }
@@ -43,6 +44,7 @@ public final class BatchNorm: Module {
         self.eps = eps
         self.momentum = momentum
         self.fusesReLU = fusesReLU
+        name = "BatchNorm(\(channels))"
         weight = Parameter(Tensor(shape: [channels], repeating: 1))
         bias = Parameter(Tensor(shape: [channels]))
         runningMean = Buffer(Tensor(shape: [channels]))
@@ -59,33 +61,31 @@ public final class BatchNorm: Module {
 
     public func forward(_ x: Tensor) throws -> Tensor {
         guard x.shape.count >= 2, x.shape[0] == channels else {
-            throw BLASNetError.shapeMismatch(layer: "BatchNorm(\(channels))", expected: "[\(channels), N, …]", got: x.shape)
+            throw BLASNetError.shapeMismatch(layer: name, expected: "[\(channels), N, …]", got: x.shape)
         }
         // One plane per channel: its N·H·W values are contiguous.
         let m = x.count / channels
-        var state = PlaneNormalization(channels: channels, samples: 1, planeSize: m, groups: channels)
+        if training && m < 2 {
+            throw BLASNetError.invalidArgument("\(name): training needs more than one value per channel, got input \(x.shape)")
+        }
+        normalization.prepare(channels: channels, samples: 1, planeSize: m, groups: channels)
         if observesInput {
-            var probe = state
-            observedStatistics = try probe.useBatchStatistics(of: x, eps: eps)
+            var probe = normalization
+            try probe.useBatchStatistics(of: x, eps: eps)
+            observedStatistics = (probe.groupMean, probe.groupVariance)
         }
         if training {
-            guard m > 1 else {
-                throw BLASNetError.invalidArgument(
-                    "BatchNorm(\(channels)): training needs more than one value per channel, got input \(x.shape)")
-            }
-            let batch = try state.useBatchStatistics(of: x, eps: eps, synchronizedBy: synchronization)
-            state.updateRunning(mean: runningMean, variance: runningVar, momentum: momentum, batch: batch)
+            try normalization.useBatchStatistics(of: x, eps: eps, synchronizedBy: synchronization)
+            normalization.updateRunning(mean: runningMean, variance: runningVar, momentum: momentum)
             numBatchesTracked.value[0] += 1
         } else {
-            state.useRunningStatistics(mean: runningMean.value, variance: runningVar.value, eps: eps)
+            normalization.useRunningStatistics(mean: runningMean.value, variance: runningVar.value, eps: eps)
         }
-        let y = state.forward(x, weight: weight, bias: bias, relu: fusesReLU)
-        self.state = state
-        return y
+        return normalization.forward(x, weight: weight, bias: bias, relu: fusesReLU)
     }
 
     public func backward(_ dy: Tensor) throws -> Tensor {
-        try PlaneNormalization.backward(&state, dy, weight: weight, bias: bias, layer: "BatchNorm(\(channels))")
+        try normalization.backward(dy, weight: weight, bias: bias, layer: name)
     }
 }
 

@@ -63,10 +63,9 @@ public final class Conv2d: Module {
     var columnChunkBytes = 8 << 20
 
     /// The batch split into runs of images whose column matrix fits the chunk size.
-    private func imageChunks(_ g: ConvGeometry) -> [Range<Int>] {
+    private func imageChunks(_ g: ConvGeometry) -> ImageChunks {
         let perImage = g.columnRows * g.outPlane * MemoryLayout<Float>.size
-        let step = g.window.isPointwise ? g.batch : max(1, columnChunkBytes / max(perImage, 1))
-        return stride(from: 0, to: g.batch, by: step).map { $0..<min($0 + step, g.batch) }
+        return ImageChunks(batch: g.batch, size: g.window.isPointwise ? g.batch : max(1, columnChunkBytes / max(perImage, 1)))
     }
 
     /// The column matrix of `images` of `x` (`x` itself for pointwise convolutions, whose
@@ -201,6 +200,23 @@ public final class Conv2d: Module {
             }
         }
         return dx
+    }
+}
+
+/// Consecutive runs of `size` images over a batch, the last one shorter if need be.
+struct ImageChunks: Sequence, IteratorProtocol {
+    let batch: Int
+    let size: Int
+    private var start = 0
+
+    init(batch: Int, size: Int) {
+        (self.batch, self.size) = (batch, size)
+    }
+
+    mutating func next() -> Range<Int>? {
+        guard start < batch else { return nil }
+        defer { start += size }
+        return start..<Swift.min(start + size, batch)
     }
 }
 

@@ -19,7 +19,7 @@ public final class GroupNorm: Module {
     /// Applies `max(·, 0)` to the output, as `GroupNorm` followed by `ReLU` would.
     public let fusesReLU: Bool
 
-    private var state: PlaneNormalization?
+    private var normalization = PlaneNormalization()
 
     /// Throws unless `groups` divides `channels`.
     public init(groups: Int, channels: Int, eps: Float = 1e-5, affine: Bool = true, fusesReLU: Bool = false) throws {
@@ -45,15 +45,13 @@ public final class GroupNorm: Module {
         guard x.shape.count >= 2, x.shape[0] == channels, x.count > 0 else {
             throw BLASNetError.shapeMismatch(layer: name, expected: "[\(channels), N, …]", got: x.shape)
         }
-        var state = PlaneNormalization(channels: channels, samples: x.shape[1], planeSize: x.count / (channels * x.shape[1]),
-                                       groups: groups)
-        try state.useBatchStatistics(of: x, eps: eps)
-        let y = state.forward(x, weight: weight, bias: bias, relu: fusesReLU)
-        self.state = state
-        return y
+        normalization.prepare(channels: channels, samples: x.shape[1], planeSize: x.count / (channels * x.shape[1]),
+                              groups: groups)
+        try normalization.useBatchStatistics(of: x, eps: eps)
+        return normalization.forward(x, weight: weight, bias: bias, relu: fusesReLU)
     }
 
     public func backward(_ dy: Tensor) throws -> Tensor {
-        try PlaneNormalization.backward(&state, dy, weight: weight, bias: bias, layer: name)
+        try normalization.backward(dy, weight: weight, bias: bias, layer: name)
     }
 }

@@ -24,7 +24,7 @@ public final class InstanceNorm2d: Module {
     /// running statistics if tracked, else still the instance statistics.
     public var training = true
 
-    private var state: PlaneNormalization?
+    private var normalization = PlaneNormalization()
 
     public init(_ channels: Int, eps: Float = 1e-5, momentum: Float = 0.1, affine: Bool = false,
                 trackRunningStats: Bool = false) throws {
@@ -61,25 +61,23 @@ public final class InstanceNorm2d: Module {
             throw BLASNetError.shapeMismatch(layer: name, expected: "[\(channels), N, H, W]", got: x.shape)
         }
         let planeSize = x.shape[2] * x.shape[3]
-        var state = PlaneNormalization(channels: channels, samples: x.shape[1], planeSize: planeSize, groups: channels)
+        normalization.prepare(channels: channels, samples: x.shape[1], planeSize: planeSize, groups: channels)
         if let runningMean, let runningVar, !training {
-            state.useRunningStatistics(mean: runningMean.value, variance: runningVar.value, eps: eps)
+            normalization.useRunningStatistics(mean: runningMean.value, variance: runningVar.value, eps: eps)
         } else {
             guard planeSize > 1 else {
                 throw BLASNetError.invalidArgument("\(name): instance statistics need more than one spatial element, got input \(x.shape)")
             }
-            let batch = try state.useBatchStatistics(of: x, eps: eps)
+            try normalization.useBatchStatistics(of: x, eps: eps)
             if let runningMean, let runningVar {
-                state.updateRunning(mean: runningMean, variance: runningVar, momentum: momentum, batch: batch)
+                normalization.updateRunning(mean: runningMean, variance: runningVar, momentum: momentum)
             }
         }
-        let y = state.forward(x, weight: weight, bias: bias, relu: false)
-        self.state = state
-        return y
+        return normalization.forward(x, weight: weight, bias: bias, relu: false)
     }
 
     public func backward(_ dy: Tensor) throws -> Tensor {
-        try PlaneNormalization.backward(&state, dy, weight: weight, bias: bias, layer: name)
+        try normalization.backward(dy, weight: weight, bias: bias, layer: name)
     }
 }
 

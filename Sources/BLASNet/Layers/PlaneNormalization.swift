@@ -9,14 +9,21 @@
 ///   consecutive channels of group `g` for sample `n` (GroupNorm; InstanceNorm is
 ///   `G = C`, BatchNorm views its input as `[C, 1, N·S]` with `G = C`); or
 /// - *running statistics*, given per channel, which make the layer affine in `x`.
+///
+/// A layer keeps one for its whole life: ``prepare(channels:samples:planeSize:groups:)``
+/// sizes the per-plane, per-group and per-channel buffers once, and every later pass of
+/// the same geometry reuses them, so a training step allocates nothing here.
 struct PlaneNormalization {
-    let channels: Int
-    let samples: Int
-    let planeSize: Int
-    let groups: Int
+    private(set) var channels = 0
+    private(set) var samples = 0
+    private(set) var planeSize = 0
+    private(set) var groups = 0
     /// Mean and `1/√(σ² + ε)` that normalize each plane.
     private var mean: [Double] = []
     private var invStd: [Float] = []
+    /// Each group's mean and biased variance, from the last ``useBatchStatistics(of:eps:synchronizedBy:)``.
+    private(set) var groupMean: [Double] = []
+    private(set) var groupVariance: [Double] = []
     /// With batch statistics, the mean and variance depend on `x` too, which the backward pass follows.
     private var batchStatistics = false
     /// Elements each group statistic was taken over: the group's size, or with
@@ -27,9 +34,25 @@ struct PlaneNormalization {
     private var input: Tensor?
     /// The clamped output of a fused ReLU, whose positive entries pass gradient.
     private var output: Tensor?
+    /// Scratch of the passes: the per-plane affine of the forward, the per-plane sums and
+    /// coefficients of the backward, and what they add up to per group and per channel.
+    private var scale: [Float] = [], shift: [Float] = []
+    private var sumDy: [Double] = [], sumDyXc: [Double] = []
+    private var k: [Float] = [], a: [Float] = [], b: [Float] = []
+    private var groupDy: [Double] = [], groupDyXc: [Double] = []
+    private var dGamma: [Double] = [], dBeta: [Double] = []
 
-    init(channels: Int, samples: Int, planeSize: Int, groups: Int) {
+    /// Sets the geometry of the next pass; the buffers are reallocated only when it changes.
+    mutating func prepare(channels: Int, samples: Int, planeSize: Int, groups: Int) {
         (self.channels, self.samples, self.planeSize, self.groups) = (channels, samples, planeSize, groups)
+        for buffer in [\Self.mean, \.sumDy, \.sumDyXc] { resize(buffer, to: planes) }
+        for buffer in [\Self.invStd, \.scale, \.shift, \.k, \.a, \.b] { resize(buffer, to: planes) }
+        for buffer in [\Self.groupMean, \.groupVariance, \.groupDy, \.groupDyXc] { resize(buffer, to: groups * samples) }
+        for buffer in [\Self.dGamma, \.dBeta] { resize(buffer, to: channels) }
+    }
+
+    private mutating func resize<T: BinaryFloatingPoint>(_ buffer: WritableKeyPath<Self, [T]>, to count: Int) {
+        if self[keyPath: buffer].count != count { self[keyPath: buffer] = Array(repeating: 0, count: count) }
     }
 
     private var planes: Int { channels * samples }
@@ -42,12 +65,11 @@ struct PlaneNormalization {
     }
 
     /// Normalizes with the statistics of `x`, or with `synchronization` those of `x` in
-    /// every process together; returns each group's mean and biased variance.
-    @discardableResult
+    /// every process together; ``groupMean`` and ``groupVariance`` receive each group's
+    /// mean and biased variance.
     mutating func useBatchStatistics(of x: Tensor, eps: Float,
-                                     synchronizedBy synchronization: (any CrossProcessSum)? = nil) throws
-        -> (mean: [Double], variance: [Double]) {
-        var groupMean = [Double](repeating: 0, count: groups * samples), groupVariance = groupMean
+                                     synchronizedBy synchronization: (any CrossProcessSum)? = nil) throws {
+        let (channels, samples, planeSize, groups) = (channels, samples, planeSize, groups)
         x.withUnsafePointer {
             Kernels.groupMoments($0, channels: channels, samples: samples, planeSize: planeSize, groups: groups,
                                  mean: &groupMean, variance: &groupVariance)
@@ -65,26 +87,38 @@ struct PlaneNormalization {
             }
             self.synchronization = synchronization
         }
-        let groupInvStd = groupVariance.map { Float(1 / ($0 + Double(eps)).squareRoot()) }
-        mean = (0..<planes).map { groupMean[group(ofPlane: $0)] }
-        invStd = (0..<planes).map { groupInvStd[group(ofPlane: $0)] }
+        for p in 0..<planes {
+            let s = group(ofPlane: p)
+            mean[p] = groupMean[s]
+            invStd[p] = Float(1 / (groupVariance[s] + Double(eps)).squareRoot())
+        }
         batchStatistics = true
-        return (groupMean, groupVariance)
     }
 
     /// Normalizes with per-channel running statistics.
     mutating func useRunningStatistics(mean runningMean: Tensor, variance runningVar: Tensor, eps: Float) {
-        let m = runningMean.scalars, v = runningVar.scalars
-        mean = (0..<planes).map { Double(m[$0 / samples]) }
-        invStd = (0..<planes).map { 1 / (v[$0 / samples] + eps).squareRoot() }
+        runningMean.withUnsafePointer { m in
+            runningVar.withUnsafePointer { v in
+                for p in 0..<planes {
+                    mean[p] = Double(m[p / samples])
+                    invStd[p] = 1 / (v[p / samples] + eps).squareRoot()
+                }
+            }
+        }
         batchStatistics = false
     }
 
     /// `y = γ_c·(x − μ)/σ + β_c` (γ = 1 and β = 0 without an affine), clamped at zero when `relu`.
     mutating func forward(_ x: Tensor, weight: Parameter?, bias: Parameter?, relu: Bool) -> Tensor {
-        let gamma = weight?.value.scalars, beta = bias?.value.scalars
-        let scale = (0..<planes).map { (gamma?[$0 / samples] ?? 1) * invStd[$0] }
-        let shift = (0..<planes).map { (beta?[$0 / samples] ?? 0) - Float(mean[$0]) * scale[$0] }
+        let (planes, planeSize) = (planes, planeSize)
+        withOptionalPointer(weight?.value) { gamma in
+            withOptionalPointer(bias?.value) { beta in
+                for p in 0..<planes {
+                    scale[p] = (gamma?[p / samples] ?? 1) * invStd[p]
+                    shift[p] = (beta?[p / samples] ?? 0) - Float(mean[p]) * scale[p]
+                }
+            }
+        }
         var y = Tensor(uninitializedShape: x.shape)
         x.withUnsafePointer { xp in
             y.withUnsafeMutablePointer {
@@ -101,15 +135,14 @@ struct PlaneNormalization {
     ///
     /// With `ĝ = γ_c·g` and `x̂ = (x − μ)/σ`, a group of `M` elements has
     /// `dx = (ĝ − mean(ĝ) − x̂·mean(ĝ·x̂))/σ`; with running statistics only `ĝ/σ` remains.
-    mutating func backward(_ dy: Tensor, weight: Parameter?, bias: Parameter?, layer: String) throws -> Tensor {
-        // Layers create a state in `forward`, which sets the input.
-        guard let x = input else { preconditionFailure("\(layer): a normalization state without a forward pass") }
+    mutating func backward(_ dy: Tensor, weight: Parameter?, bias: Parameter?, layer: @autoclosure () -> String) throws -> Tensor {
+        guard let x = input else { throw BLASNetError.invalidArgument("\(layer()): backward called before forward") }
         guard dy.shape == x.shape else {
-            throw BLASNetError.shapeMismatch(layer: "\(layer) backward", expected: "\(x.shape)", got: dy.shape)
+            throw BLASNetError.shapeMismatch(layer: "\(layer()) backward", expected: "\(x.shape)", got: dy.shape)
         }
         let y = output
         (input, output) = (nil, nil)
-        var sumDy = [Double](repeating: 0, count: planes), sumDyXc = sumDy
+        let (planes, planeSize) = (planes, planeSize)
         withOptionalPointer(y) { yp in
             dy.withUnsafePointer { g in
                 x.withUnsafePointer {
@@ -118,15 +151,16 @@ struct PlaneNormalization {
                 }
             }
         }
-        let gamma = weight?.value.scalars
-        var dGamma = [Double](repeating: 0, count: channels), dBeta = dGamma
-        var groupDy = [Double](repeating: 0, count: groups * samples), groupDyXc = groupDy
-        for p in 0..<planes {
-            let c = p / samples, s = group(ofPlane: p), gc = Double(gamma?[c] ?? 1)
-            dBeta[c] += sumDy[p]
-            dGamma[c] += sumDyXc[p] * Double(invStd[p])
-            groupDy[s] += gc * sumDy[p]
-            groupDyXc[s] += gc * sumDyXc[p]
+        for c in 0..<channels { (dGamma[c], dBeta[c]) = (0, 0) }
+        for s in groupDy.indices { (groupDy[s], groupDyXc[s]) = (0, 0) }
+        withOptionalPointer(weight?.value) { gamma in
+            for p in 0..<planes {
+                let c = p / samples, s = group(ofPlane: p), gc = Double(gamma?[c] ?? 1)
+                dBeta[c] += sumDy[p]
+                dGamma[c] += sumDyXc[p] * Double(invStd[p])
+                groupDy[s] += gc * sumDy[p]
+                groupDyXc[s] += gc * sumDyXc[p]
+            }
         }
         if let synchronization {
             // γ and β keep this process's gradients (data parallelism averages them); x's
@@ -136,11 +170,13 @@ struct PlaneNormalization {
             groupDy = Array(totals[..<groupDy.count])
             groupDyXc = Array(totals[groupDy.count...])
         }
-        let k = (0..<planes).map { (gamma?[$0 / samples] ?? 1) * invStd[$0] }
-        let a = (0..<planes).map { batchStatistics ? Float(Double(invStd[$0]) * groupDy[group(ofPlane: $0)] / count) : 0 }
-        let b = (0..<planes).map { p -> Float in
-            let s = Double(invStd[p])
-            return batchStatistics ? Float(s * s * s * groupDyXc[group(ofPlane: p)] / count) : 0
+        withOptionalPointer(weight?.value) { gamma in
+            for p in 0..<planes {
+                let s = Double(invStd[p]), g = group(ofPlane: p)
+                k[p] = (gamma?[p / samples] ?? 1) * invStd[p]
+                a[p] = batchStatistics ? Float(s * groupDy[g] / count) : 0
+                b[p] = batchStatistics ? Float(s * s * s * groupDyXc[g] / count) : 0
+            }
         }
         var dx = Tensor(uninitializedShape: x.shape)
         withOptionalPointer(y) { yp in
@@ -158,30 +194,22 @@ struct PlaneNormalization {
         return dx
     }
 
-    /// The backward pass of a layer's last forward, kept in `state`, which it clears.
-    static func backward(_ state: inout PlaneNormalization?, _ dy: Tensor, weight: Parameter?, bias: Parameter?,
-                         layer: String) throws -> Tensor {
-        guard var pass = state else { throw BLASNetError.invalidArgument("\(layer): backward called before forward") }
-        state = nil
-        return try pass.backward(dy, weight: weight, bias: bias, layer: layer)
-    }
-
-    /// PyTorch's update of `running_mean`/`running_var` from the batch statistics of a
-    /// normalization with one group per channel (`G = C`): each moves toward the mean over
-    /// the samples of its groups' means and *unbiased* variances by `momentum`.
-    func updateRunning(mean runningMean: Buffer, variance runningVar: Buffer, momentum: Float,
-                       batch: (mean: [Double], variance: [Double])) {
+    /// PyTorch's update of `running_mean`/`running_var` from the last batch statistics of
+    /// a normalization with one group per channel (`G = C`): each moves toward the mean
+    /// over the samples of its groups' means and *unbiased* variances by `momentum`.
+    func updateRunning(mean runningMean: Buffer, variance runningVar: Buffer, momentum: Float) {
         precondition(groups == channels, "running statistics are per channel")
         let unbiased = count / (count - 1), n = Double(samples)
-        var newMean = runningMean.value.scalars, newVar = runningVar.value.scalars
-        for c in 0..<channels {
-            let groupsOfC = (c * samples)..<((c + 1) * samples)
-            let batchMean = groupsOfC.reduce(0) { $0 + batch.mean[$1] } / n
-            let batchVar = groupsOfC.reduce(0) { $0 + batch.variance[$1] } * unbiased / n
-            newMean[c] = (1 - momentum) * newMean[c] + momentum * Float(batchMean)
-            newVar[c] = (1 - momentum) * newVar[c] + momentum * Float(batchVar)
+        runningMean.value.withUnsafeMutablePointer { m in
+            runningVar.value.withUnsafeMutablePointer { v in
+                for c in 0..<channels {
+                    let groupsOfC = (c * samples)..<((c + 1) * samples)
+                    let batchMean = groupsOfC.reduce(0) { $0 + groupMean[$1] } / n
+                    let batchVar = groupsOfC.reduce(0) { $0 + groupVariance[$1] } * unbiased / n
+                    m[c] = (1 - momentum) * m[c] + momentum * Float(batchMean)
+                    v[c] = (1 - momentum) * v[c] + momentum * Float(batchVar)
+                }
+            }
         }
-        runningMean.value.scalars = newMean
-        runningVar.value.scalars = newVar
     }
 }

@@ -29,6 +29,12 @@ public protocol Optimizer: AnyObject {
 }
 
 extension Optimizer {
+    /// Zeroes the gradients of ``parameters``, as PyTorch's `optimizer.zero_grad()`: once
+    /// per step, over the list the optimizer already holds.
+    public func zeroGrad() {
+        for p in parameters { p.zeroGrad() }
+    }
+
     /// Sets ``learningRate`` to `schedule`'s rate for this step (``stepCount``), then steps.
     ///
     /// Schedules depend on the step index alone, so after ``loadState(_:stepCount:)`` this
