@@ -62,7 +62,9 @@ public final class BufferPool: @unchecked Sendable {
     /// A copy of `shape` in new storage, so that the caller's array never escapes and can
     /// live on its stack.
     private static func copy(_ shape: [Int]) -> [Int] {
-        Array(unsafeUninitializedCapacity: shape.count) { buffer, initialized in
+        // A scalar's `[]` is the shared empty array, whose header the initializer below would write.
+        guard !shape.isEmpty else { return [] }
+        return Array(unsafeUninitializedCapacity: shape.count) { buffer, initialized in
             initialized = buffer.initialize(fromContentsOf: shape)
         }
     }
