@@ -14,10 +14,10 @@
 /// sizes the per-plane, per-group and per-channel buffers once, and every later pass of
 /// the same geometry reuses them, so a training step allocates nothing here.
 struct PlaneNormalization {
-    private(set) var channels = 0
-    private(set) var samples = 0
-    private(set) var planeSize = 0
-    private(set) var groups = 0
+    private var channels = 0
+    private var samples = 0
+    private var planeSize = 0
+    private var groups = 0
     /// Mean and `1/√(σ² + ε)` that normalize each plane.
     private var mean: [Double] = []
     private var invStd: [Float] = []
@@ -43,8 +43,10 @@ struct PlaneNormalization {
     private var dGamma: [Double] = [], dBeta: [Double] = []
 
     /// Sets the geometry of the next pass; the buffers are reallocated only when it changes.
+    /// A pending backward pass is dropped: its statistics are about to be overwritten.
     mutating func prepare(channels: Int, samples: Int, planeSize: Int, groups: Int) {
         (self.channels, self.samples, self.planeSize, self.groups) = (channels, samples, planeSize, groups)
+        (input, output) = (nil, nil)
         for buffer in [\Self.mean, \.sumDy, \.sumDyXc] { resize(buffer, to: planes) }
         for buffer in [\Self.invStd, \.scale, \.shift, \.k, \.a, \.b] { resize(buffer, to: planes) }
         for buffer in [\Self.groupMean, \.groupVariance, \.groupDy, \.groupDyXc] { resize(buffer, to: groups * samples) }
