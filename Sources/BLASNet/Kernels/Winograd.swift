@@ -30,6 +30,14 @@ extension Kernels {
     /// The 16 positions ξ = 4·a + j of a transformed tile.
     private static let positions = 16
 
+    /// Floats between consecutive positions of a `[ξ, rows, columns]` buffer holding
+    /// `matrix` floats per position. A transform writes (or reads) all 16 positions of a
+    /// tile at once; at power-of-two strides, common here (`64·64`, `256·256` tiles), those
+    /// 16 streams share one cache set and evict each other, so each position is padded by
+    /// one cache line.
+    @inline(__always)
+    static func positionStride(_ matrix: Int) -> Int { matrix + 16 }
+
     /// `y[K, N, Ho, Wo] = conv(x[C, N, H, W], w[K, C, 3, 3])` by F(2×2, 3×3), a chunk of
     /// images at a time so that the transformed tiles stay in cache between the
     /// transform and the sgemms. `scratch` holds the transformed kernel and one chunk.
@@ -38,15 +46,16 @@ extension Kernels {
                                  scratch: Workspace, chunkBytes: Int) {
         let (c, k) = (g.channels, outputs)
         let chunks = winogradChunks(g, outputs: k, chunkBytes: chunkBytes)
-        let buffer = scratch.floats(positions * (k * c + (c + k) * chunks.maxTiles))
-        let u = buffer, v = u + positions * k * c, m = v + positions * c * chunks.maxTiles
+        let (kernelStride, inputStride, outputStride) = winogradStrides(c, k, tiles: chunks.maxTiles)
+        let buffer = scratch.floats(positions * (kernelStride + inputStride + outputStride))
+        let u = buffer, v = u + positions * kernelStride, m = v + positions * inputStride
         winogradKernels(w, u, outputs: k, inputs: c)
         for images in chunks.ranges {
             let tiles = images.count * g.tilesPerImage
             winogradInput(x, v, g, images: images)
             forEachPosition(Profiler.GEMMShape(transA: false, transB: false, m: k, n: tiles, k: c)) { xi, shape in
-                BLAS.serialSGEMM(shape, a: u + xi * k * c, lda: c, b: v + xi * c * tiles, ldb: tiles,
-                                 c: m + xi * k * tiles, ldc: tiles)
+                BLAS.serialSGEMM(shape, a: u + xi * kernelStride, lda: c, b: v + xi * positionStride(c * tiles), ldb: tiles,
+                                 c: m + xi * positionStride(k * tiles), ldc: tiles)
             }
             winogradOutput(m, y, g, outputs: k, images: images)
         }
@@ -58,15 +67,17 @@ extension Kernels {
                                        scratch: Workspace, chunkBytes: Int) {
         let (c, k) = (g.channels, outputs)
         let chunks = winogradChunks(g, outputs: k, chunkBytes: chunkBytes)
-        let buffer = scratch.floats(positions * (k * c + (c + k) * chunks.maxTiles))
-        let m = buffer, v = m + positions * k * c, u = v + positions * c * chunks.maxTiles
+        let (kernelStride, inputStride, outputStride) = winogradStrides(c, k, tiles: chunks.maxTiles)
+        let buffer = scratch.floats(positions * (kernelStride + inputStride + outputStride))
+        let m = buffer, v = m + positions * kernelStride, u = v + positions * inputStride
         for (index, images) in chunks.ranges.enumerated() {
             let tiles = images.count * g.tilesPerImage
             winogradInput(x, v, g, images: images)
             winogradOutputGradient(dy, u, g, outputs: k, images: images)
             forEachPosition(Profiler.GEMMShape(transA: false, transB: true, m: k, n: c, k: tiles)) { xi, shape in
-                BLAS.serialSGEMM(shape, a: u + xi * k * tiles, lda: tiles, b: v + xi * c * tiles, ldb: tiles,
-                                 beta: index == 0 ? 0 : 1, c: m + xi * k * c, ldc: c)
+                BLAS.serialSGEMM(shape, a: u + xi * positionStride(k * tiles), lda: tiles,
+                                 b: v + xi * positionStride(c * tiles), ldb: tiles,
+                                 beta: index == 0 ? 0 : 1, c: m + xi * kernelStride, ldc: c)
             }
         }
         winogradKernelGradient(m, dw, outputs: k, inputs: c)
@@ -82,6 +93,12 @@ extension Kernels {
         }
     }
 
+    /// Position strides of the transformed kernels `[ξ, K, C]`, inputs `[ξ, C, tiles]` and
+    /// outputs `[ξ, K, tiles]` for chunks of at most `tiles` tiles.
+    private static func winogradStrides(_ c: Int, _ k: Int, tiles: Int) -> (kernels: Int, inputs: Int, outputs: Int) {
+        (positionStride(k * c), positionStride(c * tiles), positionStride(k * tiles))
+    }
+
     /// The batch in runs of whole images whose transformed input and output tiles take
     /// about `chunkBytes`, and the most tiles any run has.
     private static func winogradChunks(_ g: ConvGeometry, outputs: Int, chunkBytes: Int)
@@ -94,8 +111,8 @@ extension Kernels {
     /// `u[ξ, K, C] = (G·w·Gᵀ)[ξ]` for every kernel of `w[K, C, 3, 3]`.
     private static func winogradKernels(_ w: UnsafePointer<Float>, _ u: UnsafeMutablePointer<Float>,
                                         outputs k: Int, inputs c: Int) {
-        let stride = k * c
-        parallelFor(stride, grain: 4096) { kernels in for kc in kernels {
+        let stride = positionStride(k * c)
+        parallelFor(k * c, grain: 4096) { kernels in for kc in kernels {
             let g = w + kc * 9
             // s_i = G·(row i of g), a row of g·Gᵀ; then G applied down the columns.
             @inline(__always) func row(_ i: Int) -> SIMD4<Float> {
@@ -116,8 +133,8 @@ extension Kernels {
     /// `dw[K, C, 3, 3] += Gᵀ·m[·, k, c]·G` for the summed products `m[ξ, K, C]`.
     private static func winogradKernelGradient(_ m: UnsafePointer<Float>, _ dw: UnsafeMutablePointer<Float>,
                                                outputs k: Int, inputs c: Int) {
-        let stride = k * c
-        parallelFor(stride, grain: 4096) { kernels in for kc in kernels {
+        let stride = positionStride(k * c)
+        parallelFor(k * c, grain: 4096) { kernels in for kc in kernels {
             @inline(__always) func row(_ a: Int) -> SIMD4<Float> {
                 let p = m + 4 * a * stride + kc
                 return SIMD4(p[0], p[stride], p[2 * stride], p[3 * stride])
@@ -142,7 +159,7 @@ extension Kernels {
     static func winogradInput(_ x: UnsafePointer<Float>, _ v: UnsafeMutablePointer<Float>, _ g: ConvGeometry,
                               images: Range<Int>) {
         let (tileRows, tileColumns) = (g.tileRows, g.tileColumns)
-        let tiles = images.count * g.tilesPerImage, stride = g.channels * tiles
+        let tiles = images.count * g.tilesPerImage, stride = positionStride(g.channels * tiles)
         let paddedWidth = 2 * tileColumns + 2, planeSize = g.height * g.width
         let (top, left) = g.window.padding
         parallelFor(g.channels) { channels in
@@ -205,7 +222,7 @@ extension Kernels {
     static func winogradOutput(_ m: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ g: ConvGeometry,
                                outputs k: Int, images: Range<Int>) {
         let (tileColumns, ow) = (g.tileColumns, g.outWidth)
-        let stride = k * images.count * g.tilesPerImage
+        let stride = positionStride(k * images.count * g.tilesPerImage)
         forEachOutputTileRow(g, outputs: k, images: images) { tile, outputRow, hasBottom in
             let src = m + tile, top = y + outputRow
             let done = laneBlocks { tx, lanes in 2 * (tx + lanes) <= ow } eight: {
@@ -259,7 +276,7 @@ extension Kernels {
     static func winogradOutputGradient(_ dy: UnsafePointer<Float>, _ u: UnsafeMutablePointer<Float>, _ g: ConvGeometry,
                                        outputs k: Int, images: Range<Int>) {
         let (tileColumns, ow) = (g.tileColumns, g.outWidth)
-        let stride = k * images.count * g.tilesPerImage
+        let stride = positionStride(k * images.count * g.tilesPerImage)
         forEachOutputTileRow(g, outputs: k, images: images) { tile, outputRow, hasBottom in
             let out = u + tile, top = dy + outputRow
             let done = laneBlocks { tx, lanes in 2 * (tx + lanes) <= ow } eight: {
