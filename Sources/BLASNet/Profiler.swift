@@ -14,13 +14,23 @@ public final class Profiler: LayerObserver {
         public var flops: Double { 2 * Double(m) * Double(n) * Double(k) }
     }
 
+    /// The sgemms a layer issued at one point: `count` independent calls of `shape` run
+    /// together, spread over the workers (Winograd's 16 positions), or a single call that
+    /// BLASNet splits over them (`count` 1). The replay schedules them the same way.
+    public struct GEMMCall: Hashable, Sendable {
+        public var shape: GEMMShape
+        public var count: Int
+        /// Multiply-adds ×2 of all `count` calls.
+        public var flops: Double { Double(count) * shape.flops }
+    }
+
     /// Time and GEMMs of one leaf layer, summed over the recorded steps.
     public struct LayerRecord: Sendable {
         public var name: String
         public var kind: String
         public var forwardSeconds = 0.0
         public var backwardSeconds = 0.0
-        public var gemms: [GEMMShape] = []
+        public var gemms: [GEMMCall] = []
         /// True for containers (blocks, stages), whose time is the sum of their layers'.
         public var isContainer = false
     }
@@ -67,26 +77,36 @@ public final class Profiler: LayerObserver {
         return try body()
     }
 
-    static func recordGEMM(_ shape: GEMMShape) {
+    static func recordGEMM(_ shape: GEMMShape, count: Int = 1) {
         guard let profiler = LayerObservers.current as? Profiler, let slot = profiler.current else { return }
-        profiler.records[slot].gemms.append(shape)
+        profiler.records[slot].gemms.append(GEMMCall(shape: shape, count: count))
     }
 }
 
-extension Profiler.GEMMShape {
-    /// Median seconds of this sgemm alone on scratch operands, at the current thread count.
+extension Profiler.GEMMCall {
+    /// Median seconds of these sgemms alone on scratch operands, at the current thread
+    /// count and scheduled as in the step.
     public func time(repeats: Int = 3) -> Double {
-        let a = UnsafeMutablePointer<Float>.allocate(capacity: m * k)
-        let b = UnsafeMutablePointer<Float>.allocate(capacity: k * n)
-        let c = UnsafeMutablePointer<Float>.allocate(capacity: m * n)
+        let (m, n, k) = (shape.m, shape.n, shape.k)
+        let a = UnsafeMutablePointer<Float>.allocate(capacity: count * m * k)
+        let b = UnsafeMutablePointer<Float>.allocate(capacity: count * k * n)
+        let c = UnsafeMutablePointer<Float>.allocate(capacity: count * m * n)
         defer { a.deallocate(); b.deallocate(); c.deallocate() }
         // Ordinary values: uninitialized memory could hold denormals or NaNs, which run slower.
-        a.initialize(repeating: 0.01, count: m * k)
-        b.initialize(repeating: 0.01, count: k * n)
-        c.initialize(repeating: 0, count: m * n)
+        a.initialize(repeating: 0.01, count: count * m * k)
+        b.initialize(repeating: 0.01, count: count * k * n)
+        c.initialize(repeating: 0, count: count * m * n)
+        let (lda, ldb) = (shape.transA ? m : k, shape.transB ? k : n)
         let run = {
-            BLAS.sgemm(transA: transA, transB: transB, m: m, n: n, k: k,
-                       a: a, lda: transA ? m : k, b: b, ldb: transB ? k : n, beta: 0, c: c, ldc: n)
+            if count == 1 {
+                BLAS.sgemm(transA: shape.transA, transB: shape.transB, m: m, n: n, k: k,
+                           a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: n)
+            } else {
+                BLAS.sgemmBatch(shape, count: count) { i in
+                    BLAS.serialSGEMM(shape, a: a + i * m * k, lda: lda, b: b + i * k * n, ldb: ldb,
+                                     c: c + i * m * n, ldc: n)
+                }
+            }
         }
         run()
         let samples = (0..<repeats).map { _ in

@@ -83,11 +83,11 @@ struct Bench: ParsableCommand {
 
         let profiler = Profiler(net)
         try profiler.run { for _ in 0..<steps { try step() } }
-        var gemmTimes: [Profiler.GEMMShape: Double] = [:]
+        var gemmTimes: [Profiler.GEMMCall: Double] = [:]
         let layers = profiler.layers.map { layer -> LayerReport in
-            let gemm = layer.gemms.reduce(0.0) { total, shape in
-                if gemmTimes[shape] == nil { gemmTimes[shape] = shape.time() }
-                return total + gemmTimes[shape]!
+            let gemm = layer.gemms.reduce(0.0) { total, call in
+                if gemmTimes[call] == nil { gemmTimes[call] = call.time() }
+                return total + gemmTimes[call]!
             } / Double(steps)
             let total = (layer.forwardSeconds + layer.backwardSeconds) / Double(steps)
             return LayerReport(name: layer.name, kind: layer.kind,

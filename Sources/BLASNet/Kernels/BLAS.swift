@@ -53,6 +53,17 @@ public enum BLAS {
         }
     }
 
+    /// `count` independent sgemms of one shape, spread over the workers, each whole on
+    /// single-threaded OpenBLAS: `gemm(i)` issues the `i`-th with ``serialSGEMM``. For many
+    /// small products this beats splitting each one, where both workers would pack the
+    /// same small panels.
+    static func sgemmBatch(_ shape: Profiler.GEMMShape, count: Int, _ gemm: (Int) -> Void) {
+        Profiler.recordGEMM(shape, count: count)
+        Kernels.parallelFor(count) { range in
+            for i in range { gemm(i) }
+        }
+    }
+
     /// One sgemm on the calling thread: OpenBLAS itself always runs single-threaded.
     static func serialSGEMM(_ s: Profiler.GEMMShape, alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
                             b: UnsafePointer<Float>, ldb: Int, beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {

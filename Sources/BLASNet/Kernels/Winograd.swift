@@ -53,7 +53,8 @@ extension Kernels {
         for images in chunks.ranges {
             let tiles = images.count * g.tilesPerImage
             winogradInput(x, v, g, images: images)
-            forEachPosition(Profiler.GEMMShape(transA: false, transB: false, m: k, n: tiles, k: c)) { xi, shape in
+            let shape = Profiler.GEMMShape(transA: false, transB: false, m: k, n: tiles, k: c)
+            BLAS.sgemmBatch(shape, count: positions) { xi in
                 BLAS.serialSGEMM(shape, a: u + xi * kernelStride, lda: c, b: v + xi * positionStride(c * tiles), ldb: tiles,
                                  c: m + xi * positionStride(k * tiles), ldc: tiles)
             }
@@ -74,23 +75,14 @@ extension Kernels {
             let tiles = images.count * g.tilesPerImage
             winogradInput(x, v, g, images: images)
             winogradOutputGradient(dy, u, g, outputs: k, images: images)
-            forEachPosition(Profiler.GEMMShape(transA: false, transB: true, m: k, n: c, k: tiles)) { xi, shape in
+            let shape = Profiler.GEMMShape(transA: false, transB: true, m: k, n: c, k: tiles)
+            BLAS.sgemmBatch(shape, count: positions) { xi in
                 BLAS.serialSGEMM(shape, a: u + xi * positionStride(k * tiles), lda: tiles,
                                  b: v + xi * positionStride(c * tiles), ldb: tiles,
                                  beta: index == 0 ? 0 : 1, c: m + xi * kernelStride, ldc: c)
             }
         }
         winogradKernelGradient(m, dw, outputs: k, inputs: c)
-    }
-
-    /// Runs the 16 independent sgemms of one chunk, `shape` each, spread over the workers
-    /// (each on single-threaded OpenBLAS: no sgemm is split, none packs the other's panels).
-    @inline(__always)
-    private static func forEachPosition(_ shape: Profiler.GEMMShape, _ gemm: (Int, Profiler.GEMMShape) -> Void) {
-        for _ in 0..<positions { Profiler.recordGEMM(shape) }
-        parallelFor(positions) { range in
-            for xi in range { gemm(xi, shape) }
-        }
     }
 
     /// Position strides of the transformed kernels `[ξ, K, C]`, inputs `[ξ, C, tiles]` and

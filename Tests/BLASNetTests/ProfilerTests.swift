@@ -1,0 +1,39 @@
+import Testing
+@testable import BLASNet
+
+/// The profiler records each layer's sgemms as the step issued them, so that
+/// `blasnet bench` replays them with the step's schedule.
+struct ProfilerTests {
+    @Test func sgemmsAreRecordedAsTheStepSchedulesThem() throws {
+        let net = try ResNet(.resnet8, numClasses: 3, inChannels: 2, stem: .cifar, width: 8, seed: 2)
+        net.setConvolutionAlgorithm(.winograd)
+        net.train()
+        var rng = SeededGenerator(seed: 5)
+        let x = Tensor.normal(shape: [4, 2, 10, 10], std: 1, using: &rng)
+        let profiler = Profiler(net)
+        try profiler.run {
+            let (_, gradient) = try CrossEntropyLoss()(try net.forward(x), targets: [0, 1, 2, 0])
+            _ = try net.backward(gradient)
+        }
+        let layers = Dictionary(uniqueKeysWithValues: profiler.layers.map { ($0.name, $0.gemms) })
+        typealias Shape = Profiler.GEMMShape
+        // The stem by Winograd: 16 independent sgemms over 4 images × 5×5 tiles, forward
+        // (kernels · inputs) and for the weight gradient (output gradients · inputsᵀ); the
+        // network's input needs no gradient.
+        #expect(layers["conv1"] == [
+            .init(shape: Shape(transA: false, transB: false, m: 8, n: 100, k: 2), count: 16),
+            .init(shape: Shape(transA: false, transB: true, m: 8, n: 2, k: 100), count: 16),
+        ])
+        // A stride-2 3×3 convolution by im2col: one sgemm each for the output, the weight
+        // gradient and the column gradient, which BLASNet splits over the workers itself.
+        #expect(layers["layer2.0.conv1"] == [
+            .init(shape: Shape(transA: false, transB: false, m: 16, n: 100, k: 72), count: 1),
+            .init(shape: Shape(transA: false, transB: true, m: 16, n: 72, k: 100), count: 1),
+            .init(shape: Shape(transA: true, transB: false, m: 72, n: 100, k: 16), count: 1),
+        ])
+        let call = try #require(layers["conv1"]?.first)
+        #expect(call.flops == 16 * 2 * 8 * 100 * 2)
+        let seconds = call.time(repeats: 1)
+        #expect(seconds > 0 && seconds < 1)
+    }
+}
