@@ -33,49 +33,45 @@ extension Kernels {
     }
 
     /// Visits every (column-matrix row, image plane, output row) of the column matrix of
-    /// `images` for the input channels `channels`, with the pointers both directions need;
-    /// `body(colRow, plane, inputRow, validColumns, inputColumnOffset)` receives
-    /// `inputRow == nil` where the kernel row falls in the padding.
+    /// `images` for the column-matrix rows (input channel, kernel tap) `rows`, with the
+    /// pointers both directions need; `body(colRow, plane, inputRow, validColumns,
+    /// inputColumnOffset)` receives `inputRow == nil` where the kernel row falls in the padding.
     ///
     /// Callers pass `body` as a literal inside their `parallelFor` closure, so the whole
     /// nest inlines into one loop; a closure handed through `parallelFor` instead costs
     /// an indirect call per output row, which made im2col a third of a small model's step.
     @inline(__always)
     private static func forEachColumnRow(
-        _ g: ConvGeometry, channels: Range<Int>, images: Range<Int>,
+        _ g: ConvGeometry, rows: Range<Int>, images: Range<Int>,
         _ body: (_ colRow: Int, _ plane: Int, _ inputRow: Int?, _ valid: Range<Int>, _ columnOffset: Int) -> Void
     ) {
         let w = g.window
-        for c in channels {
-            for ki in 0..<w.kernel.h {
-                let rowOffset = ki * w.dilation.h - w.padding.h
-                for kj in 0..<w.kernel.w {
-                    let columnOffset = kj * w.dilation.w - w.padding.w
-                    let valid = validRange(offset: columnOffset, stride: w.stride.w, size: g.width, outSize: g.outWidth)
-                    let row = (c * w.kernel.h + ki) * w.kernel.w + kj
-                    for n in images {
-                        let plane = c * g.batch + n
-                        for oh in 0..<g.outHeight {
-                            let ih = oh * w.stride.h + rowOffset
-                            let colRow = (row * images.count + n - images.lowerBound) * g.outHeight + oh
-                            body(colRow, plane, (0..<g.height).contains(ih) ? ih : nil, valid, columnOffset)
-                        }
-                    }
+        for row in rows {
+            let (c, ki, kj) = w.tap(row)
+            let rowOffset = ki * w.dilation.h - w.padding.h
+            let columnOffset = kj * w.dilation.w - w.padding.w
+            let valid = validRange(offset: columnOffset, stride: w.stride.w, size: g.width, outSize: g.outWidth)
+            for n in images {
+                let plane = c * g.batch + n
+                for oh in 0..<g.outHeight {
+                    let ih = oh * w.stride.h + rowOffset
+                    let colRow = (row * images.count + n - images.lowerBound) * g.outHeight + oh
+                    body(colRow, plane, (0..<g.height).contains(ih) ? ih : nil, valid, columnOffset)
                 }
             }
         }
     }
 
     /// Lays every receptive field of `images` of `x: [C, N, H, W]` out as a column:
-    /// `col: [C·kh·kw, images·Ho·Wo]`, so the convolution becomes one sgemm. Input
-    /// channels are split over the workers: each writes its own rows.
+    /// `col: [C·kh·kw, images·Ho·Wo]`, so the convolution becomes one sgemm. The rows are
+    /// split over the workers, not the channels: a stem has one to three input channels.
     static func im2col(_ x: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>, _ g: ConvGeometry, images: Range<Int>) {
         let ow = g.outWidth, sw = g.window.stride.w, planeSize = g.height * g.width
         if g.window.stride == (1, 1) && g.window.dilation == (1, 1) && (g.outHeight, g.outWidth) == (g.height, g.width) {
             return im2colSameSize(x, col, g, images: images)
         }
-        parallelFor(g.channels) { channels in
-            forEachColumnRow(g, channels: channels, images: images) { colRow, plane, ih, valid, offset in
+        parallelFor(g.columnRows) { rows in
+            forEachColumnRow(g, rows: rows, images: images) { colRow, plane, ih, valid, offset in
                 // Rows are short (7 to 56 floats): plain loops beat memset/memmove calls.
                 let dst = col + colRow * ow
                 guard let ih else {
@@ -104,31 +100,26 @@ extension Kernels {
                                        images: Range<Int>) {
         let (h, w, win) = (g.height, g.width, g.window)
         let planeSize = h * w
-        parallelFor(g.channels) { channels in
-            for c in channels {
-                for ki in 0..<win.kernel.h {
-                    let rowOffset = ki - win.padding.h
-                    let rows = max(0, -rowOffset)..<min(h, h - rowOffset)
-                    for kj in 0..<win.kernel.w {
-                        let columnOffset = kj - win.padding.w
-                        let valid = max(0, -columnOffset)..<min(w, w - columnOffset)
-                        let row = (c * win.kernel.h + ki) * win.kernel.w + kj
-                        for n in images {
-                            let dst = col + (row * images.count + n - images.lowerBound) * planeSize
-                            let plane = x + (c * g.batch + n) * planeSize
-                            dst.update(repeating: 0, count: rows.lowerBound * w)
-                            (dst + rows.upperBound * w).update(repeating: 0, count: (h - rows.upperBound) * w)
-                            // Output positions rows × 0..<w read the plane from `first` on; clip the
-                            // ends that fall outside it (they are wrapped columns, zeroed below).
-                            let first = (rows.lowerBound + rowOffset) * w + columnOffset
-                            let lo = max(0, -first), hi = min(rows.count * w, planeSize - first)
-                            (dst + rows.lowerBound * w + lo).update(from: plane + first + lo, count: max(0, hi - lo))
-                            // Column by column: a strided store per row, where a loop along each
-                            // row would become a memset call for one or two floats.
-                            for o in 0..<valid.lowerBound { for r in rows { dst[r * w + o] = 0 } }
-                            for o in valid.upperBound..<w { for r in rows { dst[r * w + o] = 0 } }
-                        }
-                    }
+        parallelFor(g.columnRows) { columnRows in
+            for row in columnRows {
+                let (c, ki, kj) = win.tap(row)
+                let rowOffset = ki - win.padding.h, columnOffset = kj - win.padding.w
+                let rows = max(0, -rowOffset)..<min(h, h - rowOffset)
+                let valid = max(0, -columnOffset)..<min(w, w - columnOffset)
+                for n in images {
+                    let dst = col + (row * images.count + n - images.lowerBound) * planeSize
+                    let plane = x + (c * g.batch + n) * planeSize
+                    dst.update(repeating: 0, count: rows.lowerBound * w)
+                    (dst + rows.upperBound * w).update(repeating: 0, count: (h - rows.upperBound) * w)
+                    // Output positions rows × 0..<w read the plane from `first` on; clip the
+                    // ends that fall outside it (they are wrapped columns, zeroed below).
+                    let first = (rows.lowerBound + rowOffset) * w + columnOffset
+                    let lo = max(0, -first), hi = min(rows.count * w, planeSize - first)
+                    (dst + rows.lowerBound * w + lo).update(from: plane + first + lo, count: max(0, hi - lo))
+                    // Column by column: a strided store per row, where a loop along each
+                    // row would become a memset call for one or two floats.
+                    for o in 0..<valid.lowerBound { for r in rows { dst[r * w + o] = 0 } }
+                    for o in valid.upperBound..<w { for r in rows { dst[r * w + o] = 0 } }
                 }
             }
         }
@@ -139,8 +130,10 @@ extension Kernels {
     /// its input channels' planes.
     static func col2im(_ col: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>, _ g: ConvGeometry, images: Range<Int>) {
         let ow = g.outWidth, sw = g.window.stride.w, planeSize = g.height * g.width
+        let taps = g.window.kernel.h * g.window.kernel.w
         parallelFor(g.channels) { channels in
-            forEachColumnRow(g, channels: channels, images: images) { colRow, plane, ih, valid, offset in
+            forEachColumnRow(g, rows: channels.lowerBound * taps..<channels.upperBound * taps,
+                             images: images) { colRow, plane, ih, valid, offset in
                 guard let ih else { return }
                 let src = col + colRow * ow
                 let dst = dx + plane * planeSize + ih * g.width + offset

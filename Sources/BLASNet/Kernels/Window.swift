@@ -42,6 +42,14 @@ public struct Window: Sendable, Equatable {
         kernel == (1, 1) && stride == (1, 1) && padding == (0, 0)
     }
 
+    /// The input channel and kernel position of column-matrix row `row` (rows run over
+    /// channels, then kernel rows, then kernel columns).
+    @inline(__always)
+    func tap(_ row: Int) -> (channel: Int, i: Int, j: Int) {
+        let (channel, tap) = row.quotientAndRemainder(dividingBy: kernel.h * kernel.w)
+        return (channel, tap / kernel.w, tap % kernel.w)
+    }
+
     func validate(_ layer: String) throws {
         guard kernel.h > 0, kernel.w > 0, stride.h > 0, stride.w > 0, padding.h >= 0, padding.w >= 0,
               dilation.h > 0, dilation.w > 0 else {
