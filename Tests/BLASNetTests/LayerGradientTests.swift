@@ -64,23 +64,31 @@ struct LayerGradientTests {
         #expect(winograd.weight.grad.scalars.allSatisfy { $0 == 0 })
     }
 
-    @Test func conv2dMatchesDirectConvolution() throws {
-        // An independent reference: the convolution sum written out, no im2col.
+    /// Stride 2 against an independent reference, the convolution sum written out (no
+    /// im2col), and its backward against finite differences: a short row, and rows long
+    /// enough for im2col's vector gather and col2im's vector scatter (nine or more outputs
+    /// inside the input), odd and even widths, the 1×1 downsample and the 7×7 stem.
+    @Test(arguments: [(kernel: 3, padding: 1, width: 6), (kernel: 3, padding: 1, width: 22), (kernel: 3, padding: 1, width: 23),
+                      (kernel: 1, padding: 0, width: 21), (kernel: 7, padding: 3, width: 40)])
+    func conv2dStride2MatchesDirectConvolution(_ c: (kernel: Int, padding: Int, width: Int)) throws {
         var rng = SeededGenerator(seed: 3)
-        let conv = try Conv2d(2, 3, kernelSize: 3, stride: 2, padding: 1, dilation: 1, bias: true, rng: &rng)
-        let x = GradientCheck.random([2, 2, 5, 6], seed: 4)  // [C, N, H, W]
+        let conv = try Conv2d(2, 3, kernelSize: c.kernel, stride: 2, padding: c.padding, bias: true, rng: &rng)
+        let (height, width) = (5, c.width)
+        let x = GradientCheck.random([2, 2, height, width], seed: 4)  // [C, N, H, W]
         let y = try conv.forward(x)
-        #expect(y.shape == [3, 2, 3, 3])
+        let (oh, ow) = ((height + 2 * c.padding - c.kernel) / 2 + 1, (width + 2 * c.padding - c.kernel) / 2 + 1)
+        #expect(y.shape == [3, 2, oh, ow])
         let w = conv.weight.value.scalars, b = conv.bias!.value.scalars
-        for k in 0..<3 { for n in 0..<2 { for i in 0..<3 { for j in 0..<3 {
+        for k in 0..<3 { for n in 0..<2 { for i in 0..<oh { for j in 0..<ow {
             var s = Double(b[k])
-            for c in 0..<2 { for ki in 0..<3 { for kj in 0..<3 {
-                let ih = i * 2 - 1 + ki, iw = j * 2 - 1 + kj
-                guard (0..<5).contains(ih), (0..<6).contains(iw) else { continue }
-                s += Double(w[((k * 2 + c) * 3 + ki) * 3 + kj]) * Double(x.scalars[((c * 2 + n) * 5 + ih) * 6 + iw])
+            for ch in 0..<2 { for ki in 0..<c.kernel { for kj in 0..<c.kernel {
+                let ih = i * 2 - c.padding + ki, iw = j * 2 - c.padding + kj
+                guard (0..<height).contains(ih), (0..<width).contains(iw) else { continue }
+                s += Double(w[((k * 2 + ch) * c.kernel + ki) * c.kernel + kj]) * Double(x.scalars[((ch * 2 + n) * height + ih) * width + iw])
             } } }
-            #expect(abs(Double(y.scalars[((k * 2 + n) * 3 + i) * 3 + j]) - s) < 1e-5)
+            #expect(abs(Double(y.scalars[((k * 2 + n) * oh + i) * ow + j]) - s) < 1e-5)
         } } } }
+        try GradientCheck.check(conv, input: x)
     }
 
     @Test func linear() throws {

@@ -81,9 +81,21 @@ extension Kernels {
                 for o in 0..<valid.lowerBound { dst[o] = 0 }
                 for o in valid.upperBound..<ow { dst[o] = 0 }
                 let src = x + plane * planeSize + ih * g.width + offset
-                if sw == 1 {
+                switch sw {
+                case 1:
                     for o in valid { dst[o] = src[o] }
-                } else {
+                case 2:
+                    // The even entries of 16 consecutive inputs are eight outputs; a scalar
+                    // gather costs a load per float. The last output stays scalar, so no
+                    // load reads past the row.
+                    var o = valid.lowerBound
+                    while o + 8 < valid.upperBound {
+                        let pairs = UnsafeRawPointer(src + 2 * o).loadUnaligned(as: SIMD16<Float>.self)
+                        UnsafeMutableRawPointer(dst + o).storeBytes(of: pairs.evenHalf, as: SIMD8<Float>.self)
+                        o += 8
+                    }
+                    for o in o..<valid.upperBound { dst[o] = src[2 * o] }
+                default:
                     for o in valid { dst[o] = src[o * sw] }
                 }
             }
@@ -137,7 +149,19 @@ extension Kernels {
                 guard let ih else { return }
                 let src = col + colRow * ow
                 let dst = dx + plane * planeSize + ih * g.width + offset
-                for o in valid { dst[o * sw] += src[o] }
+                var o = valid.lowerBound
+                if sw == 2 {
+                    // Stride 2 adds to every other input: eight column entries, interleaved
+                    // with zeros, into 16 consecutive floats (bounded as in im2col).
+                    while o + 8 < valid.upperBound {
+                        var add = SIMD16<Float>()
+                        add.evenHalf = UnsafeRawPointer(src + o).loadUnaligned(as: SIMD8<Float>.self)
+                        let target = UnsafeMutableRawPointer(dst + 2 * o)
+                        target.storeBytes(of: target.loadUnaligned(as: SIMD16<Float>.self) + add, as: SIMD16<Float>.self)
+                        o += 8
+                    }
+                }
+                for o in o..<valid.upperBound { dst[o * sw] += src[o] }
             }
         }
     }
