@@ -55,16 +55,20 @@ public final class SEBlock: Module {
         dy.withUnsafePointer { g in
             x.withUnsafePointer { xp in ds.withUnsafeMutablePointer { Kernels.planeDots(g, xp, $0, planes: planes, planeSize: planeSize) } }
         }
-        let dSqueezed = try fc1.backward(relu.backward(fc2.backward(gate.backward(ds))))
         // The squeeze (a global mean) passes each plane's gradient back spread evenly over
         // it: dx = dy·s + dSqueezed/(H·W) in one pass, where the pool's own backward would
         // write a second full-size tensor to add (two passes more over the activation).
-        let spread = dSqueezed.scalars.map { $0 / Float(planeSize) }
+        var spread = try fc1.backward(relu.backward(fc2.backward(gate.backward(ds))))
+        spread.withUnsafeMutablePointer { p in
+            for plane in 0..<planes { p[plane] /= Float(planeSize) }
+        }
         var dx = Tensor(uninitializedShape: x.shape)
         dy.withUnsafePointer { g in
             s.withUnsafePointer { sp in
-                dx.withUnsafeMutablePointer {
-                    Kernels.planeAffine(g, $0, planes: planes, planeSize: planeSize, scale: sp, shift: spread, relu: false)
+                spread.withUnsafePointer { shift in
+                    dx.withUnsafeMutablePointer {
+                        Kernels.planeAffine(g, $0, planes: planes, planeSize: planeSize, scale: sp, shift: shift, relu: false)
+                    }
                 }
             }
         }

@@ -94,10 +94,10 @@ extension Kernels {
     /// The batch in runs of whole images whose transformed input and output tiles take
     /// about `chunkBytes`, and the most tiles any run has.
     private static func winogradChunks(_ g: ConvGeometry, outputs: Int, chunkBytes: Int)
-        -> (ranges: [Range<Int>], maxTiles: Int) {
+        -> (ranges: ImageChunks, maxTiles: Int) {
         let perImage = positions * (g.channels + outputs) * g.tilesPerImage * MemoryLayout<Float>.size
         let step = min(g.batch, max(1, chunkBytes / perImage))
-        return (stride(from: 0, to: g.batch, by: step).map { $0..<min($0 + step, g.batch) }, step * g.tilesPerImage)
+        return (ImageChunks(batch: g.batch, size: step), step * g.tilesPerImage)
     }
 
     /// `u[ξ, K, C] = (G·w·Gᵀ)[ξ]` for every kernel of `w[K, C, 3, 3]`.
