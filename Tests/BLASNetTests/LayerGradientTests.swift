@@ -146,6 +146,22 @@ struct LayerGradientTests {
         try GradientCheck.check(try MaxPool2d(kernelSize: 2), input: Self.spread([1, 2, 4, 5], seed: 14))
     }
 
+    @Test func maxPoolInteriorWindowsAreTheUnclippedOnes() {
+        // Every output index inside `interior` has the unclipped window span works out;
+        // every one outside it is clipped.
+        for kernel in 1...5 { for stride in 1...3 { for dilation in 1...2 { for padding in 0...kernel / 2 { for size in 1...12 {
+            let w = Window(kernel: kernel, stride: stride, padding: padding, dilation: dilation)
+            let outSize = w.outputSize(h: size, w: size).h
+            let inner = Kernels.interior(stride: stride, padding: padding, kernel: kernel, dilation: dilation, size: size,
+                                         outSize: outSize)
+            for o in 0..<outSize {
+                let s = Kernels.span(o, stride: stride, padding: padding, kernel: kernel, dilation: dilation, size: size)
+                let unclipped = s.first == 0 && s.last == kernel
+                #expect(inner.contains(o) == unclipped, "k \(kernel) s \(stride) d \(dilation) p \(padding) size \(size) o \(o)")
+            }
+        } } } } }
+    }
+
     @Test func maxPoolTakesTheFirstMaximumAndTheFirstNaN() throws {
         // Windows 2×2, stride 1, over one 3×3 plane: ties go to the first in the window,
         // as in PyTorch, and a NaN wins over every number.

@@ -3,7 +3,7 @@
 extension Kernels {
     /// Input rows (or columns) `lo..<hi` that output index `o`'s window covers, clipped to the input.
     @inline(__always)
-    private static func span(_ o: Int, stride: Int, padding: Int, kernel: Int, dilation: Int, size: Int) -> (start: Int, first: Int, last: Int) {
+    static func span(_ o: Int, stride: Int, padding: Int, kernel: Int, dilation: Int, size: Int) -> (start: Int, first: Int, last: Int) {
         let start = o * stride - padding
         // First and one-past-last kernel taps that land inside 0..<size.
         let first = start >= 0 ? 0 : (-start + dilation - 1) / dilation
@@ -11,55 +11,67 @@ extension Kernels {
         return (start, first, max(first, last))
     }
 
+    /// Output indices whose window lies wholly inside `0..<size`, where ``span`` is
+    /// `(o·stride − padding, 0, kernel)` and needs none of its divisions.
+    static func interior(stride: Int, padding: Int, kernel: Int, dilation: Int, size: Int, outSize: Int) -> Range<Int> {
+        let lo = min(outSize, (padding + stride - 1) / stride)
+        let last = size - 1 - (kernel - 1) * dilation + padding  // largest o·stride allowed
+        return lo..<(last < 0 ? lo : max(lo, min(outSize, last / stride + 1)))
+    }
+
     /// Max over each window; `argmax` receives the winning offset inside the plane
     /// (the first maximum, as PyTorch; NaN wins), for the backward scatter.
     static func maxPool(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, argmax: UnsafeMutablePointer<Int32>,
                         planes: Int, height: Int, width: Int, window w: Window) {
         let (oh, ow) = w.outputSize(h: height, w: width)
-        // Window extents are the same for every plane: work them out once, not per output.
-        let rows = (0..<oh).map { span($0, stride: w.stride.h, padding: w.padding.h, kernel: w.kernel.h, dilation: w.dilation.h, size: height) }
-        let cols = (0..<ow).map { span($0, stride: w.stride.w, padding: w.padding.w, kernel: w.kernel.w, dilation: w.dilation.w, size: width) }
-        rows.withUnsafeBufferPointer { rows in
-            cols.withUnsafeBufferPointer { cols in
-                parallelFor(planes, grain: 4) { range in
-                    for p in range {
-                        let src = x + p * height * width
-                        for i in 0..<oh {
-                            let r = rows[i]
-                            for j in 0..<ow {
-                                let c = cols[j]
-                                // Windows are never empty (padding is at most half the kernel): start
-                                // from the first tap. Which tap wins is data, so the loop selects
-                                // (integer moves) instead of branching; the first maximum wins, as in
-                                // PyTorch. A NaN never wins a `>`, but poisons `probe`.
-                                var bestIndex = (r.start + r.first * w.dilation.h) * width + c.start + c.first * w.dilation.w
-                                var best = src[bestIndex], probe: Float = 0
-                                for ki in r.first..<r.last {
-                                    let rowBase = (r.start + ki * w.dilation.h) * width + c.start
-                                    for kj in c.first..<c.last {
-                                        let index = rowBase + kj * w.dilation.w
-                                        let v = src[index]
-                                        let wins = v > best
-                                        best = Float(bitPattern: wins ? v.bitPattern : best.bitPattern)
-                                        bestIndex = wins ? index : bestIndex
-                                        probe += v
-                                    }
-                                }
-                                if probe.isNaN {
-                                    // Rare: a NaN (or infinities of both signs). The first NaN wins.
-                                    for ki in r.first..<r.last {
-                                        let rowBase = (r.start + ki * w.dilation.h) * width + c.start
-                                        for kj in c.first..<c.last where src[rowBase + kj * w.dilation.w].isNaN && !best.isNaN {
-                                            bestIndex = rowBase + kj * w.dilation.w
-                                            best = src[bestIndex]
-                                        }
-                                    }
-                                }
-                                let o = (p * oh + i) * ow + j
-                                y[o] = best
-                                argmax[o] = Int32(bestIndex)
+        // Only windows at the edges are clipped: the rest skip span's integer divisions.
+        let innerRows = interior(stride: w.stride.h, padding: w.padding.h, kernel: w.kernel.h, dilation: w.dilation.h, size: height, outSize: oh)
+        let innerColumns = interior(stride: w.stride.w, padding: w.padding.w, kernel: w.kernel.w, dilation: w.dilation.w, size: width, outSize: ow)
+        @inline(__always) func rowSpan(_ i: Int) -> (start: Int, first: Int, last: Int) {
+            innerRows.contains(i) ? (i * w.stride.h - w.padding.h, 0, w.kernel.h)
+                : span(i, stride: w.stride.h, padding: w.padding.h, kernel: w.kernel.h, dilation: w.dilation.h, size: height)
+        }
+        @inline(__always) func columnSpan(_ j: Int) -> (start: Int, first: Int, last: Int) {
+            innerColumns.contains(j) ? (j * w.stride.w - w.padding.w, 0, w.kernel.w)
+                : span(j, stride: w.stride.w, padding: w.padding.w, kernel: w.kernel.w, dilation: w.dilation.w, size: width)
+        }
+        parallelFor(planes, grain: 4) { range in
+            for p in range {
+                let src = x + p * height * width
+                for i in 0..<oh {
+                    let r = rowSpan(i)
+                    for j in 0..<ow {
+                        let c = columnSpan(j)
+                        // Windows are never empty (padding is at most half the kernel): start
+                        // from the first tap. Which tap wins is data, so the loop selects
+                        // (integer moves) instead of branching; the first maximum wins, as in
+                        // PyTorch. A NaN never wins a `>`, but poisons `probe`.
+                        var bestIndex = (r.start + r.first * w.dilation.h) * width + c.start + c.first * w.dilation.w
+                        var best = src[bestIndex], probe: Float = 0
+                        for ki in r.first..<r.last {
+                            let rowBase = (r.start + ki * w.dilation.h) * width + c.start
+                            for kj in c.first..<c.last {
+                                let index = rowBase + kj * w.dilation.w
+                                let v = src[index]
+                                let wins = v > best
+                                best = Float(bitPattern: wins ? v.bitPattern : best.bitPattern)
+                                bestIndex = wins ? index : bestIndex
+                                probe += v
                             }
                         }
+                        if probe.isNaN {
+                            // Rare: a NaN (or infinities of both signs). The first NaN wins.
+                            for ki in r.first..<r.last {
+                                let rowBase = (r.start + ki * w.dilation.h) * width + c.start
+                                for kj in c.first..<c.last where src[rowBase + kj * w.dilation.w].isNaN && !best.isNaN {
+                                    bestIndex = rowBase + kj * w.dilation.w
+                                    best = src[bestIndex]
+                                }
+                            }
+                        }
+                        let o = (p * oh + i) * ow + j
+                        y[o] = best
+                        argmax[o] = Int32(bestIndex)
                     }
                 }
             }

@@ -11,7 +11,8 @@ public protocol Loss {
 extension Loss {
     /// `(N, K)` of `logits`, after checking them against `targets`.
     func checkedShape(_ logits: Tensor, targets: [Int]) throws -> (rows: Int, classes: Int) {
-        let name = String(describing: Self.self)
+        // Named only on the error paths: describing a type allocates on every step.
+        var name: String { String(describing: Self.self) }
         guard logits.shape.count == 2, logits.shape[0] == targets.count, logits.shape[0] > 0 else {
             throw BLASNetError.shapeMismatch(layer: name, expected: "[\(targets.count), K] for \(targets.count) targets", got: logits.shape)
         }
