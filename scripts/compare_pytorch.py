@@ -24,9 +24,10 @@ backward and an SGD update (lr 0.01, momentum 0.9, weight decay 1e-4) in
 training mode (batch-statistics BatchNorm); inference is an eval-mode
 forward (PyTorch: model.eval() under torch.inference_mode()).  PyTorch runs
 with torch.set_num_threads(--threads) (and OMP/MKL_NUM_THREADS), BLASNet with
-`--threads`.  Note that `blasnet bench` also replays the step's sgemm calls
-after the timed steps (for the GEMM efficiency); that is not timed, but it
-makes a BLASNet run take longer than its steps alone.
+`--threads`.  Note that after the timed steps `blasnet bench` also runs
+--steps profiled steps, each followed by a replay of its sgemm calls alone
+(for the GEMM efficiency); those are not in the images/s, but they make a
+BLASNet run take longer than its steps alone.
 
 Peak RSS is the child's ru_maxrss as returned by wait4() for that one
 process, measured the same way for both frameworks.  The PyTorch figure

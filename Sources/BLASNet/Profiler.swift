@@ -83,37 +83,51 @@ public final class Profiler: LayerObserver {
     }
 }
 
-extension Profiler.GEMMCall {
-    /// Median seconds of these sgemms alone on scratch operands, at the current thread
-    /// count and scheduled as in the step.
-    public func time(repeats: Int = 3) -> Double {
-        let (m, n, k) = (shape.m, shape.n, shape.k)
-        let a = UnsafeMutablePointer<Float>.allocate(capacity: count * m * k)
-        let b = UnsafeMutablePointer<Float>.allocate(capacity: count * k * n)
-        let c = UnsafeMutablePointer<Float>.allocate(capacity: count * m * n)
-        defer { a.deallocate(); b.deallocate(); c.deallocate() }
-        // Ordinary values: uninitialized memory could hold denormals or NaNs, which run slower.
-        a.initialize(repeating: 0.01, count: count * m * k)
-        b.initialize(repeating: 0.01, count: count * k * n)
-        c.initialize(repeating: 0, count: count * m * n)
-        let (lda, ldb) = (shape.transA ? m : k, shape.transB ? k : n)
-        let run = {
-            if count == 1 {
-                BLAS.sgemm(transA: shape.transA, transB: shape.transB, m: m, n: n, k: k,
-                           a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: n)
-            } else {
-                BLAS.sgemmBatch(shape, count: count) { i in
-                    BLAS.serialSGEMM(shape, a: a + i * m * k, lda: lda, b: b + i * k * n, ldb: ldb,
-                                     c: c + i * m * n, ldc: n)
-                }
-            }
-        }
-        run()
-        let samples = (0..<repeats).map { _ in
+/// One step's sgemm calls, layer by layer, to run alone on scratch operands, scheduled
+/// as in the step, at the current thread count.
+///
+/// All calls share one scratch buffer, as large as the largest call's operands, so the
+/// replay adds no more resident memory than that call. Its contents do not change the
+/// time, as long as they are ordinary numbers (uninitialized memory could hold denormals
+/// or NaNs, which run slower).
+public final class GEMMReplay {
+    /// Each layer's calls of one step.
+    public let calls: [[Profiler.GEMMCall]]
+    private let scratch: UnsafeMutableBufferPointer<Float>
+
+    /// The calls of one step of `layers`, whose records summed `steps` steps.
+    public init(_ layers: [Profiler.LayerRecord], steps: Int) {
+        calls = layers.map { Array($0.gemms.prefix($0.gemms.count / max(steps, 1))) }
+        scratch = .allocate(capacity: max(1, calls.joined().map { Self.operandSizes($0).total }.max() ?? 1))
+        scratch.initialize(repeating: 0.01)
+    }
+
+    deinit { scratch.deallocate() }
+
+    private static func operandSizes(_ call: Profiler.GEMMCall) -> (a: Int, b: Int, total: Int) {
+        let (m, n, k) = (call.shape.m, call.shape.n, call.shape.k)
+        return (call.count * m * k, call.count * k * n, call.count * (m * k + k * n + m * n))
+    }
+
+    /// Runs every call once; seconds per layer.
+    public func run() -> [Double] {
+        calls.map { layer in
             let start = DispatchTime.now().uptimeNanoseconds
-            run()
+            for call in layer { run(call) }
             return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         }
-        return samples.sorted()[samples.count / 2]
+    }
+
+    private func run(_ call: Profiler.GEMMCall) {
+        let shape = call.shape, (m, n, k) = (shape.m, shape.n, shape.k)
+        let (lda, ldb) = (shape.transA ? m : k, shape.transB ? k : n)
+        let sizes = Self.operandSizes(call)
+        let a = scratch.baseAddress!, b = a + sizes.a, c = b + sizes.b
+        guard call.count > 1 else {
+            return BLAS.sgemm(transA: shape.transA, transB: shape.transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: n)
+        }
+        BLAS.sgemmBatch(shape, count: call.count) { i in
+            BLAS.serialSGEMM(shape, a: a + i * m * k, lda: lda, b: b + i * k * n, ldb: ldb, c: c + i * m * n, ldc: n)
+        }
     }
 }

@@ -6,7 +6,7 @@ import Foundation
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Time a step per layer and against its sgemm calls alone (GEMM efficiency).",
-        discussion: "Build with -c release. GEMM efficiency = time of the step's sgemm calls replayed alone ÷ step time."
+        discussion: "Build with -c release. GEMM efficiency = time of the step's sgemm calls replayed alone ÷ step time, from profiled steps that alternate with the replays."
     )
 
     enum Mode: String, ExpressibleByArgument, CaseIterable { case train, inference }
@@ -79,16 +79,20 @@ struct Bench: ParsableCommand {
         let allocationsBefore = AllocationCounter.read()
         let stepTimes = try (0..<steps).map { _ in try seconds(step) }
         let allocationsAfter = AllocationCounter.read()
-        let stepSeconds = stepTimes.sorted()[steps / 2]
 
+        // GEMM efficiency: profiled steps alternate with replays of their sgemm calls, so
+        // that the machine's drift over the run (±30% on a shared VM) falls on both alike.
         let profiler = Profiler(net)
-        try profiler.run { for _ in 0..<steps { try step() } }
-        var gemmTimes: [Profiler.GEMMCall: Double] = [:]
-        let layers = profiler.layers.map { layer -> LayerReport in
-            let gemm = layer.gemms.reduce(0.0) { total, call in
-                if gemmTimes[call] == nil { gemmTimes[call] = call.time() }
-                return total + gemmTimes[call]!
-            } / Double(steps)
+        var profiledSteps: [Double] = [], replays: [[Double]] = []
+        var replay: GEMMReplay?
+        for _ in 0..<steps {
+            profiledSteps.append(try seconds { try profiler.run(step) })
+            replay = replay ?? GEMMReplay(profiler.layers, steps: 1)
+            replays.append(replay!.run())
+        }
+        func median(_ samples: [Double]) -> Double { samples.sorted()[samples.count / 2] }
+        let layers = profiler.layers.enumerated().map { i, layer -> LayerReport in
+            let gemm = median(replays.map { $0[i] })
             let total = (layer.forwardSeconds + layer.backwardSeconds) / Double(steps)
             return LayerReport(name: layer.name, kind: layer.kind,
                                forward_seconds: layer.forwardSeconds / Double(steps),
@@ -96,15 +100,15 @@ struct Bench: ParsableCommand {
                                gemm_seconds: gemm, gemm_efficiency: total > 0 ? gemm / total : 0,
                                gflop: layer.gemms.reduce(0) { $0 + $1.flops } / Double(steps) / 1e9)
         }
-        let gemmSeconds = layers.reduce(0) { $0 + $1.gemm_seconds }
+        let gemmSeconds = median(replays.map { $0.reduce(0, +) }), profiledStepSeconds = median(profiledSteps)
         let gflop = layers.reduce(0) { $0 + $1.gflop }
         let report = BenchReport(
             arch: model.arch.rawValue, stem: model.stem.rawValue, mode: mode.rawValue, batch: x.shape[0], input: Array(x.shape[2...]),
             first_loss: firstLoss,
             threads: BLAS.threads, openblas_core: BLAS.coreName, openblas_config: BLAS.configuration,
-            step_seconds: stepSeconds, step_seconds_samples: stepTimes, images_per_second: Double(x.shape[0]) / stepSeconds,
-            gemm_seconds: gemmSeconds, gemm_efficiency: gemmSeconds / stepSeconds, gemm_gflop: gflop,
-            achieved_gflops: gflop / stepSeconds, peak_rss_bytes: ResidentMemory.peakBytes,
+            step_seconds: median(stepTimes), step_seconds_samples: stepTimes, images_per_second: Double(x.shape[0]) / median(stepTimes),
+            profiled_step_seconds: profiledStepSeconds, gemm_seconds: gemmSeconds,
+            gemm_efficiency: gemmSeconds / profiledStepSeconds, gemm_gflop: gflop, achieved_gflops: gflop / median(stepTimes), peak_rss_bytes: ResidentMemory.peakBytes,
             allocations_per_step: allocationsAfter.map { ($0.calls - allocationsBefore!.calls) / steps },
             allocated_bytes_per_step: allocationsAfter.map { ($0.bytes - allocationsBefore!.bytes) / steps },
             layers: layers)
@@ -180,6 +184,8 @@ struct BenchReport: Codable {
     var step_seconds: Double
     var step_seconds_samples: [Double]
     var images_per_second: Double
+    /// Median of the profiled steps that alternate with the replays of their sgemms.
+    var profiled_step_seconds: Double
     var gemm_seconds: Double
     var gemm_efficiency: Double
     var gemm_gflop: Double
@@ -203,9 +209,10 @@ struct BenchReport: Codable {
         let layerTotal = layers.reduce(0) { $0 + $1.forward_seconds + $1.backward_seconds }
         print("")
         print(String(format: "step          %8.1f ms (median of %d)   %.2f images/s", step_seconds * 1000, step_seconds_samples.count, images_per_second))
-        print(String(format: "layers        %8.1f ms   other (loss, optimizer, layout) %.1f ms", layerTotal * 1000, (step_seconds - layerTotal) * 1000))
+        print(String(format: "profiled step %8.1f ms   layers %.1f ms, other (loss, optimizer, layout) %.1f ms",
+                     profiled_step_seconds * 1000, layerTotal * 1000, (profiled_step_seconds - layerTotal) * 1000))
         print(String(format: "sgemm alone   %8.1f ms   %.1f GFLOP, %.1f GFLOP/s achieved over the step", gemm_seconds * 1000, gemm_gflop, achieved_gflops))
-        print(String(format: "GEMM efficiency %.3f (sgemm-alone time ÷ step time)", gemm_efficiency))
+        print(String(format: "GEMM efficiency %.3f (sgemm-alone time ÷ profiled step time, the two alternating)", gemm_efficiency))
         print(String(format: "peak RSS      %8.1f MiB", Double(peak_rss_bytes) / 1048576))
         if let allocations_per_step, let allocated_bytes_per_step {
             print("allocations   \(allocations_per_step) per step, \(allocated_bytes_per_step) bytes per step")

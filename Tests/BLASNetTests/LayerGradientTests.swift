@@ -176,6 +176,37 @@ struct LayerGradientTests {
         #expect(infinite == [.infinity])
     }
 
+    /// The stem's pool (3×3, stride 2, padding 1) on rows wide enough for its eight-window
+    /// vectors, against the windows written out: few distinct values, so that windows
+    /// tie, and NaNs and infinities of both signs, which send a vector of windows back to
+    /// the scalar rule. The backward scatter shows which input won each window.
+    @Test(arguments: [22, 23, 40, 41])
+    func stride2MaxPoolMatchesTheWrittenOutWindows(width: Int) throws {
+        let (planes, height) = (3, 9), (oh, ow) = (5, (width + 1) / 2)
+        let scalars = (0..<(planes * height * width)).map { i -> Float in
+            if i % 97 == 50 { return .nan }
+            if i % 89 == 40 { return .infinity }
+            return i % 83 == 30 ? -.infinity : Float(i * 7919 % 5)
+        }
+        let pool = try MaxPool2d(kernelSize: 3, stride: 2, padding: 1)
+        let y = try pool.forward(Tensor(shape: [1, planes, height, width], scalars: scalars)).scalars
+        let dy = (0..<(planes * oh * ow)).map { Float($0 + 1) }
+        let dx = try pool.backward(Tensor(shape: [1, planes, oh, ow], scalars: dy)).scalars
+        var expectedDx = [Float](repeating: 0, count: scalars.count)
+        for p in 0..<planes { for i in 0..<oh { for j in 0..<ow {
+            var winner: Int?
+            for r in max(0, 2 * i - 1)..<min(height, 2 * i + 2) { for c in max(0, 2 * j - 1)..<min(width, 2 * j + 2) {
+                let index = (p * height + r) * width + c
+                guard let w = winner else { winner = index; continue }
+                if (scalars[index].isNaN && !scalars[w].isNaN) || scalars[index] > scalars[w] { winner = index }
+            } }
+            let o = (p * oh + i) * ow + j, want = scalars[winner!]
+            #expect(y[o] == want || (y[o].isNaN && want.isNaN), "plane \(p) window (\(i), \(j))")
+            expectedDx[winner!] += dy[o]
+        } } }
+        #expect(dx == expectedDx)
+    }
+
     @Test func avgPool2d() throws {
         try GradientCheck.check(try AvgPool2d(kernelSize: 3, stride: 2, padding: 1), input: GradientCheck.random([2, 2, 7, 6], seed: 15))
         try GradientCheck.check(try AvgPool2d(kernelSize: 2), input: GradientCheck.random([1, 2, 5, 5], seed: 16))

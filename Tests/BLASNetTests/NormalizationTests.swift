@@ -53,6 +53,28 @@ struct NormalizationTests {
         try GradientCheck.check(gn, input: GradientCheck.random([6, 3, 4, 3], seed: 43), tolerance: 2e-2)
     }
 
+    /// A single process's sum: the values as they are.
+    final class OneProcess: CrossProcessSum {
+        func sum(_ values: inout [Double]) throws {}
+    }
+
+    /// BatchNorm normalizes one plane at a time (statistics, then the affine; sums, then
+    /// the input gradient) unless it must wait for other processes' statistics. A
+    /// one-process synchronization takes the two-pass way over the whole tensor; both give
+    /// the same output, gradients and running statistics, bit for bit.
+    @Test(arguments: [false, true])
+    func batchNormOnePassMatchesTwoPasses(relu: Bool) throws {
+        func pass(synchronized: Bool) throws -> [[Float]] {
+            let bn = try BatchNorm2d(5, fusesReLU: relu)
+            Self.randomAffine(bn.weight, bn.bias, seed: 44)
+            if synchronized { bn.synchronization = OneProcess() }
+            let y = try bn.forward(GradientCheck.random([5, 3, 7, 9], scale: 2, seed: 45))
+            let dx = try bn.backward(GradientCheck.random([5, 3, 7, 9], seed: 46))
+            return [y, dx, bn.weight.grad, bn.bias.grad, bn.runningMean.value, bn.runningVar.value].map(\.scalars)
+        }
+        #expect(try pass(synchronized: false) == pass(synchronized: true))
+    }
+
     /// A normalization layer keeps its scratch buffers from call to call: run on inputs of
     /// changing batch and size, each pass matches a fresh layer's bit for bit.
     @Test func layersKeepNoStateBetweenGeometries() throws {

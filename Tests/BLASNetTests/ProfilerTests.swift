@@ -33,7 +33,12 @@ struct ProfilerTests {
         ])
         let call = try #require(layers["conv1"]?.first)
         #expect(call.flops == 16 * 2 * 8 * 100 * 2)
-        let seconds = call.time(repeats: 1)
-        #expect(seconds > 0 && seconds < 1)
+        // The replay runs one step's calls per layer; these records hold one step.
+        let replay = GEMMReplay(profiler.layers, steps: 1)
+        #expect(replay.calls.map(\.count) == profiler.layers.map(\.gemms.count))
+        let seconds = replay.run()
+        #expect(seconds.count == profiler.layers.count)
+        #expect(zip(seconds, replay.calls).allSatisfy { $1.isEmpty || ($0 > 0 && $0 < 1) })
+        #expect(GEMMReplay(profiler.layers, steps: 2).calls.map(\.count) == profiler.layers.map { $0.gemms.count / 2 })
     }
 }

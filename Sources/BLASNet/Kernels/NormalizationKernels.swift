@@ -12,45 +12,75 @@ import Foundation
 /// the masked gradient.
 extension Kernels {
     /// Mean and biased variance of each statistics group `s = g·N + n`: the planes of
-    /// channels `g·C/G ..< (g+1)·C/G` of sample `n` (two passes, so the variance does not
-    /// lose digits to cancellation).
+    /// channels `g·C/G ..< (g+1)·C/G` of sample `n`.
     static func groupMoments(_ x: UnsafePointer<Float>, channels: Int, samples: Int, planeSize: Int, groups: Int,
                              mean: UnsafeMutablePointer<Double>, variance: UnsafeMutablePointer<Double>) {
-        let perGroup = channels / groups, count = Double(perGroup * planeSize)
+        let perGroup = channels / groups
         // Consecutive channels of one sample lie a channel's N planes apart.
         let channelStride = samples * planeSize
         parallelFor(groups * samples) { range in
             for s in range {
                 let first = x + ((s / samples) * perGroup * samples + s % samples) * planeSize
-                var total = 0.0
-                for j in 0..<perGroup { total += sum(first + j * channelStride, count: planeSize) }
-                let mu = total / count, muf = Float(mu), muLanes = Lanes(repeating: muf)
-                // Σ(x − μ)² around the Float32-rounded mean, corrected by the rounding offset.
-                let offset = Double(muf) - mu
-                var squares = 0.0
-                for j in 0..<perGroup {
-                    let p = first + j * channelStride
-                    squares += blockedSum(planeSize, lanes: { let d = load(p + $0) - muLanes; return d * d },
-                                          scalar: { let d = p[$0] - muf; return d * d })
-                }
-                mean[s] = mu
-                variance[s] = max(0, squares / count - offset * offset)
+                (mean[s], variance[s]) = moments(first, planes: perGroup, stride: channelStride, planeSize: planeSize)
             }
         }
+    }
+
+    /// Mean and biased variance over `planes` planes of `m` elements, `stride` apart (two
+    /// passes, so the variance does not lose digits to cancellation).
+    @inline(__always)
+    private static func moments(_ first: UnsafePointer<Float>, planes: Int, stride: Int, planeSize m: Int)
+        -> (mean: Double, variance: Double) {
+        var total = 0.0
+        for j in 0..<planes { total += sum(first + j * stride, count: m) }
+        let count = Double(planes * m), mu = total / count, muf = Float(mu), muLanes = Lanes(repeating: muf)
+        // Σ(x − μ)² around the Float32-rounded mean, corrected by the rounding offset.
+        let offset = Double(muf) - mu
+        var squares = 0.0
+        for j in 0..<planes {
+            let p = first + j * stride
+            squares += blockedSum(m, lanes: { let d = load(p + $0) - muLanes; return d * d },
+                                  scalar: { let d = p[$0] - muf; return d * d })
+        }
+        return (mu, max(0, squares / count - offset * offset))
     }
 
     /// `y = x·scale[p] + shift[p]` per plane, clamped at zero when `relu`.
     static func planeAffine(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, planes: Int, planeSize m: Int,
                             scale: UnsafePointer<Float>, shift: UnsafePointer<Float>, relu: Bool) {
         parallelFor(planes) { range in
+            for plane in range { affine(x + plane * m, y + plane * m, count: m, scale: scale[plane], shift: shift[plane], relu: relu) }
+        }
+    }
+
+    @inline(__always)
+    private static func affine(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, count m: Int,
+                               scale a: Float, shift b: Float, relu: Bool) {
+        if relu {
+            for i in 0..<m { dst[i] = max(src[i] * a + b, 0) }
+        } else {
+            for i in 0..<m { dst[i] = src[i] * a + b }
+        }
+    }
+
+    /// Batch statistics and the affine `y = γ_c·(x − μ)/σ + β_c` (clamped at zero when
+    /// `relu`) in one visit per plane, for normalizations whose statistics groups are
+    /// single planes (BatchNorm, InstanceNorm): the affine re-reads a plane the moments
+    /// have just brought into cache, instead of the whole tensor again from memory.
+    /// Channel `c` of plane `p` is `p / samples`; `mean`, `variance` (biased) and `invStd`
+    /// receive each plane's statistics.
+    static func planeNormalize(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, planes: Int, samples: Int,
+                               planeSize m: Int, gamma: UnsafePointer<Float>?, beta: UnsafePointer<Float>?, eps: Float,
+                               relu: Bool, mean: UnsafeMutablePointer<Double>, variance: UnsafeMutablePointer<Double>,
+                               invStd: UnsafeMutablePointer<Float>) {
+        parallelFor(planes) { range in
             for plane in range {
-                let a = scale[plane], b = shift[plane]
-                let src = x + plane * m, dst = y + plane * m
-                if relu {
-                    for i in 0..<m { dst[i] = max(src[i] * a + b, 0) }
-                } else {
-                    for i in 0..<m { dst[i] = src[i] * a + b }
-                }
+                let src = x + plane * m, c = plane / samples
+                let (mu, sigma2) = moments(src, planes: 1, stride: m, planeSize: m)
+                let s = Float(1 / (sigma2 + Double(eps)).squareRoot())
+                let scale = (gamma?[c] ?? 1) * s
+                (mean[plane], variance[plane], invStd[plane]) = (mu, sigma2, s)
+                affine(src, y + plane * m, count: m, scale: scale, shift: (beta?[c] ?? 0) - Float(mu) * scale, relu: relu)
             }
         }
     }
@@ -62,23 +92,25 @@ extension Kernels {
                                   sumDy: UnsafeMutablePointer<Double>, sumDyXc: UnsafeMutablePointer<Double>) {
         parallelFor(planes) { range in
             for plane in range {
-                let g = dy + plane * m, p = x + plane * m
-                let mu = Float(mean[plane]), muLanes = Lanes(repeating: mu)
-                if let output {
-                    let y = output + plane * m
-                    @inline(__always) func masked(_ i: Int) -> Lanes {
-                        load(g + i).replacing(with: 0, where: load(y + i) .<= 0)
-                    }
-                    sumDy[plane] = blockedSum(m, lanes: masked, scalar: { reluMasked(g, y, $0) })
-                    sumDyXc[plane] = blockedSum(m, lanes: { masked($0) * (load(p + $0) - muLanes) },
-                                            scalar: { reluMasked(g, y, $0) * (p[$0] - mu) })
-                } else {
-                    sumDy[plane] = blockedSum(m, lanes: { load(g + $0) }, scalar: { g[$0] })
-                    sumDyXc[plane] = blockedSum(m, lanes: { load(g + $0) * (load(p + $0) - muLanes) },
-                                            scalar: { g[$0] * (p[$0] - mu) })
-                }
+                (sumDy[plane], sumDyXc[plane]) = gradientSums(dy + plane * m, x + plane * m, output: output.map { $0 + plane * m },
+                                                              count: m, mean: Float(mean[plane]))
             }
         }
+    }
+
+    @inline(__always)
+    private static func gradientSums(_ g: UnsafePointer<Float>, _ p: UnsafePointer<Float>, output y: UnsafePointer<Float>?,
+                                     count m: Int, mean mu: Float) -> (sumDy: Double, sumDyXc: Double) {
+        let muLanes = Lanes(repeating: mu)
+        guard let y else {
+            return (blockedSum(m, lanes: { load(g + $0) }, scalar: { g[$0] }),
+                    blockedSum(m, lanes: { load(g + $0) * (load(p + $0) - muLanes) }, scalar: { g[$0] * (p[$0] - mu) }))
+        }
+        @inline(__always) func masked(_ i: Int) -> Lanes {
+            load(g + i).replacing(with: 0, where: load(y + i) .<= 0)
+        }
+        return (blockedSum(m, lanes: masked, scalar: { reluMasked(g, y, $0) }),
+                blockedSum(m, lanes: { masked($0) * (load(p + $0) - muLanes) }, scalar: { reluMasked(g, y, $0) * (p[$0] - mu) }))
     }
 
     /// The input gradient of a normalization: `dx = k·g − a − (x − mean)·b` per plane,
@@ -89,14 +121,38 @@ extension Kernels {
                                        a: UnsafePointer<Float>, b: UnsafePointer<Float>) {
         parallelFor(planes) { range in
             for plane in range {
-                let g = dy + plane * m, p = x + plane * m, out = dx + plane * m
-                let mu = Float(mean[plane]), kc = k[plane], ac = a[plane], bc = b[plane]
-                if let output {
-                    let y = output + plane * m
-                    for i in 0..<m { out[i] = kc * reluMasked(g, y, i) - ac - (p[i] - mu) * bc }
-                } else {
-                    for i in 0..<m { out[i] = kc * g[i] - ac - (p[i] - mu) * bc }
-                }
+                inputGradient(dy + plane * m, x + plane * m, output: output.map { $0 + plane * m }, dx + plane * m, count: m,
+                              mean: Float(mean[plane]), k: k[plane], a: a[plane], b: b[plane])
+            }
+        }
+    }
+
+    @inline(__always)
+    private static func inputGradient(_ g: UnsafePointer<Float>, _ p: UnsafePointer<Float>, output y: UnsafePointer<Float>?,
+                                      _ out: UnsafeMutablePointer<Float>, count m: Int, mean mu: Float, k: Float, a: Float, b: Float) {
+        if let y {
+            for i in 0..<m { out[i] = k * reluMasked(g, y, i) - a - (p[i] - mu) * b }
+        } else {
+            for i in 0..<m { out[i] = k * g[i] - a - (p[i] - mu) * b }
+        }
+    }
+
+    /// The input gradient of ``planeNormalize(_:_:planes:samples:planeSize:gamma:beta:eps:relu:mean:variance:invStd:)``
+    /// in one visit per plane: its sums, then `dx = (ĝ − mean(ĝ) − x̂·mean(ĝ·x̂))/σ` with
+    /// `ĝ = γ_c·g` while the plane's `dy`, `x` (and `output`) are still in cache. `sumDy`
+    /// and `sumDyXc` receive each plane's sums, for the gradients of γ and β.
+    static func planeNormBackward(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, output: UnsafePointer<Float>?,
+                                  _ dx: UnsafeMutablePointer<Float>, planes: Int, samples: Int, planeSize m: Int,
+                                  gamma: UnsafePointer<Float>?, mean: UnsafePointer<Double>, invStd: UnsafePointer<Float>,
+                                  sumDy: UnsafeMutablePointer<Double>, sumDyXc: UnsafeMutablePointer<Double>) {
+        parallelFor(planes) { range in
+            for plane in range {
+                let g = dy + plane * m, p = x + plane * m, y = output.map { $0 + plane * m }, mu = Float(mean[plane])
+                let sums = gradientSums(g, p, output: y, count: m, mean: mu)
+                (sumDy[plane], sumDyXc[plane]) = sums
+                let gc = gamma?[plane / samples] ?? 1, s = Double(invStd[plane]), n = Double(m)
+                inputGradient(g, p, output: y, dx + plane * m, count: m, mean: mu, k: gc * invStd[plane],
+                              a: Float(s * (Double(gc) * sums.sumDy) / n), b: Float(s * s * s * (Double(gc) * sums.sumDyXc) / n))
             }
         }
     }

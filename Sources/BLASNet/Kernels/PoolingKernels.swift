@@ -35,47 +35,93 @@ extension Kernels {
             innerColumns.contains(j) ? (j * w.stride.w - w.padding.w, 0, w.kernel.w)
                 : span(j, stride: w.stride.w, padding: w.padding.w, kernel: w.kernel.w, dilation: w.dilation.w, size: width)
         }
+        // Stride-2 windows (the ResNet stem's pool) are taken eight at a time where no column is clipped.
+        let vectorColumns = w.stride.w == 2 && w.dilation.w == 1 ? innerColumns : 0..<0
         parallelFor(planes, grain: 4) { range in
             for p in range {
                 let src = x + p * height * width
                 for i in 0..<oh {
-                    let r = rowSpan(i)
-                    for j in 0..<ow {
-                        let c = columnSpan(j)
-                        // Windows are never empty (padding is at most half the kernel): start
-                        // from the first tap. Which tap wins is data, so the loop selects
-                        // (integer moves) instead of branching; the first maximum wins, as in
-                        // PyTorch. A NaN never wins a `>`, but poisons `probe`.
-                        var bestIndex = (r.start + r.first * w.dilation.h) * width + c.start + c.first * w.dilation.w
-                        var best = src[bestIndex], probe: Float = 0
-                        for ki in r.first..<r.last {
-                            let rowBase = (r.start + ki * w.dilation.h) * width + c.start
-                            for kj in c.first..<c.last {
-                                let index = rowBase + kj * w.dilation.w
-                                let v = src[index]
-                                let wins = v > best
-                                best = Float(bitPattern: wins ? v.bitPattern : best.bitPattern)
-                                bestIndex = wins ? index : bestIndex
-                                probe += v
-                            }
+                    let r = rowSpan(i), out = (p * oh + i) * ow
+                    var j = 0
+                    while j < ow {
+                        // Bounded like im2col's gather: the 16 floats loaded for window j + 7 end
+                        // before window j + 8's last tap, which lies inside the row.
+                        if vectorColumns.contains(j) && j + 8 < vectorColumns.upperBound,
+                           let (best, index) = maxOfEightWindows(src, rows: r, column: 2 * j - w.padding.w,
+                                                                 kernelWidth: w.kernel.w, rowDilation: w.dilation.h, width: width) {
+                            UnsafeMutableRawPointer(y + out + j).storeBytes(of: best, as: SIMD8<Float>.self)
+                            UnsafeMutableRawPointer(argmax + out + j).storeBytes(of: index, as: SIMD8<Int32>.self)
+                            j += 8
+                        } else {
+                            (y[out + j], argmax[out + j]) = maxOfWindow(src, rows: r, columns: columnSpan(j),
+                                                                        dilation: w.dilation, width: width)
+                            j += 1
                         }
-                        if probe.isNaN {
-                            // Rare: a NaN (or infinities of both signs). The first NaN wins.
-                            for ki in r.first..<r.last {
-                                let rowBase = (r.start + ki * w.dilation.h) * width + c.start
-                                for kj in c.first..<c.last where src[rowBase + kj * w.dilation.w].isNaN && !best.isNaN {
-                                    bestIndex = rowBase + kj * w.dilation.w
-                                    best = src[bestIndex]
-                                }
-                            }
-                        }
-                        let o = (p * oh + i) * ow + j
-                        y[o] = best
-                        argmax[o] = Int32(bestIndex)
                     }
                 }
             }
         }
+    }
+
+    /// The maximum of one window and its offset in the plane. Which tap wins is data, so
+    /// the loop selects (integer moves) instead of branching; the first maximum wins, as in
+    /// PyTorch, and so does the first NaN.
+    @inline(__always)
+    private static func maxOfWindow(_ src: UnsafePointer<Float>, rows r: (start: Int, first: Int, last: Int),
+                                    columns c: (start: Int, first: Int, last: Int),
+                                    dilation: (h: Int, w: Int), width: Int) -> (Float, Int32) {
+        // Windows are never empty (padding is at most half the kernel): start from the first tap.
+        var bestIndex = (r.start + r.first * dilation.h) * width + c.start + c.first * dilation.w
+        var best = src[bestIndex], probe: Float = 0
+        for ki in r.first..<r.last {
+            let rowBase = (r.start + ki * dilation.h) * width + c.start
+            for kj in c.first..<c.last {
+                let index = rowBase + kj * dilation.w
+                let v = src[index]
+                let wins = v > best
+                best = Float(bitPattern: wins ? v.bitPattern : best.bitPattern)
+                bestIndex = wins ? index : bestIndex
+                // A NaN never wins a `>`, but poisons `probe`.
+                probe += v
+            }
+        }
+        if probe.isNaN {
+            // Rare: a NaN (or infinities of both signs). The first NaN wins.
+            for ki in r.first..<r.last {
+                let rowBase = (r.start + ki * dilation.h) * width + c.start
+                for kj in c.first..<c.last where src[rowBase + kj * dilation.w].isNaN && !best.isNaN {
+                    bestIndex = rowBase + kj * dilation.w
+                    best = src[bestIndex]
+                }
+            }
+        }
+        return (best, Int32(bestIndex))
+    }
+
+    /// ``maxOfWindow(_:rows:columns:dilation:width:)`` for eight unclipped stride-2 windows
+    /// side by side, the first starting at `column`: each tap is one vector of the even
+    /// lanes of 16 floats. Nil when a NaN (or infinities of both signs) needs the scalar rule.
+    @inline(__always)
+    private static func maxOfEightWindows(_ src: UnsafePointer<Float>, rows r: (start: Int, first: Int, last: Int),
+                                          column: Int, kernelWidth: Int, rowDilation: Int, width: Int)
+        -> (SIMD8<Float>, SIMD8<Int32>)? {
+        @inline(__always) func tap(_ index: Int) -> SIMD8<Float> {
+            UnsafeRawPointer(src + index).loadUnaligned(as: SIMD16<Float>.self).evenHalf
+        }
+        let lanes = SIMD8<Int32>(0, 2, 4, 6, 8, 10, 12, 14)
+        var bestIndex = SIMD8<Int32>(repeating: Int32((r.start + r.first * rowDilation) * width + column)) &+ lanes
+        var best = tap(Int(bestIndex[0])), probe = SIMD8<Float>()
+        for ki in r.first..<r.last {
+            let rowBase = (r.start + ki * rowDilation) * width + column
+            for kj in 0..<kernelWidth {
+                let v = tap(rowBase + kj)
+                let wins = v .> best
+                best.replace(with: v, where: wins)
+                bestIndex.replace(with: SIMD8(repeating: Int32(rowBase + kj)) &+ lanes, where: wins)
+                probe += v
+            }
+        }
+        return any(probe .!= probe) ? nil : (best, bestIndex)
     }
 
     /// Routes each output gradient to the input that won its window. Overwrites `dx`.

@@ -74,14 +74,15 @@ public final class BatchNorm: Module {
             try probe.useBatchStatistics(of: x, eps: eps)
             observedStatistics = (probe.groupMean, probe.groupVariance)
         }
-        if training {
-            try normalization.useBatchStatistics(of: x, eps: eps, synchronizedBy: synchronization)
-            normalization.updateRunning(mean: runningMean, variance: runningVar, momentum: momentum)
-            numBatchesTracked.value[0] += 1
-        } else {
+        guard training else {
             normalization.useRunningStatistics(mean: runningMean.value, variance: runningVar.value, eps: eps)
+            return normalization.forward(x, weight: weight, bias: bias, relu: fusesReLU)
         }
-        return normalization.forward(x, weight: weight, bias: bias, relu: fusesReLU)
+        let y = try normalization.forwardWithBatchStatistics(x, eps: eps, synchronizedBy: synchronization,
+                                                             weight: weight, bias: bias, relu: fusesReLU)
+        normalization.updateRunning(mean: runningMean, variance: runningVar, momentum: momentum)
+        numBatchesTracked.value[0] += 1
+        return y
     }
 
     public func backward(_ dy: Tensor) throws -> Tensor {

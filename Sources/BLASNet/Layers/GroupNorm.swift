@@ -47,8 +47,7 @@ public final class GroupNorm: Module {
         }
         normalization.prepare(channels: channels, samples: x.shape[1], planeSize: x.count / (channels * x.shape[1]),
                               groups: groups)
-        try normalization.useBatchStatistics(of: x, eps: eps)
-        return normalization.forward(x, weight: weight, bias: bias, relu: fusesReLU)
+        return try normalization.forwardWithBatchStatistics(x, eps: eps, weight: weight, bias: bias, relu: fusesReLU)
     }
 
     public func backward(_ dy: Tensor) throws -> Tensor {

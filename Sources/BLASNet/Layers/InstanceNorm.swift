@@ -64,16 +64,16 @@ public final class InstanceNorm2d: Module {
         normalization.prepare(channels: channels, samples: x.shape[1], planeSize: planeSize, groups: channels)
         if let runningMean, let runningVar, !training {
             normalization.useRunningStatistics(mean: runningMean.value, variance: runningVar.value, eps: eps)
-        } else {
-            guard planeSize > 1 else {
-                throw BLASNetError.invalidArgument("\(name): instance statistics need more than one spatial element, got input \(x.shape)")
-            }
-            try normalization.useBatchStatistics(of: x, eps: eps)
-            if let runningMean, let runningVar {
-                normalization.updateRunning(mean: runningMean, variance: runningVar, momentum: momentum)
-            }
+            return normalization.forward(x, weight: weight, bias: bias, relu: false)
         }
-        return normalization.forward(x, weight: weight, bias: bias, relu: false)
+        guard planeSize > 1 else {
+            throw BLASNetError.invalidArgument("\(name): instance statistics need more than one spatial element, got input \(x.shape)")
+        }
+        let y = try normalization.forwardWithBatchStatistics(x, eps: eps, weight: weight, bias: bias, relu: false)
+        if let runningMean, let runningVar {
+            normalization.updateRunning(mean: runningMean, variance: runningVar, momentum: momentum)
+        }
+        return y
     }
 
     public func backward(_ dy: Tensor) throws -> Tensor {

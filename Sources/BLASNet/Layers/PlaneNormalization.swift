@@ -87,8 +87,8 @@ struct PlaneNormalization {
                 groupMean[s] = totals[1 + s] / count
                 groupVariance[s] = max(0, totals[1 + n + s] / count - groupMean[s] * groupMean[s])
             }
-            self.synchronization = synchronization
         }
+        self.synchronization = synchronization
         for p in 0..<planes {
             let s = group(ofPlane: p)
             mean[p] = groupMean[s]
@@ -108,6 +108,39 @@ struct PlaneNormalization {
             }
         }
         batchStatistics = false
+    }
+
+    /// Whether each statistics group is a single plane and no other process's statistics
+    /// are waited for, so that a pass can finish one plane before it starts the next.
+    private func groupsArePlanes(synchronizedBy synchronization: (any CrossProcessSum)?) -> Bool {
+        groups == channels && synchronization == nil
+    }
+
+    /// ``useBatchStatistics(of:eps:synchronizedBy:)`` followed by ``forward(_:weight:bias:relu:)``;
+    /// in one pass over memory when each group is a single plane (BatchNorm, InstanceNorm).
+    mutating func forwardWithBatchStatistics(_ x: Tensor, eps: Float, synchronizedBy synchronization: (any CrossProcessSum)? = nil,
+                                             weight: Parameter?, bias: Parameter?, relu: Bool) throws -> Tensor {
+        guard groupsArePlanes(synchronizedBy: synchronization) else {
+            try useBatchStatistics(of: x, eps: eps, synchronizedBy: synchronization)
+            return forward(x, weight: weight, bias: bias, relu: relu)
+        }
+        let (planes, samples, planeSize) = (planes, samples, planeSize)
+        var y = Tensor(uninitializedShape: x.shape)
+        withOptionalPointer(weight?.value) { gamma in
+            withOptionalPointer(bias?.value) { beta in
+                x.withUnsafePointer { xp in
+                    y.withUnsafeMutablePointer {
+                        Kernels.planeNormalize(xp, $0, planes: planes, samples: samples, planeSize: planeSize, gamma: gamma,
+                                               beta: beta, eps: eps, relu: relu, mean: &groupMean, variance: &groupVariance,
+                                               invStd: &invStd)
+                    }
+                }
+            }
+        }
+        for p in 0..<planes { mean[p] = groupMean[p] }
+        (count, self.synchronization, batchStatistics) = (Double(planeSize), nil, true)
+        (input, output) = (x, relu ? y : nil)
+        return y
     }
 
     /// `y = γ_c·(x − μ)/σ + β_c` (γ = 1 and β = 0 without an affine), clamped at zero when `relu`.
@@ -144,6 +177,42 @@ struct PlaneNormalization {
         }
         let y = output
         (input, output) = (nil, nil)
+        let dx = batchStatistics && groupsArePlanes(synchronizedBy: synchronization)
+            ? onePassInputGradient(dy, x: x, output: y, weight: weight)
+            : try twoPassInputGradient(dy, x: x, output: y, weight: weight)
+        for c in 0..<channels { (dGamma[c], dBeta[c]) = (0, 0) }
+        for p in 0..<planes {
+            dBeta[p / samples] += sumDy[p]
+            dGamma[p / samples] += sumDyXc[p] * Double(invStd[p])
+        }
+        weight?.accumulate(dGamma)
+        bias?.accumulate(dBeta)
+        return dx
+    }
+
+    /// The input gradient when each group is a single plane, one plane at a time; fills
+    /// `sumDy` and `sumDyXc`.
+    private mutating func onePassInputGradient(_ dy: Tensor, x: Tensor, output y: Tensor?, weight: Parameter?) -> Tensor {
+        let (planes, samples, planeSize) = (planes, samples, planeSize)
+        var dx = Tensor(uninitializedShape: x.shape)
+        withOptionalPointer(y) { yp in
+            withOptionalPointer(weight?.value) { gamma in
+                dy.withUnsafePointer { g in
+                    x.withUnsafePointer { xp in
+                        dx.withUnsafeMutablePointer {
+                            Kernels.planeNormBackward(g, xp, output: yp, $0, planes: planes, samples: samples, planeSize: planeSize,
+                                                      gamma: gamma, mean: mean, invStd: invStd, sumDy: &sumDy, sumDyXc: &sumDyXc)
+                        }
+                    }
+                }
+            }
+        }
+        return dx
+    }
+
+    /// The input gradient in two passes over the whole tensor: every plane's sums, then
+    /// (after adding them up per group, and over the processes when synchronized) `dx`.
+    private mutating func twoPassInputGradient(_ dy: Tensor, x: Tensor, output y: Tensor?, weight: Parameter?) throws -> Tensor {
         let (planes, planeSize) = (planes, planeSize)
         withOptionalPointer(y) { yp in
             dy.withUnsafePointer { g in
@@ -153,13 +222,10 @@ struct PlaneNormalization {
                 }
             }
         }
-        for c in 0..<channels { (dGamma[c], dBeta[c]) = (0, 0) }
         for s in groupDy.indices { (groupDy[s], groupDyXc[s]) = (0, 0) }
         withOptionalPointer(weight?.value) { gamma in
             for p in 0..<planes {
-                let c = p / samples, s = group(ofPlane: p), gc = Double(gamma?[c] ?? 1)
-                dBeta[c] += sumDy[p]
-                dGamma[c] += sumDyXc[p] * Double(invStd[p])
+                let s = group(ofPlane: p), gc = Double(gamma?[p / samples] ?? 1)
                 groupDy[s] += gc * sumDy[p]
                 groupDyXc[s] += gc * sumDyXc[p]
             }
@@ -191,8 +257,6 @@ struct PlaneNormalization {
                 }
             }
         }
-        weight?.accumulate(dGamma)
-        bias?.accumulate(dBeta)
         return dx
     }
 
