@@ -51,7 +51,10 @@ extension Kernels {
                                                                  kernelWidth: w.kernel.w, rowDilation: w.dilation.h, width: width) {
                             UnsafeMutableRawPointer(y + out + j).storeBytes(of: best, as: SIMD8<Float>.self)
                             UnsafeMutableRawPointer(argmax + out + j).storeBytes(of: index, as: SIMD8<Int32>.self)
-                            j += 8
+                            // Past the last whole vector, one more that overlaps this one, rather
+                            // than up to eight windows for the scalar loop.
+                            let last = vectorColumns.upperBound - 9
+                            j = j < last && j + 8 > last && j + 8 < vectorColumns.upperBound - 1 ? last : j + 8
                         } else {
                             (y[out + j], argmax[out + j]) = maxOfWindow(src, rows: r, columns: columnSpan(j),
                                                                         dilation: w.dilation, width: width)
