@@ -100,15 +100,16 @@ struct Bench: ParsableCommand {
                                gemm_seconds: gemm, gemm_efficiency: total > 0 ? gemm / total : 0,
                                gflop: layer.gemms.reduce(0) { $0 + $1.flops } / Double(steps) / 1e9)
         }
-        let gemmSeconds = median(replays.map { $0.reduce(0, +) }), profiledStepSeconds = median(profiledSteps)
+        let stepSeconds = median(stepTimes), profiledStepSeconds = median(profiledSteps)
+        let gemmSeconds = median(replays.map { $0.reduce(0, +) })
         let gflop = layers.reduce(0) { $0 + $1.gflop }
         let report = BenchReport(
             arch: model.arch.rawValue, stem: model.stem.rawValue, mode: mode.rawValue, batch: x.shape[0], input: Array(x.shape[2...]),
             first_loss: firstLoss,
             threads: BLAS.threads, openblas_core: BLAS.coreName, openblas_config: BLAS.configuration,
-            step_seconds: median(stepTimes), step_seconds_samples: stepTimes, images_per_second: Double(x.shape[0]) / median(stepTimes),
+            step_seconds: stepSeconds, step_seconds_samples: stepTimes, images_per_second: Double(x.shape[0]) / stepSeconds,
             profiled_step_seconds: profiledStepSeconds, gemm_seconds: gemmSeconds,
-            gemm_efficiency: gemmSeconds / profiledStepSeconds, gemm_gflop: gflop, achieved_gflops: gflop / median(stepTimes), peak_rss_bytes: ResidentMemory.peakBytes,
+            gemm_efficiency: gemmSeconds / profiledStepSeconds, gemm_gflop: gflop, achieved_gflops: gflop / stepSeconds, peak_rss_bytes: ResidentMemory.peakBytes,
             allocations_per_step: allocationsAfter.map { ($0.calls - allocationsBefore!.calls) / steps },
             allocated_bytes_per_step: allocationsAfter.map { ($0.bytes - allocationsBefore!.bytes) / steps },
             layers: layers)

@@ -77,7 +77,7 @@ extension Kernels {
             for plane in range {
                 let src = x + plane * m, c = plane / samples
                 let (mu, sigma2) = moments(src, planes: 1, stride: m, planeSize: m)
-                let s = Float(1 / (sigma2 + Double(eps)).squareRoot())
+                let s = inverseStandardDeviation(variance: sigma2, eps: eps)
                 let scale = (gamma?[c] ?? 1) * s
                 (mean[plane], variance[plane], invStd[plane]) = (mu, sigma2, s)
                 affine(src, y + plane * m, count: m, scale: scale, shift: (beta?[c] ?? 0) - Float(mu) * scale, relu: relu)
@@ -150,10 +150,27 @@ extension Kernels {
                 let g = dy + plane * m, p = x + plane * m, y = output.map { $0 + plane * m }, mu = Float(mean[plane])
                 let sums = gradientSums(g, p, output: y, count: m, mean: mu)
                 (sumDy[plane], sumDyXc[plane]) = sums
-                let gc = gamma?[plane / samples] ?? 1, s = Double(invStd[plane]), n = Double(m)
-                inputGradient(g, p, output: y, dx + plane * m, count: m, mean: mu, k: gc * invStd[plane],
-                              a: Float(s * (Double(gc) * sums.sumDy) / n), b: Float(s * s * s * (Double(gc) * sums.sumDyXc) / n))
+                let gc = gamma?[plane / samples] ?? 1
+                let (k, a, b) = inputGradientCoefficients(gamma: gc, invStd: invStd[plane], groupDy: Double(gc) * sums.sumDy,
+                                                          groupDyXc: Double(gc) * sums.sumDyXc, count: Double(m))
+                inputGradient(g, p, output: y, dx + plane * m, count: m, mean: mu, k: k, a: a, b: b)
             }
         }
+    }
+
+    /// `1/√(σ² + ε)`, the factor that normalizes a plane.
+    @inline(__always)
+    static func inverseStandardDeviation(variance: Double, eps: Float) -> Float {
+        Float(1 / (variance + Double(eps)).squareRoot())
+    }
+
+    /// `k`, `a` and `b` of ``planeNormInputGradient(_:_:output:_:planes:planeSize:mean:k:a:b:)``
+    /// for a plane with `σ⁻¹ = invStd` in a group of `count` elements whose sums of
+    /// `ĝ = γ_c·g` and `ĝ·(x − μ)` are `groupDy` and `groupDyXc`.
+    @inline(__always)
+    static func inputGradientCoefficients(gamma: Float, invStd: Float, groupDy: Double, groupDyXc: Double,
+                                          count: Double) -> (k: Float, a: Float, b: Float) {
+        let s = Double(invStd)
+        return (gamma * invStd, Float(s * groupDy / count), Float(s * s * s * groupDyXc / count))
     }
 }

@@ -92,7 +92,7 @@ struct PlaneNormalization {
         for p in 0..<planes {
             let s = group(ofPlane: p)
             mean[p] = groupMean[s]
-            invStd[p] = Float(1 / (groupVariance[s] + Double(eps)).squareRoot())
+            invStd[p] = Kernels.inverseStandardDeviation(variance: groupVariance[s], eps: eps)
         }
         batchStatistics = true
     }
@@ -240,10 +240,11 @@ struct PlaneNormalization {
         }
         withOptionalPointer(weight?.value) { gamma in
             for p in 0..<planes {
-                let s = Double(invStd[p]), g = group(ofPlane: p)
-                k[p] = (gamma?[p / samples] ?? 1) * invStd[p]
-                a[p] = batchStatistics ? Float(s * groupDy[g] / count) : 0
-                b[p] = batchStatistics ? Float(s * s * s * groupDyXc[g] / count) : 0
+                let g = group(ofPlane: p)
+                (k[p], a[p], b[p]) = Kernels.inputGradientCoefficients(gamma: gamma?[p / samples] ?? 1, invStd: invStd[p],
+                                                                       groupDy: groupDy[g], groupDyXc: groupDyXc[g], count: count)
+                // Running statistics do not depend on x: only `k·g` remains.
+                if !batchStatistics { (a[p], b[p]) = (0, 0) }
             }
         }
         var dx = Tensor(uninitializedShape: x.shape)
