@@ -22,7 +22,8 @@ A step is timed identically on both sides: --warmup untimed steps, then
 does) is reported.  A training step is forward, mean cross-entropy,
 backward and an SGD update (lr 0.01, momentum 0.9, weight decay 1e-4) in
 training mode (batch-statistics BatchNorm); inference is an eval-mode
-forward (PyTorch: model.eval() under torch.inference_mode()).  PyTorch runs
+forward that keeps nothing for a backward pass (PyTorch: model.eval() under
+torch.inference_mode(); BLASNet: eval() inside withoutGradients).  PyTorch runs
 with torch.set_num_threads(--threads) (and OMP/MKL_NUM_THREADS), BLASNet with
 `--threads`.  Note that after the timed steps `blasnet bench` also runs
 --steps profiled steps, each followed by a replay of its sgemm calls alone

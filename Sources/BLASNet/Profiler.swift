@@ -24,23 +24,27 @@ public final class Profiler: LayerObserver {
         public var flops: Double { Double(count) * shape.flops }
     }
 
-    /// Time and GEMMs of one leaf layer, summed over the recorded steps.
+    /// Time and GEMMs of one layer, summed over the recorded steps.
     public struct LayerRecord: Sendable {
         public var name: String
         public var kind: String
         public var forwardSeconds = 0.0
         public var backwardSeconds = 0.0
         public var gemms: [GEMMCall] = []
-        /// True for containers (blocks, stages), whose time is the sum of their layers'.
+        /// True for containers (blocks, stages). Their seconds are their own code's only (a
+        /// residual block's addition and ReLU), not their layers', which have records of their own.
         public var isContainer = false
     }
 
     private let names: LayerNames
     private var index: [ObjectIdentifier: Int] = [:]
     private var records: [LayerRecord] = []
-    /// Leaf layers (an SE block counts as one) in the order they first ran.
-    public var layers: [LayerRecord] { records.filter { !$0.isContainer } }
+    /// Every layer and container (an SE block counts as one layer) in the order it first
+    /// ran. No time is counted twice: the records add up to the time of the observed calls.
+    public var layers: [LayerRecord] { records }
     private var current: Int?
+    /// Seconds the observed calls made from inside the current one have taken so far.
+    private var nestedSeconds = 0.0
 
     /// Prepares to profile `model`, naming its layers by state_dict path.
     public init(_ model: any Module) {
@@ -53,7 +57,8 @@ public final class Profiler: LayerObserver {
         try LayerObservers.run(self, body)
     }
 
-    /// Times one call of a layer; a layer timed while another is running marks that one a container.
+    /// Times one call of a layer; a layer timed while another is running marks that one a
+    /// container, which keeps only the time outside such calls.
     public func observe(_ module: any Module, backward: Bool, _ body: () throws -> Tensor) throws -> Tensor {
         let id = ObjectIdentifier(module)
         let slot: Int
@@ -68,10 +73,14 @@ public final class Profiler: LayerObserver {
         let outer = current
         if let outer { records[outer].isContainer = true }
         current = slot
+        let outerNestedSeconds = nestedSeconds
+        nestedSeconds = 0
         let start = DispatchTime.now().uptimeNanoseconds
         defer {
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-            if backward { records[slot].backwardSeconds += seconds } else { records[slot].forwardSeconds += seconds }
+            let own = seconds - nestedSeconds
+            if backward { records[slot].backwardSeconds += own } else { records[slot].forwardSeconds += own }
+            nestedSeconds = outerNestedSeconds + seconds
             current = outer
         }
         return try body()
@@ -109,9 +118,10 @@ public final class GEMMReplay {
         return (call.count * m * k, call.count * k * n, call.count * (m * k + k * n + m * n))
     }
 
-    /// Runs every call once; seconds per layer.
+    /// Runs every call once; seconds per layer (0 for a layer without sgemms).
     public func run() -> [Double] {
         calls.map { layer in
+            guard !layer.isEmpty else { return 0 }
             let start = DispatchTime.now().uptimeNanoseconds
             for call in layer { run(call) }
             return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9

@@ -100,6 +100,9 @@ public struct Tensor: @unchecked Sendable {
         rhs.withUnsafePointer { r in lhs.withUnsafeMutablePointer { Kernels.accumulate(r, into: $0, count: count) } }
     }
 
+    /// Whether no other tensor shares this one's memory (tests use it to see what layers keep).
+    mutating func isUniquelyReferenced() -> Bool { isKnownUniquelyReferenced(&storage) }
+
     /// Raw read-only access to the elements for kernels.
     public func withUnsafePointer<R>(_ body: (UnsafePointer<Float>) throws -> R) rethrows -> R {
         try withExtendedLifetime(storage) { try body(storage.pointer) }

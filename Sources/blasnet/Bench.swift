@@ -67,8 +67,12 @@ struct Bench: ParsableCommand {
         if mode == .train { net.train() } else { net.eval() }
         var firstLoss: Float?
         let step = {
+            guard mode == .train else {
+                // Keeps no activations for a backward pass, as PyTorch's inference_mode.
+                _ = try withoutGradients { try net.forward(x) }
+                return
+            }
             let logits = try net.forward(x)
-            guard mode == .train else { return }
             let (loss, gradient) = try CrossEntropyLoss()(logits, targets: targets)
             if firstLoss == nil { firstLoss = loss }
             sgd.zeroGrad()
@@ -91,10 +95,11 @@ struct Bench: ParsableCommand {
             replays.append(replay!.run())
         }
         func median(_ samples: [Double]) -> Double { samples.sorted()[samples.count / 2] }
+        func mean(_ samples: [Double]) -> Double { samples.reduce(0, +) / Double(samples.count) }
         let layers = profiler.layers.enumerated().map { i, layer -> LayerReport in
             let gemm = median(replays.map { $0[i] })
             let total = (layer.forwardSeconds + layer.backwardSeconds) / Double(steps)
-            return LayerReport(name: layer.name, kind: layer.kind,
+            return LayerReport(name: layer.name, kind: layer.kind, container: layer.isContainer,
                                forward_seconds: layer.forwardSeconds / Double(steps),
                                backward_seconds: layer.backwardSeconds / Double(steps),
                                gemm_seconds: gemm, gemm_efficiency: total > 0 ? gemm / total : 0,
@@ -108,7 +113,9 @@ struct Bench: ParsableCommand {
             first_loss: firstLoss,
             threads: BLAS.threads, openblas_core: BLAS.coreName, openblas_config: BLAS.configuration,
             step_seconds: stepSeconds, step_seconds_samples: stepTimes, images_per_second: Double(x.shape[0]) / stepSeconds,
-            profiled_step_seconds: profiledStepSeconds, gemm_seconds: gemmSeconds,
+            profiled_step_seconds: profiledStepSeconds,
+            other_seconds: mean(profiledSteps) - layers.reduce(0) { $0 + $1.forward_seconds + $1.backward_seconds },
+            gemm_seconds: gemmSeconds,
             gemm_efficiency: gemmSeconds / profiledStepSeconds, gemm_gflop: gflop, achieved_gflops: gflop / stepSeconds, peak_rss_bytes: ResidentMemory.peakBytes,
             allocations_per_step: allocationsAfter.map { ($0.calls - allocationsBefore!.calls) / steps },
             allocated_bytes_per_step: allocationsAfter.map { ($0.bytes - allocationsBefore!.bytes) / steps },
@@ -164,6 +171,8 @@ enum AllocationCounter {
 struct LayerReport: Codable {
     var name: String
     var kind: String
+    /// A block or stage: its times are its own code's (a residual block's addition and ReLU), not its layers'.
+    var container: Bool
     var forward_seconds: Double
     var backward_seconds: Double
     var gemm_seconds: Double
@@ -187,6 +196,9 @@ struct BenchReport: Codable {
     var images_per_second: Double
     /// Median of the profiled steps that alternate with the replays of their sgemms.
     var profiled_step_seconds: Double
+    /// Mean profiled step minus its layers' (and containers') mean times: the loss, the
+    /// optimizer and the model's own layout changes.
+    var other_seconds: Double
     var gemm_seconds: Double
     var gemm_efficiency: Double
     var gemm_gflop: Double
@@ -204,14 +216,13 @@ struct BenchReport: Codable {
         print("layer".padding(toLength: 36, withPad: " ", startingAt: 0) + "   fwd ms   bwd ms  gemm ms   eff  GFLOP/s")
         for l in layers {
             let total = l.forward_seconds + l.backward_seconds
-            print(l.name.padding(toLength: 36, withPad: " ", startingAt: 0) + " \(ms(l.forward_seconds)) \(ms(l.backward_seconds)) "
+            print((l.container ? l.name + " (own code)" : l.name).padding(toLength: 36, withPad: " ", startingAt: 0) + " \(ms(l.forward_seconds)) \(ms(l.backward_seconds)) "
                   + "\(ms(l.gemm_seconds)) " + String(format: "%5.2f %8.1f", l.gemm_efficiency, total > 0 ? l.gflop / total : 0))
         }
-        let layerTotal = layers.reduce(0) { $0 + $1.forward_seconds + $1.backward_seconds }
         print("")
         print(String(format: "step          %8.1f ms (median of %d)   %.2f images/s", step_seconds * 1000, step_seconds_samples.count, images_per_second))
-        print(String(format: "profiled step %8.1f ms   layers %.1f ms, other (loss, optimizer, layout) %.1f ms",
-                     profiled_step_seconds * 1000, layerTotal * 1000, (profiled_step_seconds - layerTotal) * 1000))
+        print(String(format: "profiled step %8.1f ms   outside the layers (loss, optimizer, layout) %.1f ms",
+                     profiled_step_seconds * 1000, other_seconds * 1000))
         print(String(format: "sgemm alone   %8.1f ms   %.1f GFLOP, %.1f GFLOP/s achieved over the step", gemm_seconds * 1000, gemm_gflop, achieved_gflops))
         print(String(format: "GEMM efficiency %.3f (sgemm-alone time ÷ profiled step time, the two alternating)", gemm_efficiency))
         print(String(format: "peak RSS      %8.1f MiB", Double(peak_rss_bytes) / 1048576))

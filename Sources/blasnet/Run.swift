@@ -57,7 +57,7 @@ struct Run: ParsableCommand {
             results += net.namedBuffers().filter { $0.buffer.kind == .float }.map { ($0.name, SafeTensor($0.buffer.value)) }
         } else {
             net.eval()
-            results.append(("logits", SafeTensor(try net.forward(x.floats()))))
+            results.append(("logits", SafeTensor(try withoutGradients { try net.forward(x.floats()) })))
         }
         try SafeTensorsFile(tensors: results, metadata: ["arch": model.arch.rawValue, "norm": model.norm.description]).write(to: output)
     }

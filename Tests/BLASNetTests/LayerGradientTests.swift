@@ -78,17 +78,55 @@ struct LayerGradientTests {
         let y = try conv.forward(x)
         let (oh, ow) = ((height + 2 * c.padding - c.kernel) / 2 + 1, (width + 2 * c.padding - c.kernel) / 2 + 1)
         #expect(y.shape == [3, 2, oh, ow])
-        let w = conv.weight.value.scalars, b = conv.bias!.value.scalars
-        for k in 0..<3 { for n in 0..<2 { for i in 0..<oh { for j in 0..<ow {
-            var s = Double(b[k])
-            for ch in 0..<2 { for ki in 0..<c.kernel { for kj in 0..<c.kernel {
-                let ih = i * 2 - c.padding + ki, iw = j * 2 - c.padding + kj
-                guard (0..<height).contains(ih), (0..<width).contains(iw) else { continue }
-                s += Double(w[((k * 2 + ch) * c.kernel + ki) * c.kernel + kj]) * Double(x.scalars[((ch * 2 + n) * height + ih) * width + iw])
-            } } }
-            #expect(abs(Double(y.scalars[((k * 2 + n) * oh + i) * ow + j]) - s) < 1e-5)
-        } } } }
+        #expect(zip(y.scalars, Self.directConvolution(conv, x, outSize: (oh, ow))).allSatisfy { abs(Double($0) - $1) < 1e-5 })
         try GradientCheck.check(conv, input: x)
+    }
+
+    /// Stride 1 with the output the input's size (im2col copies whole shifted planes) and
+    /// padding wider than the input: a 5×5 kernel on one-pixel rows, a 7×7 on one-pixel
+    /// columns; the input gradient is the same kind of convolution.
+    @Test(arguments: [(kernel: 5, padding: 2, height: 1, width: 3), (kernel: 7, padding: 3, height: 2, width: 1),
+                      (kernel: 5, padding: 2, height: 3, width: 4)])
+    func conv2dPaddingWiderThanTheInput(_ c: (kernel: Int, padding: Int, height: Int, width: Int)) throws {
+        var rng = SeededGenerator(seed: 46)
+        let conv = try Conv2d(2, 3, kernelSize: c.kernel, padding: c.padding, bias: true, rng: &rng)
+        let x = GradientCheck.random([2, 2, c.height, c.width], seed: 47)
+        let y = try conv.forward(x)
+        #expect(y.shape == [3, 2, c.height, c.width])
+        #expect(zip(y.scalars, Self.directConvolution(conv, x, outSize: (c.height, c.width))).allSatisfy { abs(Double($0) - $1) < 1e-5 })
+        try GradientCheck.check(conv, input: x)
+    }
+
+    /// `conv` of `x: [C, N, H, W]` as the sum written out (no im2col), in Float64.
+    static func directConvolution(_ conv: Conv2d, _ x: Tensor, outSize: (h: Int, w: Int)) -> [Double] {
+        let (channels, batch, height, width) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        let (kernel, stride, padding) = (conv.window.kernel.h, conv.window.stride.h, conv.window.padding.h)
+        let w = conv.weight.value.scalars, b = conv.bias?.value.scalars, xs = x.scalars
+        var y: [Double] = []
+        for k in 0..<conv.outChannels { for n in 0..<batch { for i in 0..<outSize.h { for j in 0..<outSize.w {
+            var s = Double(b?[k] ?? 0)
+            for ch in 0..<channels { for ki in 0..<kernel { for kj in 0..<kernel {
+                let ih = i * stride - padding + ki, iw = j * stride - padding + kj
+                guard (0..<height).contains(ih), (0..<width).contains(iw) else { continue }
+                s += Double(w[((k * channels + ch) * kernel + ki) * kernel + kj]) * Double(xs[((ch * batch + n) * height + ih) * width + iw])
+            } } }
+            y.append(s)
+        } } } }
+        return y
+    }
+
+    /// An empty batch adds nothing to the weight gradient, whatever Winograd's scratch
+    /// memory holds from the last call.
+    @Test func conv2dWinogradOnAnEmptyBatch() throws {
+        var rng = SeededGenerator(seed: 48)
+        let conv = try Conv2d(3, 4, kernelSize: 3, padding: 1, rng: &rng)
+        conv.algorithm = .winograd
+        _ = try conv.forward(GradientCheck.random([3, 2, 6, 6], seed: 49))
+        _ = try conv.backward(GradientCheck.random([4, 2, 6, 6], seed: 50))
+        conv.zeroGrad()
+        #expect(try conv.forward(Tensor(shape: [3, 0, 6, 6])).shape == [4, 0, 6, 6])
+        #expect(try conv.backward(Tensor(shape: [4, 0, 6, 6])).shape == [3, 0, 6, 6])
+        #expect(conv.weight.grad.scalars.allSatisfy { $0 == 0 })
     }
 
     @Test func linear() throws {
@@ -144,6 +182,14 @@ struct LayerGradientTests {
     @Test func maxPool2d() throws {
         try GradientCheck.check(try MaxPool2d(kernelSize: 3, stride: 2, padding: 1), input: Self.spread([2, 2, 7, 6], seed: 13))
         try GradientCheck.check(try MaxPool2d(kernelSize: 2), input: Self.spread([1, 2, 4, 5], seed: 14))
+    }
+
+    /// Dilated windows that fall between the input's pixels are refused, not read past the plane.
+    @Test func maxPoolRefusesAWindowWithNoTapInside() throws {
+        let pool = try MaxPool2d(kernelSize: 2, stride: 2, padding: 1, dilation: 3)
+        #expect(throws: BLASNetError.self) { try pool.forward(Self.spread([1, 1, 2, 2], seed: 15)) }
+        #expect(throws: BLASNetError.self) { try pool.forward(Self.spread([1, 1, 6, 2], seed: 15)) }
+        try GradientCheck.check(pool, input: Self.spread([2, 1, 6, 5], seed: 16))
     }
 
     @Test func maxPoolInteriorWindowsAreTheUnclippedOnes() {

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import BLASNet
 
@@ -38,7 +39,37 @@ struct ProfilerTests {
         #expect(replay.calls.map(\.count) == profiler.layers.map(\.gemms.count))
         let seconds = replay.run()
         #expect(seconds.count == profiler.layers.count)
-        #expect(zip(seconds, replay.calls).allSatisfy { $1.isEmpty || ($0 > 0 && $0 < 1) })
+        #expect(zip(seconds, replay.calls).allSatisfy { $1.isEmpty ? $0 == 0 : $0 > 0 && $0 < 1 })
         #expect(GEMMReplay(profiler.layers, steps: 2).calls.map(\.count) == profiler.layers.map { $0.gemms.count / 2 })
+    }
+
+    /// Blocks and stages are records too, holding only their own code's time (a residual
+    /// block's addition and ReLU), so that the records add up to the step once.
+    @Test func containersKeepOnlyTheirOwnTime() throws {
+        let net = try ResNet(.resnet8, numClasses: 3, inChannels: 2, stem: .cifar, width: 8, seed: 3)
+        net.train()
+        var rng = SeededGenerator(seed: 6)
+        let x = Tensor.normal(shape: [4, 2, 12, 12], std: 1, using: &rng)
+        let profiler = Profiler(net)
+        let start = DispatchTime.now().uptimeNanoseconds
+        try profiler.run {
+            for _ in 0..<3 {
+                let (_, gradient) = try CrossEntropyLoss()(try net.forward(x), targets: [0, 1, 2, 0])
+                _ = try net.backward(gradient)
+            }
+        }
+        let wall = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        let records = Dictionary(uniqueKeysWithValues: profiler.layers.map { ($0.name, $0) })
+        #expect(Set(profiler.layers.filter(\.isContainer).map(\.name)) == ["layer1", "layer1.0", "layer2", "layer2.0",
+                                                                           "layer2.0.downsample", "layer3", "layer3.0",
+                                                                           "layer3.0.downsample"])
+        let block = try #require(records["layer1.0"])
+        #expect(block.forwardSeconds > 0 && block.backwardSeconds > 0 && block.gemms.isEmpty)
+        // Counting a container's layers in its own time would add each layer two or three times over.
+        let total = profiler.layers.reduce(0) { $0 + $1.forwardSeconds + $1.backwardSeconds }
+        #expect(total <= wall)
+        #expect(block.forwardSeconds + block.backwardSeconds < ["conv1", "bn1", "conv2", "bn2"].reduce(0) {
+            $0 + records["layer1.0." + $1]!.forwardSeconds + records["layer1.0." + $1]!.backwardSeconds
+        })
     }
 }

@@ -34,12 +34,12 @@ public final class ResidualBlock: Module {
         // The addition and the ReLU after it, in place in one pass.
         let count = out.count
         shortcut.withUnsafePointer { s in out.withUnsafeMutablePointer { Kernels.addReLU(s, into: $0, count: count) } }
-        output = out
+        output = out.keptForBackward
         return out
     }
 
     public func backward(_ dy: Tensor) throws -> Tensor {
-        guard let y = output else { throw BLASNetError.invalidArgument("ResidualBlock: backward called before forward") }
+        guard let y = output else { throw BLASNetError.backwardWithoutForward("ResidualBlock") }
         guard dy.shape == y.shape else {
             throw BLASNetError.shapeMismatch(layer: "ResidualBlock backward", expected: "\(y.shape)", got: dy.shape)
         }

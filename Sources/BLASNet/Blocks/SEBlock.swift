@@ -40,13 +40,12 @@ public final class SEBlock: Module {
                 y.withUnsafeMutablePointer { Kernels.scalePlanes(xp, by: sp, $0, planes: s.count, planeSize: x.shape[2] * x.shape[3]) }
             }
         }
-        input = x
-        scale = s
+        (input, scale) = (x.keptForBackward, s.keptForBackward)
         return y
     }
 
     public func backward(_ dy: Tensor) throws -> Tensor {
-        guard let x = input, let s = scale else { throw BLASNetError.invalidArgument("SEBlock: backward called before forward") }
+        guard let x = input, let s = scale else { throw BLASNetError.backwardWithoutForward("SEBlock") }
         (input, scale) = (nil, nil)
         guard dy.shape == x.shape else { throw BLASNetError.shapeMismatch(layer: "SEBlock(\(channels)) backward", expected: "\(x.shape)", got: dy.shape) }
         let planes = s.count, planeSize = x.shape[2] * x.shape[3]

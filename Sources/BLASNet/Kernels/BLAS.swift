@@ -76,8 +76,6 @@ public enum BLAS {
             beta, c, blasint(ldc))
     }
 
-    /// Number of threads OpenBLAS uses for each call; BLASNet's own kernels use as many.
-    /// Set it once, before training: it is read on every kernel call.
     /// Adds one batch to least-squares normal equations: `gram += Xᵀ·X` (upper triangle)
     /// and `rhs += Xᵀ·Y`, with `X: [rows, n]` and `Y: [rows, k]` row-major Float64.
     static func accumulateNormalEquations(_ x: [Double], _ y: [Double], rows: Int, n: Int, k: Int,

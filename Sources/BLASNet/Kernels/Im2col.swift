@@ -116,8 +116,9 @@ extension Kernels {
             for row in columnRows {
                 let (c, ki, kj) = win.tap(row)
                 let rowOffset = ki - win.padding.h, columnOffset = kj - win.padding.w
-                let rows = max(0, -rowOffset)..<min(h, h - rowOffset)
-                let valid = max(0, -columnOffset)..<min(w, w - columnOffset)
+                // Empty when the padding is wider than the input (a 5×5 kernel on a 1-pixel row).
+                let rows = clipped(-rowOffset..<h - rowOffset, to: h)
+                let valid = clipped(-columnOffset..<w - columnOffset, to: w)
                 for n in images {
                     let dst = col + (row * images.count + n - images.lowerBound) * planeSize
                     let plane = x + (c * g.batch + n) * planeSize
@@ -135,6 +136,13 @@ extension Kernels {
                 }
             }
         }
+    }
+
+    /// `range ∩ 0..<size`, empty (and still inside `0...size`) when they do not meet.
+    @inline(__always)
+    private static func clipped(_ range: Range<Int>, to size: Int) -> Range<Int> {
+        let lower = min(max(range.lowerBound, 0), size)
+        return lower..<max(lower, min(range.upperBound, size))
     }
 
     /// The adjoint of ``im2col(_:_:_:images:)``: adds every column entry of `images`

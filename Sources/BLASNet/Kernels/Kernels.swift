@@ -2,7 +2,7 @@
 /// everything inside it trades clarity for speed and takes pointers, not arrays.
 ///
 /// Kernels run between sgemm calls, never inside them, so they use the same cores as
-/// OpenBLAS without oversubscribing: ``parallelFor(_:grain:_:)`` splits work over
+/// OpenBLAS without oversubscribing: ``parallelFor(_:grain:workers:_:)`` splits work over
 /// ``BLAS/threads`` workers.
 enum Kernels {
     /// Splits `0..<count` into one contiguous range per worker (none smaller than

@@ -1,7 +1,8 @@
 /// Pooling over channel-major planes: `[C, N, H, W]` is `C·N` independent `H × W`
 /// planes, split over the workers.
 extension Kernels {
-    /// Input rows (or columns) `lo..<hi` that output index `o`'s window covers, clipped to the input.
+    /// Output index `o`'s window along one axis: its first input index `start`, and the
+    /// first and one-past-last kernel taps (`first..<last`) that land inside `0..<size`.
     @inline(__always)
     static func span(_ o: Int, stride: Int, padding: Int, kernel: Int, dilation: Int, size: Int) -> (start: Int, first: Int, last: Int) {
         let start = o * stride - padding
@@ -9,6 +10,15 @@ extension Kernels {
         let first = start >= 0 ? 0 : (-start + dilation - 1) / dilation
         let last = min(kernel, (size - start + dilation - 1) / dilation)
         return (start, first, max(first, last))
+    }
+
+    /// Whether each of `outSize` windows along one axis has a tap inside `0..<size`; with
+    /// dilation one can fall between the taps (``maxPool`` takes the first inside one).
+    static func everyWindowHasATap(outSize: Int, stride: Int, padding: Int, kernel: Int, dilation: Int, size: Int) -> Bool {
+        (0..<outSize).allSatisfy { o in
+            let s = span(o, stride: stride, padding: padding, kernel: kernel, dilation: dilation, size: size)
+            return s.first < s.last
+        }
     }
 
     /// Output indices whose window lies wholly inside `0..<size`, where ``span`` is
@@ -73,7 +83,7 @@ extension Kernels {
     private static func maxOfWindow(_ src: UnsafePointer<Float>, rows r: (start: Int, first: Int, last: Int),
                                     columns c: (start: Int, first: Int, last: Int),
                                     dilation: (h: Int, w: Int), width: Int) -> (Float, Int32) {
-        // Windows are never empty (padding is at most half the kernel): start from the first tap.
+        // Windows are never empty (MaxPool2d checks): start from the first tap.
         var bestIndex = (r.start + r.first * dilation.h) * width + c.start + c.first * dilation.w
         var best = src[bestIndex], probe: Float = 0
         for ki in r.first..<r.last {

@@ -22,8 +22,9 @@ extension ConvGeometry {
     var tileRows: Int { (outHeight + 1) / 2 }
     var tileColumns: Int { (outWidth + 1) / 2 }
     var tilesPerImage: Int { tileRows * tileColumns }
-    /// Multiply-adds per weight that F(2×2, 3×3) saves over im2col on this batch.
-    var winogradSavingsPerWeight: Int { batch * (9 * outPlane - 16 * tilesPerImage) }
+    /// Multiply-adds per 3×3 kernel (one output–input channel pair) that F(2×2, 3×3) saves
+    /// over im2col on this batch.
+    var winogradSavingsPerKernel: Int { batch * (9 * outPlane - 16 * tilesPerImage) }
 }
 
 extension Kernels {
@@ -66,6 +67,8 @@ extension Kernels {
     static func winogradWeightGradient(_ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, _ g: ConvGeometry,
                                        outputs: Int, into dw: UnsafeMutablePointer<Float>,
                                        scratch: Workspace, chunkBytes: Int) {
+        // No tiles, no sgemm to write the sums: nothing to add.
+        guard g.batch > 0 else { return }
         let (c, k) = (g.channels, outputs)
         let chunks = winogradChunks(g, outputs: k, chunkBytes: chunkBytes)
         let (kernelStride, inputStride, outputStride) = winogradStrides(c, k, tiles: chunks.maxTiles)

@@ -83,7 +83,7 @@ public final class Conv2d: Module {
         switch algorithm {
         case .im2col: false
         case .winograd: g.allowsWinograd
-        case .automatic: g.allowsWinograd && g.winogradSavingsPerWeight >= 6144
+        case .automatic: g.allowsWinograd && g.winogradSavingsPerKernel >= 6144
         }
     }
 
@@ -115,7 +115,7 @@ public final class Conv2d: Module {
                 }
             }
         }
-        input = x
+        input = x.keptForBackward
         return y
     }
 
@@ -135,7 +135,7 @@ public final class Conv2d: Module {
     private var flippedWeight = Tensor(shape: [0])
 
     public func backward(_ dy: Tensor) throws -> Tensor {
-        guard let x = input else { throw BLASNetError.invalidArgument("\(label): backward called before forward") }
+        guard let x = input else { throw BLASNetError.backwardWithoutForward(label) }
         input = nil
         let g = try geometry(x)
         guard dy.shape == [outChannels, g.batch, g.outHeight, g.outWidth] else {
@@ -227,10 +227,11 @@ public enum ConvolutionAlgorithm: String, CaseIterable, Sendable {
     /// Winograd's F(2×2, 3×3) for 3×3 stride-1 windows: 2.25× fewer flops, in 16 smaller
     /// sgemms. Agrees with ``im2col`` to float32 rounding; other windows fall back to it.
     case winograd
-    /// Winograd where it pays, im2col elsewhere. Its transforms pass over 16 floats per
-    /// weight on every call, whatever the batch, so it needs enough multiply-adds saved per
-    /// weight (im2col's 9 per output position against 16 per 2×2 tile): on the 2-core VM,
-    /// ResNet-50's 7×7 stage at batch 16 (2,960 saved per weight) ran 10% slower under
+    /// Winograd where it pays, im2col elsewhere. Its kernel transform writes 16 floats per
+    /// 3×3 kernel (one output–input channel pair) on every call, whatever the batch, so it
+    /// needs enough multiply-adds saved per kernel (im2col's 9 per output position against
+    /// 16 per 2×2 tile): on the 2-core VM, ResNet-50's 7×7 stage at batch 16 (2,960 saved
+    /// per kernel) ran 10% slower under
     /// Winograd, its 14×14 stage (15,680) 40% faster, SE-ResNet-18's 4×4 stage at batch 128
     /// (10,240) 20% faster.
     case automatic

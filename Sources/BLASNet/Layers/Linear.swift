@@ -38,12 +38,12 @@ public final class Linear: Module {
                 }
             }
         }
-        input = x
+        input = x.keptForBackward
         return y
     }
 
     public func backward(_ dy: Tensor) throws -> Tensor {
-        guard let x = input else { throw BLASNetError.invalidArgument("Linear: backward called before forward") }
+        guard let x = input else { throw BLASNetError.backwardWithoutForward("Linear") }
         input = nil
         let n = x.shape[1]
         guard dy.shape == [outFeatures, n] else {

@@ -21,7 +21,8 @@ struct PlaneNormalization {
     /// Mean and `1/√(σ² + ε)` that normalize each plane.
     private var mean: [Double] = []
     private var invStd: [Float] = []
-    /// Each group's mean and biased variance, from the last ``useBatchStatistics(of:eps:synchronizedBy:)``.
+    /// Each group's mean and biased variance, from the last forward with batch statistics
+    /// (``forwardWithBatchStatistics(_:eps:synchronizedBy:weight:bias:relu:)`` or ``useBatchStatistics(of:eps:synchronizedBy:)``).
     private(set) var groupMean: [Double] = []
     private(set) var groupVariance: [Double] = []
     /// With batch statistics, the mean and variance depend on `x` too, which the backward pass follows.
@@ -139,7 +140,7 @@ struct PlaneNormalization {
         }
         for p in 0..<planes { mean[p] = groupMean[p] }
         (count, self.synchronization, batchStatistics) = (Double(planeSize), nil, true)
-        (input, output) = (x, relu ? y : nil)
+        (input, output) = (x.keptForBackward, relu ? y.keptForBackward : nil)
         return y
     }
 
@@ -160,8 +161,7 @@ struct PlaneNormalization {
                 Kernels.planeAffine(xp, $0, planes: planes, planeSize: planeSize, scale: scale, shift: shift, relu: relu)
             }
         }
-        input = x
-        output = relu ? y : nil
+        (input, output) = (x.keptForBackward, relu ? y.keptForBackward : nil)
         return y
     }
 
@@ -171,7 +171,7 @@ struct PlaneNormalization {
     /// With `ĝ = γ_c·g` and `x̂ = (x − μ)/σ`, a group of `M` elements has
     /// `dx = (ĝ − mean(ĝ) − x̂·mean(ĝ·x̂))/σ`; with running statistics only `ĝ/σ` remains.
     mutating func backward(_ dy: Tensor, weight: Parameter?, bias: Parameter?, layer: @autoclosure () -> String) throws -> Tensor {
-        guard let x = input else { throw BLASNetError.invalidArgument("\(layer()): backward called before forward") }
+        guard let x = input else { throw BLASNetError.backwardWithoutForward(layer()) }
         guard dy.shape == x.shape else {
             throw BLASNetError.shapeMismatch(layer: "\(layer()) backward", expected: "\(x.shape)", got: dy.shape)
         }

@@ -24,6 +24,15 @@ public final class MaxPool2d: Module {
 
     public func forward(_ x: Tensor) throws -> Tensor {
         let (oh, ow) = try pooledSize(x, window, layer: "MaxPool2d(\(window.kernel.h))")
+        // A dilated window can straddle a small input with every tap outside it (kernel 2,
+        // dilation 3 and padding 1 on 2 rows): no maximum to take, nowhere to route its gradient.
+        guard Kernels.everyWindowHasATap(outSize: oh, stride: window.stride.h, padding: window.padding.h,
+                                         kernel: window.kernel.h, dilation: window.dilation.h, size: x.shape[2]),
+              Kernels.everyWindowHasATap(outSize: ow, stride: window.stride.w, padding: window.padding.w,
+                                         kernel: window.kernel.w, dilation: window.dilation.w, size: x.shape[3]) else {
+            throw BLASNetError.shapeMismatch(layer: "MaxPool2d(\(window.kernel.h), dilation \(window.dilation.h))",
+                                             expected: "an input every dilated window has a tap inside", got: x.shape)
+        }
         var y = Tensor(uninitializedShape: [x.shape[0], x.shape[1], oh, ow])
         // The kernel writes every entry: keep the buffer from the last step when it fits.
         if argmax.count != y.count { argmax = [Int32](repeating: 0, count: y.count) }

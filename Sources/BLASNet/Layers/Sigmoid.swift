@@ -7,12 +7,12 @@ public final class Sigmoid: Module {
     public func forward(_ x: Tensor) throws -> Tensor {
         var y = Tensor(uninitializedShape: x.shape)
         x.withUnsafePointer { xp in y.withUnsafeMutablePointer { Kernels.sigmoid(xp, $0, count: x.count) } }
-        output = y
+        output = y.keptForBackward
         return y
     }
 
     public func backward(_ dy: Tensor) throws -> Tensor {
-        guard let y = output else { throw BLASNetError.invalidArgument("Sigmoid: backward called before forward") }
+        guard let y = output else { throw BLASNetError.backwardWithoutForward("Sigmoid") }
         output = nil
         guard dy.shape == y.shape else { throw BLASNetError.shapeMismatch(layer: "Sigmoid backward", expected: "\(y.shape)", got: dy.shape) }
         var dx = Tensor(uninitializedShape: y.shape)

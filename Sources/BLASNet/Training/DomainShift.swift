@@ -25,7 +25,7 @@ public enum DomainShift {
             norm.observesInput = true
             norm.training = false
         }
-        _ = try model.forward(images)
+        _ = try withoutGradients { try model.forward(images) }
         let divergences = norms.map { norm -> Double in
             guard let (mean, variance) = norm.observedStatistics else { return 0 }
             let runningMean = norm.runningMean.value.scalars, runningVar = norm.runningVar.value.scalars

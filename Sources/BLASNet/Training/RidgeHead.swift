@@ -22,7 +22,7 @@ public enum RidgeHead {
         var gram = [Double](repeating: 0, count: n * n), rhs = [Double](repeating: 0, count: n * k)
         var count = 0
         for batch in loader.batches(epoch: 0) {
-            let x = try model.features(batch.images)
+            let x = try withoutGradients { try model.features(batch.images) }
             let rows = x.shape[0]
             var augmented = [Double](repeating: 1, count: rows * n)
             x.withUnsafePointer { p in

@@ -193,7 +193,7 @@ public final class Trainer {
         var confusion = [[Int]](repeating: [Int](repeating: 0, count: numClasses), count: numClasses)
         var (lossSum, seen) = (0.0, 0)
         for batch in loader.batches(epoch: 0) where !batch.labels.isEmpty {
-            let logits = try model.forward(batch.images)
+            let logits = try withoutGradients { try model.forward(batch.images) }
             let (value, _) = try CrossEntropyLoss()(logits, targets: batch.labels)
             lossSum += Double(value) * Double(batch.labels.count)
             seen += batch.labels.count
