@@ -4,7 +4,8 @@ import Foundation
 /// PyTorch's grad mode (`torch.is_grad_enabled()`).
 ///
 /// On by default. ``withoutGradients(_:)`` turns it off for inference: a layer then keeps
-/// neither its input nor its output, so each activation's memory goes back to the pool as
+/// neither its input nor its output tensors (only small bookkeeping, such as a max-pool's
+/// winning positions), so each activation's memory goes back to the pool as
 /// soon as the next layer has read it, instead of the whole network's activations staying
 /// alive until the next forward pass. Modules of your own can read ``isEnabled`` to do the same.
 public enum GradientMode {
@@ -26,8 +27,8 @@ public enum GradientMode {
 
 /// Runs `body` with ``GradientMode`` off on this thread, as PyTorch's `torch.no_grad()`:
 /// for inference, evaluation and feature extraction. The results are the same; layers
-/// keep nothing for a backward pass, so peak memory is a few activations rather than
-/// all of them, and a `backward` after such a forward throws.
+/// keep no tensors for a backward pass, so peak memory is a few activations rather than
+/// all of them, and a model's `backward` after such a forward throws.
 ///
 /// ```swift
 /// net.eval()

@@ -89,8 +89,9 @@ extension SpatialModule {
     /// Rows are named by state_dict path (`conv1`, `maxpool`, `layer1.0.conv1`,
     /// `layer1.0.downsample.0`, `layer1.0`, …). Each layer kind's rule:
     /// - convolution and pooling: Distill's recurrences over the layer's ``Window``;
-    /// - BatchNorm, ReLU, `Linear` (which sees one position, after global pooling):
-    ///   the field passes through unchanged;
+    /// - BatchNorm, GroupNorm, InstanceNorm, LayerNorm, ReLU, `Linear` (which sees one
+    ///   position, after global pooling): the field passes through unchanged (a norm's
+    ///   statistics, taken over the whole batch, group or plane, are left out);
     /// - a residual block: rows for its branch and its shortcut, then one for the block's
     ///   output, whose field is the smallest holding both paths' (each side reaching as far
     ///   as the farther path's). The paths must have equal jumps; in a ResNet they share a

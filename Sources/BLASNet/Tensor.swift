@@ -17,9 +17,10 @@ public struct Tensor: @unchecked Sendable {
         guard shape.allSatisfy({ $0 >= 0 }) else {
             throw BLASNetError.invalidArgument("tensor shape \(shape) has a negative dimension")
         }
-        guard shape.reduce(1, *) == scalars.count else {
+        let needed = Self.elementCount(shape)
+        guard needed == scalars.count else {
             throw BLASNetError.invalidArgument(
-                "tensor shape \(shape) needs \(shape.reduce(1, *)) elements, got \(scalars.count)")
+                "tensor shape \(shape) needs \(needed.map(String.init) ?? "more than \(Int.max)") elements, got \(scalars.count)")
         }
         self.init(uninitializedShape: shape)
         scalars.withUnsafeBufferPointer { storage.pointer.update(from: $0.baseAddress!, count: scalars.count) }
@@ -46,6 +47,17 @@ public struct Tensor: @unchecked Sendable {
     /// Number of elements.
     public var count: Int { storage.count }
 
+    /// The product of non-negative `shape`, or nil when it overflows `Int`.
+    static func elementCount(_ shape: [Int]) -> Int? {
+        var product = 1
+        for n in shape {
+            let (next, overflow) = product.multipliedReportingOverflow(by: n)
+            if overflow { return nil }
+            product = next
+        }
+        return product
+    }
+
     /// The elements as an array (a copy); setting replaces them all.
     public var scalars: [Float] {
         get { Array(UnsafeBufferPointer(start: storage.pointer, count: count)) }
@@ -69,7 +81,7 @@ public struct Tensor: @unchecked Sendable {
 
     /// The same elements under a new shape with the same element count.
     public func reshaped(_ newShape: [Int]) throws -> Tensor {
-        guard newShape.allSatisfy({ $0 >= 0 }), newShape.reduce(1, *) == count else {
+        guard newShape.allSatisfy({ $0 >= 0 }), Self.elementCount(newShape) == count else {
             throw BLASNetError.invalidArgument("cannot reshape \(shape) (\(count) elements) to \(newShape)")
         }
         var t = self

@@ -84,10 +84,11 @@ struct Finetune: ParsableCommand {
 
     func validate() throws {
         _ = try requestedStrategy()
-        if let ridge, !(ridge >= 0) { throw ValidationError("--ridge must be non-negative, got \(ridge)") }
+        if let ridge, !(ridge >= 0 && ridge.isFinite) { throw ValidationError("--ridge must be non-negative and finite, got \(ridge)") }
+        if let lr, !(lr > 0 && lr.isFinite) { throw ValidationError("--lr must be positive and finite, got \(lr)") }
         if cropPadding < 0 { throw ValidationError("--crop-padding must be non-negative, got \(cropPadding)") }
         if let perClass, perClass <= 0 { throw ValidationError("--per-class must be positive, got \(perClass)") }
-        if let epochs, epochs < 0 { throw ValidationError("--epochs must be non-negative, got \(epochs)") }
+        if let epochs, !(0...1_000_000).contains(epochs) { throw ValidationError("--epochs must be in 0...1000000, got \(epochs)") }
         guard batchSize >= 2 else { throw ValidationError("--batch-size must be at least 2, got \(batchSize)") }
         if let threads, threads <= 0 { throw ValidationError("--threads must be positive, got \(threads)") }
         if let headGrid, headGrid <= 0 { throw ValidationError("--head-grid must be positive, got \(headGrid)") }
@@ -110,7 +111,7 @@ struct Finetune: ParsableCommand {
         if let perClass { trainSet = try trainSet.sampling(perClass: perClass, seed: seed) }
         // The pretrained network's input normalization, when the checkpoint records it.
         var (mean, std) = (metadataFloats(meta["mean"]), metadataFloats(meta["std"]))
-        if mean.count != trainSet.channels || std.count != trainSet.channels { (mean, std) = trainSet.channelStatistics() }
+        if mean.count != trainSet.channels || std.count != trainSet.channels { (mean, std) = try trainSet.channelStatistics() }
 
         let pretrainedClasses = file["fc.weight"]?.shape.first ?? trainSet.numClasses
         let model = try ResNet(arch, numClasses: pretrainedClasses, inChannels: trainSet.channels,
@@ -178,7 +179,10 @@ struct Finetune: ParsableCommand {
         print(String(format: "%@: test accuracy %.2f%% on %d images (%d classes); fine-tuning took %.1f s",
                      chosen.description, result.accuracy * 100, testSet.count, testSet.numClasses, seconds))
 
-        var metadata = meta.filter { ["arch", "width", "stem", "in_chans"].contains($0.key) }
+        // The model as built, whether its shape came from the input file or from flags: eval
+        // rebuilds it from these (a stem it had to guess would load and evaluate wrongly).
+        var metadata = ["arch": net.architecture.rawValue, "width": String(net.width), "stem": net.stem.rawValue,
+                        "in_chans": String(net.inChannels)]
         metadata["norm"] = net.normalization.description
         metadata["head_grid"] = String(net.headGrid)
         metadata["dataset"] = dataset.rawValue

@@ -109,11 +109,13 @@ struct Train: ParsableCommand {
 
     func validate() throws {
         if let width, width <= 0 { throw ValidationError("--width must be positive, got \(width)") }
-        if let epochs, epochs <= 0 { throw ValidationError("--epochs must be positive, got \(epochs)") }
+        if let epochs, !(1...1_000_000).contains(epochs) { throw ValidationError("--epochs must be in 1...1000000, got \(epochs)") }
         if let batchSize, batchSize < 2 { throw ValidationError("--batch-size must be at least 2 (BatchNorm statistics), got \(batchSize)") }
-        if let lr, !(lr > 0) { throw ValidationError("--lr must be positive, got \(lr)") }
-        if let warmup, !(warmup >= 0) { throw ValidationError("--warmup must be non-negative, got \(warmup)") }
-        if let weightDecay, !(weightDecay >= 0) { throw ValidationError("--weight-decay must be non-negative, got \(weightDecay)") }
+        if let lr, !(lr > 0 && lr.isFinite) { throw ValidationError("--lr must be positive and finite, got \(lr)") }
+        if let warmup, !(0...1_000_000).contains(warmup) { throw ValidationError("--warmup must be in 0...1000000 epochs, got \(warmup)") }
+        if let weightDecay, !(weightDecay >= 0 && weightDecay.isFinite) {
+            throw ValidationError("--weight-decay must be non-negative and finite, got \(weightDecay)")
+        }
         if let labelSmoothing, !(0..<1).contains(labelSmoothing) { throw ValidationError("--label-smoothing must be in [0, 1), got \(labelSmoothing)") }
         if let cropPadding, cropPadding < 0 { throw ValidationError("--crop-padding must be non-negative, got \(cropPadding)") }
         if let randomErasing, !(0...1).contains(randomErasing) {
@@ -165,6 +167,8 @@ struct Train: ParsableCommand {
                          ("--stem", stem?.rawValue, s.stem.rawValue), ("--norm", norm?.description, s.norm.description),
                          ("--dataset", dataset?.rawValue, s.dataset.rawValue),
                          ("--seed", seed.map(String.init), String(s.seed)),
+                         // The checkpoint holds this optimizer's state, which the other cannot take.
+                         ("--optimizer", optimizer?.rawValue, s.optimizer),
                          ("--classes", classes.map { "\($0.values)" }, "\(s.classes ?? [])")]
             for (flag, given, saved) in fixed where given != nil && given != saved {
                 throw ValidationError("\(flag) \(given!) differs from the resumed run's \(saved); start a new run instead")

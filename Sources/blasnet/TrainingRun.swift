@@ -35,7 +35,7 @@ final class TrainingRun {
             (trainSet, testSet) = (try trainSet.selecting(classes: classes), try testSet.selecting(classes: classes))
         }
         if settings.mean.isEmpty {
-            (settings.mean, settings.std) = trainSet.channelStatistics()
+            (settings.mean, settings.std) = try trainSet.channelStatistics()
         }
         numClasses = trainSet.numClasses
         inChannels = trainSet.channels

@@ -277,12 +277,13 @@ struct DataTests {
         let sub = ds.subset([1, 1, 0])
         #expect(sub.count == 3 && sub.labels == [0, 0, 1])
         #expect(sub.pixels == [255, 255, 102, 153, 255, 255, 102, 153, 0, 255, 51, 51])
-        let stats = ds.channelStatistics()
+        let stats = try ds.channelStatistics()
         // Channel 0: 0, 255, 255, 255 → mean 0.75, std √(0.75 − 0.5625); channel 1: 51, 51, 102, 153.
         #expect(abs(stats.mean[0] - 0.75) < 1e-7 && abs(stats.std[0] - Float(0.1875.squareRoot())) < 1e-7)
         let m1 = (51.0 + 51 + 102 + 153) / 4 / 255
         let s1 = ([51.0, 51, 102, 153].map { pow($0 / 255 - m1, 2) }.reduce(0, +) / 4).squareRoot()
         #expect(abs(Double(stats.mean[1]) - m1) < 1e-7 && abs(Double(stats.std[1]) - s1) < 1e-7)
+        #expect(throws: BLASNetError.self) { try ds.subset([]).channelStatistics() }
     }
 
     // MARK: DataLoader
@@ -511,7 +512,7 @@ struct DataTests {
         #expect((0..<10).map { c in train.labels.count(where: { $0 == c }) } == Array(repeating: 6000, count: 10))
         #expect((0..<10).map { c in test.labels.count(where: { $0 == c }) } == Array(repeating: 1000, count: 10))
         // The published normalization constants.
-        let stats = train.channelStatistics()
+        let stats = try train.channelStatistics()
         #expect(abs(stats.mean[0] - 0.2860) < 5e-4 && abs(stats.std[0] - 0.3530) < 5e-4, "\(stats)")
         let loader = try DataLoader(dataset: test, batchSize: 128, shuffle: true, seed: 0, mean: stats.mean, std: stats.std,
                                     augmentation: Augmentation(cropPadding: 2, horizontalFlip: true))

@@ -171,6 +171,15 @@ struct ReceptiveFieldTests {
         }
     }
 
+    /// Every norm slot's layer is pointwise, so the table does not depend on the norm.
+    @Test(arguments: [Normalization.group(2), .layer, .instance])
+    func otherNormsGiveBatchNormsFields(norm: Normalization) throws {
+        let batchNorm = try ResNet(.seresnet8, stem: .cifar, width: 4).receptiveFields(inputSize: (32, 32))
+        let other = try ResNet(.seresnet8, stem: .cifar, width: 4, norm: norm).receptiveFields(inputSize: (32, 32))
+        #expect(other.map(\.name) == batchNorm.map(\.name))
+        #expect(other.map(\.field) == batchNorm.map(\.field))
+    }
+
     @Test func seBlockIsPointwiseAndBlocksTakeTheLargerPath() throws {
         let table = try ResNet(.seresnet8, stem: .cifar, width: 4).receptiveFields(inputSize: (32, 32))
         let size = { (name: String) in table.first { $0.name == name }?.field.height.size }

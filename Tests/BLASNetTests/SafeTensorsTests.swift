@@ -48,6 +48,13 @@ struct SafeTensorsTests {
         #expect(throws: BLASNetError.self) { try SafeTensor(dtype: .f32, shape: [1], bytes: Data([0])).integers() }
     }
 
+    /// Shapes whose element count overflows are refused by the throwing initializers, not trapped on.
+    @Test func tensorShapesThatOverflowAreRefused() throws {
+        #expect(throws: BLASNetError.self) { try Tensor(shape: [1 << 32, 1 << 32], scalars: [1]) }
+        #expect(throws: BLASNetError.self) { try Tensor(shape: [2], scalars: [1, 2]).reshaped([1 << 40, 1 << 40, 0, 2]) }
+        #expect(try Tensor(shape: [2], scalars: [1, 2]).reshaped([1, 2]).shape == [1, 2])
+    }
+
     @Test func roundTripsThroughWriter() throws {
         let t = try Tensor(shape: [2, 3], scalars: [1, 2, 3, 4, 5, 6])
         let file = SafeTensorsFile(tensors: [("w", SafeTensor(t)), ("count", SafeTensor(int64s: [42], shape: []))],

@@ -53,6 +53,15 @@ struct StateDictTests {
         #expect(throws: BLASNetError.stateDictMismatch(missing: [], unexpected: [], wrongShape: ["fc.weight: file [5, 64], model [4, 64]"])) {
             try c.loadStateDict(wrong)
         }
+        // A counter that is no count (NaN, or PyTorch's int64 maximum, 2⁶³ as a Float) used to load
+        // and then trap when the next checkpoint converted it back to int64.
+        for bad in [SafeTensor(Tensor(shape: [], repeating: .nan)), SafeTensor(int64s: [.max], shape: []),
+                    SafeTensor(int64s: [-1], shape: [])] {
+            var counter = file
+            let k = counter.tensors.firstIndex { $0.name == "layer1.0.bn1.num_batches_tracked" }!
+            counter.tensors[k].tensor = bad
+            #expect(throws: BLASNetError.self) { try c.loadStateDict(counter) }
+        }
         #expect(c.fc.weight.value == before, "a failed load changes nothing")
         let lenient = try c.loadStateDict(extra, strict: false)
         #expect(lenient.unexpectedKeys == ["layer5.0.conv1.weight"])

@@ -95,12 +95,36 @@ struct TrainCommandTests {
         let changed = try RunCommandTests.run(["train", "--resume", out, "--epochs", "2", "--norm", "layer", "--data", data])
         #expect(changed.status != 0)
         #expect(changed.stderr.contains("--norm layer differs"), "\(changed.stderr)")
+        let otherOptimizer = try RunCommandTests.run(["train", "--resume", out, "--epochs", "2", "--optimizer", "adamw", "--data", data])
+        #expect(otherOptimizer.status != 0)
+        #expect(otherOptimizer.stderr.contains("--optimizer adamw differs"), "\(otherOptimizer.stderr)")
         let resumed = try RunCommandTests.run(["train", "--resume", out, "--epochs", "2", "--threads", "1", "--data", data])
         #expect(resumed.status == 0, "\(resumed.stderr)")
 
         let indivisible = try train(["--epochs", "1", "--out", dir.appendingPathComponent("g3").path, "--norm", "group:3"])
         #expect(indivisible.status != 0)
         #expect(indivisible.stderr.contains("bn1"), "\(indivisible.stderr)")
+    }
+
+    /// A plain state dict says nothing of the model's shape; finetune takes it from flags and
+    /// must record it, or eval would rebuild the default stem and evaluate a different network.
+    @Test func finetunedFileRecordsAShapeGivenByFlags() throws {
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let pre = dir.appendingPathComponent("pre-strided").path
+        #expect(try train(["--epochs", "1", "--classes", "0-4", "--stem", "strided", "--out", pre]).status == 0)
+        let plain = dir.appendingPathComponent("plain.safetensors").path
+        try SafeTensorsFile(tensors: try SafeTensorsFile(contentsOf: pre + "/last.safetensors").tensors
+            .filter { !$0.name.hasPrefix("optimizer.") }).write(to: plain)
+        let out = dir.appendingPathComponent("ft-plain").path
+        let f = try RunCommandTests.run(["finetune", "--weights", plain, "--arch", "resnet8", "--width", "4", "--stem", "strided",
+                                         "--data", data, "--classes", "5-9", "--strategy", "head", "--threads", "1", "--out", out])
+        #expect(f.status == 0, "\(f.stderr)")
+        let meta = try SafeTensorsFile(contentsOf: out + "/finetuned.safetensors").metadata
+        #expect(meta["arch"] == "resnet8" && meta["width"] == "4" && meta["stem"] == "strided" && meta["in_chans"] == "1", "\(meta)")
+        let e = try RunCommandTests.run(["eval", "--weights", out + "/finetuned.safetensors", "--data", data, "--threads", "1"])
+        #expect(e.status == 0, "\(e.stderr)")
+        let accuracy = { (text: String, pattern: String) in text.firstMatch(of: try! Regex(pattern))?.output[1].substring }
+        #expect(accuracy(e.stdout, #"accuracy ([0-9.]+)%"#) == accuracy(f.stdout, #"test accuracy ([0-9.]+)%"#), "\(e.stdout)")
     }
 
     @Test func finetuneOnNewClassesKeepsFrozenPartsAndExplainsAuto() throws {
@@ -172,6 +196,9 @@ struct TrainCommandTests {
             (["--batch-size", "-3"], "Error: --batch-size must be at least 2 (BatchNorm statistics), got -3"),
             (["--width", "-1"], "Error: --width must be positive, got -1"),
             (["--random-erasing", "2"], "Error: --random-erasing is a probability in 0...1, got 2.0"),
+            // Out of range, these used to trap converting warm-up epochs or multiplying epochs by steps.
+            (["--warmup", "inf"], "Error: --warmup must be in 0...1000000 epochs, got inf"),
+            (["--epochs", "9223372036854775807"], "Error: --epochs must be in 1...1000000, got 9223372036854775807"),
             (["--epochs", "1", "--out", blocker + "/run"], "Error: cannot create output directory \(blocker): a file is in the way"),
         ]
         for (args, firstLine) in cases {

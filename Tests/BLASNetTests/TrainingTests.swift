@@ -52,6 +52,11 @@ struct TrainingTests {
                                                                             mean: [0.5], std: [0.25]), numClasses: 4)
         #expect(evaluation.accuracy > 0.95)
         #expect(evaluation.confusion.flatMap { $0 }.reduce(0, +) == 64)
+        // A confusion matrix narrower than the model's outputs is refused, not indexed past.
+        #expect(throws: BLASNetError.self) {
+            try Trainer.evaluate(trainer.model, on: DataLoader(dataset: data, batchSize: 64, shuffle: false, seed: 0,
+                                                               mean: [0.5], std: [0.25]), numClasses: 3)
+        }
     }
 
     @Test func sameSeedGivesSameWeights() throws {
@@ -106,6 +111,8 @@ struct TrainingTests {
         #expect(svg.components(separatedBy: "<polyline").count - 1 == 4)
         #expect(svg.contains("a &lt;test&gt; &amp; run"))
         #expect(XMLParser(data: Data(svg.utf8)).parse(), "the chart must be well-formed XML")
+        let perfect = history.map { var e = $0; (e.trainAccuracy, e.testAccuracy) = (1, 1); return e }
+        #expect(!TrainingCurves.svg(perfect, title: "all correct").contains("nan"), "an empty accuracy range")
     }
 }
 

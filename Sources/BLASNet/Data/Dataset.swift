@@ -79,8 +79,9 @@ public struct ImageDataset: Sendable {
     /// Per-channel mean and standard deviation of the pixels in [0, 1] units: the
     /// normalization constants, when computed on a training split. The deviation is
     /// the population one (over all pixels of the channel), as the published constants are.
-    public func channelStatistics() -> (mean: [Float], std: [Float]) {
-        precondition(count > 0, "statistics of an empty dataset")
+    /// Throws for a dataset without images.
+    public func channelStatistics() throws -> (mean: [Float], std: [Float]) {
+        guard count > 0 else { throw BLASNetError.invalidArgument("channel statistics of a dataset without images") }
         // Integer sums are exact at any dataset size; only the final division rounds.
         var sums = [UInt64](repeating: 0, count: channels), squares = [UInt64](repeating: 0, count: channels)
         pixels.withUnsafeBufferPointer { p in

@@ -13,7 +13,8 @@ extension Module {
             + namedBuffers().map { name, buffer in
                 switch buffer.kind {
                 case .float: (name, SafeTensor(buffer.value))
-                case .int64: (name, SafeTensor(int64s: buffer.value.scalars.map { Int64($0) }, shape: buffer.value.shape))
+                // loadStateDict takes only counts; a value set by hand that is none is written as 0, not trapped on.
+                case .int64: (name, SafeTensor(int64s: buffer.value.scalars.map { Int64(exactly: $0) ?? 0 }, shape: buffer.value.shape))
                 }
             }
     }
@@ -22,18 +23,19 @@ extension Module {
     ///
     /// A tensor whose shape differs from the model's is always an error. With `strict`
     /// (the default) a missing or unexpected key is an error too; `num_batches_tracked`
-    /// may be absent, as in files written by older PyTorch versions. Nothing is
-    /// changed unless the whole load succeeds.
+    /// may be absent, as in files written by older PyTorch versions, and must hold a count
+    /// (a whole number from 0 to 2⁶³ − 1) when present. Nothing is changed unless the whole
+    /// load succeeds.
     @discardableResult
     public func loadStateDict(_ file: SafeTensorsFile, strict: Bool = true) throws -> LoadReport {
-        var slots: [String: (shape: [Int], assign: (Tensor) -> Void)] = [:]
+        var slots: [String: (shape: [Int], isCounter: Bool, assign: (Tensor) -> Void)] = [:]
         var order: [String] = []
         for (name, p) in namedParameters() {
-            slots[name] = (p.value.shape, { p.value = $0 })
+            slots[name] = (p.value.shape, false, { p.value = $0 })
             order.append(name)
         }
         for (name, b) in namedBuffers() {
-            slots[name] = (b.value.shape, { b.value = $0 })
+            slots[name] = (b.value.shape, b.kind == .int64, { b.value = $0 })
             order.append(name)
         }
         let present = Set(file.tensors.map(\.name))
@@ -47,6 +49,10 @@ extension Module {
         if !wrongShape.isEmpty || (strict && (!strictMissing.isEmpty || !unexpected.isEmpty)) {
             throw BLASNetError.stateDictMismatch(missing: strict ? strictMissing : [], unexpected: strict ? unexpected : [],
                                                  wrongShape: wrongShape)
+        }
+        for (name, t) in file.tensors where slots[name]?.isCounter == true {
+            guard let bad = t.floats().scalars.first(where: { Int64(exactly: $0).map { $0 < 0 } ?? true }) else { continue }
+            throw BLASNetError.invalidArgument("state dict: \(name) holds \(bad), which is not a count")
         }
         for (name, t) in file.tensors {
             slots[name]?.assign(t.floats())

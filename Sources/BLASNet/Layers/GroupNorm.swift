@@ -54,3 +54,9 @@ public final class GroupNorm: Module {
         try normalization.backward(dy, weight: weight, bias: bias, layer: name)
     }
 }
+
+extension GroupNorm: SpatialModule {
+    /// Pointwise, as BatchNorm: the statistics reach the whole group, which receptive
+    /// fields leave out as they do a BatchNorm's batch statistics.
+    public var spatialStructure: SpatialStructure { .pointwise }
+}

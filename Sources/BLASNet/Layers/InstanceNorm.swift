@@ -82,3 +82,9 @@ public final class InstanceNorm2d: Module {
 }
 
 extension InstanceNorm2d: RunningStatistics {}
+
+extension InstanceNorm2d: SpatialModule {
+    /// Pointwise, as BatchNorm: the statistics reach the whole plane, which receptive
+    /// fields leave out as they do a BatchNorm's batch statistics.
+    public var spatialStructure: SpatialStructure { .pointwise }
+}

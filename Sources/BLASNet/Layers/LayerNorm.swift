@@ -37,3 +37,8 @@ public final class LayerNorm: Module {
         try norm.backward(dy)
     }
 }
+
+extension LayerNorm: SpatialModule {
+    /// Feature vectors have no spatial extent: the field passes through.
+    public var spatialStructure: SpatialStructure { .pointwise }
+}

@@ -5,6 +5,8 @@ import Foundation
 ///
 /// The rate is a pure function of the step index, so a resumed run needs nothing but
 /// the optimizer's ``Optimizer/stepCount``: ``Optimizer/step(following:)`` applies it.
+/// ``Trainer`` indexes it by batch instead, so that a skipped non-finite step still
+/// advances the schedule, as PyTorch's `scheduler.step()` after every batch does.
 /// Step `s` (from 0) gets the rate PyTorch's scheduler holds after `s` calls of
 /// `scheduler.step()`; with warm-up, the schedule is
 /// `SequentialLR([LinearLR(warmupStartFactor, total_iters=warmupSteps), <kind>], milestones=[warmupSteps])`

@@ -194,6 +194,9 @@ public final class Trainer {
         var (lossSum, seen) = (0.0, 0)
         for batch in loader.batches(epoch: 0) where !batch.labels.isEmpty {
             let logits = try withoutGradients { try model.forward(batch.images) }
+            guard logits.shape[1] <= numClasses else {
+                throw BLASNetError.invalidArgument("evaluate: the model has \(logits.shape[1]) outputs, more than numClasses \(numClasses)")
+            }
             let (value, _) = try CrossEntropyLoss()(logits, targets: batch.labels)
             lossSum += Double(value) * Double(batch.labels.count)
             seen += batch.labels.count

@@ -19,7 +19,8 @@ public enum TrainingCurves {
         let losses = history.flatMap { [$0.trainLoss, $0.testLoss] }.filter(\.isFinite)
         let maxLoss = max(losses.max() ?? 1, 1e-6) * 1.05
         let accuracies = history.flatMap { [$0.trainAccuracy, $0.testAccuracy] }
-        let minAccuracy = max(0, ((accuracies.min() ?? 0) * 20).rounded(.down) / 20)
+        // At most 0.95, so that a run at 100% accuracy still has a range to draw in.
+        let minAccuracy = min(0.95, max(0, ((accuracies.min() ?? 0) * 20).rounded(.down) / 20))
 
         func panel(_ index: Int, _ label: String, range: ClosedRange<Double>, series: [(String, String, [Double])],
                    format: (Double) -> String) -> String {
