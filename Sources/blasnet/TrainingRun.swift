@@ -126,7 +126,7 @@ final class TrainingRun {
             }
             try saveEpoch(isBest: evaluation.accuracy > bestAccuracy)
             bestAccuracy = max(bestAccuracy, evaluation.accuracy)
-            if Interruption.received != nil, trainer.completedEpochs < settings.epochs { try saveInterrupted(epoch: epoch + 1) }
+            if trainer.completedEpochs < settings.epochs, try interruptedAnywhere() { try saveInterrupted(epoch: epoch + 1) }
         }
         if let best = history.max(by: { $0.testAccuracy < $1.testAccuracy }) {
             let total = history.reduce(0) { $0 + $1.seconds }
@@ -144,6 +144,15 @@ final class TrainingRun {
             let saved = history.last.map { "after epoch \($0.epoch)" } ?? "none yet"
             throw BLASNetError.io("\(error.description). Training stopped; the last checkpoint (\(saved)) is untouched in \(outputDirectory.path). --skip-nonfinite skips such steps instead; a lower --lr may avoid them")
         }
+    }
+
+    /// Whether this process or, under MPI, any other got SIGINT or SIGTERM. Every process
+    /// asks at the same point, so that they stop together: one that got the signal after
+    /// its epoch's last step must not leave the others waiting in the next epoch.
+    private func interruptedAnywhere() throws -> Bool {
+        var received = [Interruption.received != nil ? 1.0 : 0]
+        try processes?.sum(&received)
+        return received[0] > 0
     }
 
     /// After SIGINT or SIGTERM: saves where the run stands (inside `epoch` if it stopped

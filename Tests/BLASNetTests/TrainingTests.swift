@@ -132,6 +132,29 @@ struct NonFiniteTests {
             .allSatisfy { $0.key == "layer2.0.conv1.weight" || before[$0.key]! == $0.value })
     }
 
+    /// With synchronized BatchNorm every process must make the same sums in the same order:
+    /// the replay that locates a non-finite value makes all of a whole step's.
+    @Test func locatingMakesEveryCollectiveCallOfAStep() throws {
+        final class CountingSum: CrossProcessSum {
+            var calls = 0
+            func sum(_ values: inout [Double]) throws { calls += 1 }
+        }
+        let trainer = try TrainingTests.trainer(TrainingTests.noiseDataset(count: 48), epochs: 1)
+        let counter = CountingSum()
+        for case let norm as BatchNorm in trainer.model.modules { norm.synchronization = counter }
+        let batch = try #require(trainer.trainLoader.batches(epoch: 0).first { _ in true })
+        func locate() -> String {
+            NonFiniteTrace.locate(model: trainer.model, loss: trainer.loss, images: batch.images, labels: batch.labels)
+        }
+        #expect(locate() == "nowhere when the step was replayed")
+        let stepCalls = counter.calls
+        #expect(stepCalls > 0)
+        counter.calls = 0
+        trainer.model.namedParameters().first { $0.name == "layer2.0.conv1.weight" }!.parameter.value[0] = .nan
+        #expect(locate() == "layer2.0.conv1 (forward output)")
+        #expect(counter.calls == stepCalls, "a process that stops its replay early leaves the others waiting")
+    }
+
     @Test func skippedStepsLeaveWeightsAndStatisticsAsTheyWere() throws {
         let trainer = try TrainingTests.trainer(TrainingTests.noiseDataset(count: 48), epochs: 1)
         trainer.skipNonFinite = true

@@ -189,7 +189,9 @@ public final class DataLoader: Sendable {
         for _ in 0..<10 {
             let area = Double(height * width) * (scale.0 + unit() * (scale.1 - scale.0))
             let aspect = exp(logRatio.0 + unit() * (logRatio.1 - logRatio.0))
-            let h = Int((area * aspect).squareRoot().rounded()), w = Int((area / aspect).squareRoot().rounded())
+            // Python's round: halves to even.
+            let h = Int((area * aspect).squareRoot().rounded(.toNearestOrEven))
+            let w = Int((area / aspect).squareRoot().rounded(.toNearestOrEven))
             guard h < height, w < width else { continue }
             return ErasedRectangle(y: Self.below(height - h + 1, using: &rng), x: Self.below(width - w + 1, using: &rng),
                                    height: h, width: w)

@@ -30,16 +30,19 @@ final class NonFiniteTrace: LayerObserver {
 
     /// Replays a step of `model` on `images` and `labels` and says where it first produced
     /// a value that is not finite. Changes what a step changes (gradients, batch statistics).
+    ///
+    /// The whole step runs even past the first such value: with synchronized BatchNorm
+    /// every process sums statistics with the others in forward and backward, and a
+    /// process that stopped early (its own shard went non-finite first) would leave the
+    /// others waiting, or pair their sums with its next step's.
     static func locate(model: any Module, loss: any Loss, images: Tensor, labels: [Int]) -> String {
         let trace = NonFiniteTrace(model)
         LayerObservers.run(trace) {
             do {
                 let logits = try model.forward(images)
-                guard trace.location == nil else { return }
                 let (value, gradient) = try loss(logits, targets: labels)
-                guard value.isFinite, gradient.isFinite else {
+                if trace.location == nil, !(value.isFinite && gradient.isFinite) {
                     trace.location = "the loss (logits finite)"
-                    return
                 }
                 model.zeroGrad()
                 _ = try model.backward(gradient)

@@ -14,7 +14,7 @@ import Foundation
 public struct TrainingCheckpoint {
     public static let format = "blasnet-checkpoint-1"
     /// The prefix ``Optimizer/stateTensors()`` puts on every key.
-    static let optimizerPrefix = "optimizer."
+    static var optimizerPrefix: String { OptimizerStateLayout.prefix }
 
     /// JSON for the metadata, where a diverged run's NaN or infinite losses must still fit.
     private static var encoder: JSONEncoder {
