@@ -200,7 +200,13 @@ struct Finetune: ParsableCommand {
     private func requestedStrategy() throws -> FineTuningStrategy? {
         switch (strategy, freeze) {
         case ("auto", nil): return nil
-        case let ("partial", names?): return try FineTuningStrategy(parsing: "partial:" + names)
+        case let ("partial", names?):
+            // Names only: "partial:" + names would read `--freeze 2` as a count of stages.
+            let layers = names.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+            guard !layers.contains(where: \.isEmpty) else {
+                throw ValidationError("--freeze takes comma-separated state_dict prefixes (conv1,bn1,layer1), got '\(names)'")
+            }
+            return .freezing(layers: layers)
         case ("partial", nil): throw ValidationError("--strategy partial needs a stage count (partial:K) or --freeze NAME,…")
         case (_, _?): throw ValidationError("--freeze goes with --strategy partial, not \(strategy)")
         default: return try FineTuningStrategy(parsing: strategy)

@@ -174,6 +174,13 @@ struct TrainCommandTests {
         let unknown = try finetune(["--strategy", "partial", "--freeze", "conv1,layer9"], out: dir.appendingPathComponent("ft-bad").path)
         #expect(unknown.status != 0)
         #expect(unknown.stderr.contains("no layer 'layer9'") && unknown.stderr.contains("layer1"), "\(unknown.stderr)")
+        // A number is a name to --freeze (there is no layer '2'), not partial:2's stage count.
+        let number = try finetune(["--strategy", "partial", "--freeze", "2"], out: dir.appendingPathComponent("ft-number").path)
+        #expect(number.status != 0)
+        #expect(number.stderr.contains("no layer '2'"), "\(number.stderr)")
+        let empty = try finetune(["--strategy", "partial", "--freeze", "conv1,,bn1"], out: dir.appendingPathComponent("ft-empty").path)
+        #expect(empty.status != 0)
+        #expect(empty.stderr.contains("comma-separated"), "\(empty.stderr)")
     }
 
     @Test func badInputGetsOneClearLine() throws {
