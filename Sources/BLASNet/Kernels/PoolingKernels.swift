@@ -12,8 +12,9 @@ extension Kernels {
         return (start, first, max(first, last))
     }
 
-    /// Whether each of `outSize` windows along one axis has a tap inside `0..<size`; with
-    /// dilation one can fall between the taps (``maxPool`` takes the first inside one).
+    /// Whether each of `outSize` windows along one axis has a tap inside `0..<size`, as
+    /// ``maxPool`` needs (it starts from the first such tap). With dilation the input can
+    /// fall between a window's taps.
     static func everyWindowHasATap(outSize: Int, stride: Int, padding: Int, kernel: Int, dilation: Int, size: Int) -> Bool {
         (0..<outSize).allSatisfy { o in
             let s = span(o, stride: stride, padding: padding, kernel: kernel, dilation: dilation, size: size)
