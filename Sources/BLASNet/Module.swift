@@ -3,25 +3,35 @@ public final class Parameter {
     /// Current value.
     public var value: Tensor
     /// Gradient accumulated by `backward` since the last ``zeroGrad()``; same shape as `value`.
-    public var grad: Tensor
+    ///
+    /// `nil` until a backward pass reaches this parameter, as PyTorch's `.grad` is `None`:
+    /// a model used only for inference, and a frozen layer, hold no gradient memory
+    /// (100 MB for ResNet-50).
+    public internal(set) var grad: Tensor?
     /// When false the layer skips this parameter's gradient and optimizers leave it alone.
     public var requiresGrad = true
 
     public init(_ value: Tensor) {
         self.value = value
-        self.grad = Tensor(shape: value.shape)
+    }
+
+    /// Runs `body` on the gradient's memory for accumulation, zeroed memory on first use.
+    package func withGradient<R>(_ body: (UnsafeMutablePointer<Float>) throws -> R) rethrows -> R {
+        if grad == nil { grad = Tensor(shape: value.shape) }
+        return try grad!.withUnsafeMutablePointer(body)
     }
 
     /// Adds `gradient` (Float64 sums of a kernel) to ``grad``, unless gradients are off.
     func accumulate(_ gradient: [Double]) {
         guard requiresGrad else { return }
-        grad.withUnsafeMutablePointer { g in for (i, v) in gradient.enumerated() { g[i] += Float(v) } }
+        withGradient { g in for (i, v) in gradient.enumerated() { g[i] += Float(v) } }
     }
 
-    /// Resets the gradient to zero.
+    /// Resets the gradient to zero, keeping its memory for the next backward pass
+    /// (PyTorch's `zero_grad(set_to_none=False)`).
     public func zeroGrad() {
-        let count = grad.count
-        grad.withUnsafeMutablePointer { $0.update(repeating: 0, count: count) }
+        guard let count = grad?.count else { return }
+        grad?.withUnsafeMutablePointer { $0.update(repeating: 0, count: count) }
     }
 }
 

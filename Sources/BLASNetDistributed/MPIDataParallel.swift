@@ -117,7 +117,7 @@ private final class GradientBuckets: LayerObserver {
     private func add(_ parameter: Parameter) throws {
         guard parameter.requiresGrad, ready.insert(ObjectIdentifier(parameter)).inserted else { return }
         pending.append(parameter)
-        pendingCount += parameter.grad.count
+        pendingCount += parameter.value.count
         if pendingCount >= owner.bucketCapacity { try send() }
     }
 
@@ -126,8 +126,9 @@ private final class GradientBuckets: LayerObserver {
         let buffer = owner.buffer(sent.count, count: pendingCount)
         var offset = 0
         for parameter in pending {
-            let count = parameter.grad.count
-            parameter.grad.withUnsafePointer { (buffer + offset).update(from: $0, count: count) }
+            let count = parameter.value.count
+            // A parameter this process's backward did not reach still takes part, with zeros.
+            parameter.withGradient { (buffer + offset).update(from: $0, count: count) }
             offset += count
         }
         requests.append(try owner.group.startSum(buffer, count: pendingCount))
@@ -145,8 +146,8 @@ private final class GradientBuckets: LayerObserver {
         for (parameters, buffer) in sent {
             var offset = 0
             for parameter in parameters {
-                let count = parameter.grad.count
-                parameter.grad.withUnsafeMutablePointer { grad in
+                let count = parameter.value.count
+                parameter.withGradient { grad in
                     for i in 0..<count { grad[i] = buffer[offset + i] * scale }
                 }
                 offset += count

@@ -53,7 +53,7 @@ struct Run: ParsableCommand {
             _ = try net.backward(gradient)
             results.append(("logits", SafeTensor(logits)))
             results.append(("loss", SafeTensor(Tensor(scalar: value))))
-            results += net.namedParameters().map { ("grad." + $0.name, SafeTensor($0.parameter.grad)) }
+            results += net.namedParameters().compactMap { p in p.parameter.grad.map { ("grad." + p.name, SafeTensor($0)) } }
             results += net.namedBuffers().filter { $0.buffer.kind == .float }.map { ($0.name, SafeTensor($0.buffer.value)) }
         } else {
             net.eval()

@@ -49,7 +49,7 @@ enum GradientCheck {
             }
         }
         for (name, p) in layer.namedParameters() {
-            let analytic = p.grad.scalars
+            let analytic = try p.requiredGrad().scalars
             try compare(name, analytic: analytic) { i in
                 let original = p.value.scalars[i]
                 p.value.scalars[i] = original + h
@@ -80,7 +80,7 @@ extension GradientCheck {
         layer.zeroGrad()
         let dx = try layer.backward(try lossAndGradient(y0).1)
         let parameters = layer.namedParameters().map(\.parameter)
-        let grads = parameters.map(\.grad)
+        let grads = try parameters.map { try $0.requiredGrad() }
         let originals = parameters.map(\.value)
         for d in 0..<directions {
             let vx = random(x.shape, seed: 1000 + UInt64(d))
@@ -117,5 +117,12 @@ extension GradientCheck {
             #expect(abs(numeric - Double(analytic[i])) <= tolerance * scale, "[\(i)]: numeric \(numeric), analytic \(analytic[i])",
                     sourceLocation: sourceLocation)
         }
+    }
+}
+
+extension Parameter {
+    /// The gradient a backward pass must have left: a test without one fails instead of trapping.
+    func requiredGrad(sourceLocation: SourceLocation = #_sourceLocation) throws -> Tensor {
+        try #require(grad, "no gradient", sourceLocation: sourceLocation)
     }
 }

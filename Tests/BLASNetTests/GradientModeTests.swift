@@ -56,6 +56,25 @@ struct GradientModeTests {
         }
     }
 
+    /// Gradient memory comes with the first backward pass (PyTorch's `.grad` is `None`
+    /// until then), so inference holds none; zeroGrad keeps it for the next step.
+    @Test func gradientsAppearWithTheFirstBackward() throws {
+        let net = try ResNet(.seresnet8, numClasses: 3, inChannels: 2, stem: .cifar, width: 16, seed: 5)
+        let x = GradientCheck.random([3, 2, 8, 8], seed: 6)
+        net.eval()
+        _ = try withoutGradients { try net.forward(x) }
+        net.train()
+        let logits = try net.forward(x)
+        net.zeroGrad()
+        #expect(net.namedParameters().allSatisfy { $0.parameter.grad == nil })
+        _ = try net.backward(GradientCheck.random(logits.shape, seed: 7))
+        for (name, p) in net.namedParameters() {
+            #expect(p.grad?.shape == p.value.shape, "\(name)")
+        }
+        net.zeroGrad()
+        #expect(net.namedParameters().allSatisfy { $0.parameter.grad?.scalars.allSatisfy { $0 == 0 } == true })
+    }
+
     @Test func modeIsScopedAndPerThread() throws {
         final class Flag: @unchecked Sendable { var value = false }
         #expect(GradientMode.isEnabled)

@@ -177,6 +177,24 @@ struct OptimizerTests {
         }
     }
 
+    /// As PyTorch's optimizers, a parameter without a gradient (no backward pass reached
+    /// it) is skipped: no weight decay, no momentum, no state.
+    @Test func parametersWithoutGradientsAreSkipped() throws {
+        for make in [{ try SGD($0, learningRate: 0.1, momentum: 0.9, weightDecay: 0.1) as any Optimizer },
+                     { try AdamW($0, learningRate: 0.1, weightDecay: 0.1) as any Optimizer }] {
+            let unreached = Parameter(try Tensor(shape: [3], scalars: [1, -2, 3]))
+            let reached = Parameter(try Tensor(shape: [2], scalars: [0.5, -0.5]))
+            let optimizer = try make([unreached, reached])
+            reached.grad = Tensor(shape: [2], repeating: 1)
+            let before = (unreached.value, reached.value)
+            optimizer.step()
+            #expect(unreached.grad == nil)
+            #expect(unreached.value == before.0)
+            #expect(reached.value != before.1)
+            #expect(optimizer.stateTensors().keys.allSatisfy { !$0.hasSuffix(".0") }, "\(optimizer.stateTensors().keys)")
+        }
+    }
+
     @Test func invalidHyperparametersThrow() {
         let p = [Parameter(Tensor(shape: [2]))]
         #expect(throws: BLASNetError.self) { try SGD(p, learningRate: -1) }

@@ -157,7 +157,7 @@ public final class Conv2d: Module {
         }
         dy.withUnsafePointer { dyp in
             if let bias, bias.requiresGrad {
-                bias.grad.withUnsafeMutablePointer { Kernels.accumulateRowSums(dyp, into: $0, rows: outChannels, columns: ldy) }
+                bias.withGradient { Kernels.accumulateRowSums(dyp, into: $0, rows: outChannels, columns: ldy) }
             }
             x.withUnsafePointer { xp in
                 weight.value.withUnsafePointer { w in
@@ -166,7 +166,7 @@ public final class Conv2d: Module {
                         if scatters && !window.isPointwise { Kernels.zero(dxp, count: x.count) }
                         let winograd = usesWinograd(g), columnWeightGradient = weight.requiresGrad && !winograd
                         if weight.requiresGrad && winograd {
-                            weight.grad.withUnsafeMutablePointer {
+                            weight.withGradient {
                                 Kernels.winogradWeightGradient(xp, dyp, g, outputs: outChannels, into: $0, scratch: workspace,
                                                                chunkBytes: columnChunkBytes)
                             }
@@ -176,7 +176,7 @@ public final class Conv2d: Module {
                             if columnWeightGradient {
                                 // dW[K, rows] += dY[K, images] · col[rows, images]ᵀ
                                 withColumns(xp, g, images: images) { col, columns in
-                                    weight.grad.withUnsafeMutablePointer { dw in
+                                    weight.withGradient { dw in
                                         BLAS.sgemm(transB: true, m: outChannels, n: rows, k: columns,
                                                    a: dyChunk, lda: ldy, b: col, ldb: columns, beta: 1, c: dw, ldc: rows)
                                     }

@@ -53,13 +53,13 @@ public final class Linear: Module {
         dy.withUnsafePointer { g in
             if weight.requiresGrad {
                 x.withUnsafePointer { xp in
-                    weight.grad.withUnsafeMutablePointer { dw in
+                    weight.withGradient { dw in
                         BLAS.sgemm(transB: true, m: outFeatures, n: inFeatures, k: n, a: g, lda: n, b: xp, ldb: n, beta: 1, c: dw, ldc: inFeatures)
                     }
                 }
             }
             if let bias, bias.requiresGrad {
-                bias.grad.withUnsafeMutablePointer { Kernels.accumulateRowSums(g, into: $0, rows: outFeatures, columns: n) }
+                bias.withGradient { Kernels.accumulateRowSums(g, into: $0, rows: outFeatures, columns: n) }
             }
             weight.value.withUnsafePointer { w in
                 dx.withUnsafeMutablePointer { dxp in

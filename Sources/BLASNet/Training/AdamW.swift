@@ -69,7 +69,9 @@ public final class AdamW: Optimizer {
         // PyTorch forms these scalars in Float64 from its Python floats, then each
         // tensor operation rounds its scalar to Float32.
         let lr = Double(learningRate), b1 = Double(beta1), b2 = Double(beta2)
+        // As PyTorch, a parameter no backward pass has reached (no gradient) is not updated.
         for (index, p) in parameters.enumerated() where p.requiresGrad {
+            guard let grad = p.grad else { continue }
             let shape = p.value.shape
             let state = moments[index] ?? Moments(step: 0, mean: Tensor(shape: shape), squareMean: Tensor(shape: shape),
                                                   maxSquareMean: amsgrad ? Tensor(shape: shape) : nil)
@@ -78,7 +80,7 @@ public final class AdamW: Optimizer {
             let t = Double(state.step)
             let biasCorrection1 = 1 - pow(b1, t), biasCorrection2 = 1 - pow(b2, t)
             let count = p.value.count
-            p.grad.withUnsafePointer { g in
+            grad.withUnsafePointer { g in
                 p.value.withUnsafeMutablePointer { w in
                     state.mean.withUnsafeMutablePointer { m in
                         state.squareMean.withUnsafeMutablePointer { v in

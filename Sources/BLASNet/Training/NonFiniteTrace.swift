@@ -22,7 +22,7 @@ final class NonFiniteTrace: LayerObserver {
         guard location == nil else { return result }
         if !result.isFinite {
             location = "\(name) (\(backward ? "input gradient" : "forward output"))"
-        } else if backward, let bad = module.localParameters.first(where: { $0.parameter.requiresGrad && !$0.parameter.grad.isFinite }) {
+        } else if backward, let bad = module.localParameters.first(where: { $0.parameter.requiresGrad && $0.parameter.grad?.isFinite == false }) {
             location = "\(name).\(bad.name) (gradient)"
         }
         return result

@@ -38,13 +38,15 @@ public final class SGD: Optimizer {
     }
 
     public func step() {
+        // As PyTorch, a parameter no backward pass has reached (no gradient) is not updated.
         for (index, p) in parameters.enumerated() where p.requiresGrad {
+            guard let grad = p.grad else { continue }
             // A new buffer is written in full by the kernel's first step.
             let firstStep = momentum != 0 && momentumBuffers[index] == nil
             if firstStep { momentumBuffers[index] = Tensor(uninitializedShape: p.value.shape) }
             let count = p.value.count
             withOptionalMutablePointer(&momentumBuffers[index]) { b in
-                p.grad.withUnsafePointer { g in
+                grad.withUnsafePointer { g in
                     p.value.withUnsafeMutablePointer { w in
                         Kernels.sgdStep(w, grad: g, buffer: b, count: count, learningRate: learningRate, momentum: momentum,
                                         dampening: dampening, weightDecay: weightDecay, nesterov: nesterov, firstStep: firstStep)

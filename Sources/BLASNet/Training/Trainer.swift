@@ -155,7 +155,7 @@ public final class Trainer {
             let stepLoss = figures[0] / figures[2]
             progress.steps += 1
             var nonFinite: String?
-            if stepLoss.isFinite, optimizer.parameters.allSatisfy({ !$0.requiresGrad || $0.grad.isFinite }) {
+            if stepLoss.isFinite, optimizer.parameters.allSatisfy({ !$0.requiresGrad || $0.grad?.isFinite != false }) {
                 optimizer.step()
                 progress.lossSum += stepLoss
                 progress.correct += Int(figures[1])
