@@ -56,6 +56,19 @@ extension TrainCommandTests {
         #expect(try largestRelativeDifference(single + "/last.safetensors", local + "/last.safetensors") > 1e-3)
     }
 
+    /// Step 6 is epoch 1's last, so a SIGINT to one rank there is past the in-epoch check's
+    /// reach: only the end-of-epoch one, summed over the ranks, sees it, and both ranks
+    /// must stop there together instead of the other going on alone into epoch 2.
+    @Test func aSignalToOneRankStopsEveryRankAtTheEpochsEnd() throws {
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let out = dir.appendingPathComponent("one-signal").path
+        let run = try distributedTrain(["--epochs", "1000", "--out", out], faultInLastRank: "interrupt-in-step:6")
+        #expect(run.status == 128 + SIGINT, "\(run.stderr)")
+        // Only rank 0 prints, and it got no signal itself: it stopped on rank 1's.
+        #expect(run.stdout.contains("interrupted at the end of epoch 1;"), "\(run.stdout)")
+        #expect(try TrainingCheckpoint(contentsOf: out + "/last.safetensors").completedEpochs == 1)
+    }
+
     @Test func aKilledRankEndsTheJobWithinSeconds() throws {
         defer { try? FileManager.default.removeItem(at: dir) }
         let out = dir.appendingPathComponent("dead-rank").path
