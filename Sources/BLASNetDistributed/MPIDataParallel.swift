@@ -49,6 +49,28 @@ public final class MPIDataParallel: DataParallel {
         try newBuckets(for: model).finish()
     }
 
+    /// Gives every process rank 0's buffers (BatchNorm's running statistics), as PyTorch
+    /// DDP's `broadcast_buffers` does before each forward pass. Without synchronized
+    /// BatchNorm each process updates them from its own shard; call this before evaluating,
+    /// so that every process scores the model that rank 0 saves.
+    public func broadcastBuffers(of model: any Module) throws {
+        let buffers = model.namedBuffers().map(\.buffer)
+        var state = Data()
+        if group.isRoot {
+            for b in buffers { b.value.withUnsafePointer { state.append(UnsafeBufferPointer(start: $0, count: b.value.count)) } }
+        }
+        let received = try group.broadcast(state)
+        guard received.count == buffers.reduce(0, { $0 + $1.value.count }) * MemoryLayout<Float>.stride else {
+            throw BLASNetError.invalidArgument("rank 0 sent \(received.count) bytes of buffers; this process's model differs")
+        }
+        var offset = 0
+        for b in buffers {
+            let bytes = b.value.count * MemoryLayout<Float>.stride
+            b.value.withUnsafeMutablePointer { received.copyBytes(to: UnsafeMutableRawBufferPointer(start: $0, count: bytes), from: offset..<offset + bytes) }
+            offset += bytes
+        }
+    }
+
     /// Empty buckets for one pass over `model`'s gradients; the layout is kept while the model is the same.
     private func newBuckets(for model: any Module) -> GradientBuckets {
         if layout?.model !== model { layout = ParameterLayout(model) }

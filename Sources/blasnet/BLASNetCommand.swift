@@ -50,8 +50,25 @@ struct ModelOptions: ParsableArguments {
         guard headGrid > 0 else { throw ValidationError("--head-grid must be positive, got \(headGrid)") }
         guard numClasses > 0 else { throw ValidationError("--num-classes must be positive, got \(numClasses)") }
         guard inChans > 0 else { throw ValidationError("--in-chans must be positive, got \(inChans)") }
-        if let width, width <= 0 { throw ValidationError("--width must be positive, got \(width)") }
+        if let width { try Self.check(width: width) }
         if let threads, threads <= 0 { throw ValidationError("--threads must be positive, got \(threads)") }
+    }
+
+    /// Widths past this many channels would ask for more memory than a machine has
+    /// (ResNet-50 at 1024 has 256 times its usual parameters); refused rather than trapping.
+    static let maximumWidth = 1024
+
+    /// Largest `--input` side: 64 times ImageNet's, far from overflowing any size computed from it.
+    static let maximumInputSide = 16384
+
+    static func check(input: [Int]) throws {
+        guard input.count == 2, input.allSatisfy({ (1...maximumInputSide).contains($0) }) else {
+            throw ValidationError("--input takes two sizes H W in 1...\(maximumInputSide), got \(input.map(String.init).joined(separator: " "))")
+        }
+    }
+
+    static func check(width: Int) throws {
+        guard (1...maximumWidth).contains(width) else { throw ValidationError("--width must be in 1...\(maximumWidth), got \(width)") }
     }
 
     func makeModel() throws -> ResNet {

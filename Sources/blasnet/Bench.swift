@@ -47,8 +47,13 @@ struct Bench: ParsableCommand {
     var syncBn = false
 
     func validate() throws {
-        guard input.count == 2, input.allSatisfy({ $0 > 0 }) else { throw ValidationError("--input takes two positive sizes, H W") }
+        try ModelOptions.check(input: input)
         guard batch > 0 else { throw ValidationError("--batch must be positive, got \(batch)") }
+        // The random input batch alone, in Float64 to stay clear of overflow: at most 8 GB.
+        let inputBytes = 4 * Double(batch) * Double(model.inChans) * Double(input[0]) * Double(input[1])
+        guard inputBytes <= Double(1 << 33) else {
+            throw ValidationError("an input batch of \(batch)×\(model.inChans)×\(input[0])×\(input[1]) floats needs more than 8 GB")
+        }
         guard steps > 0, warmup >= 0 else { throw ValidationError("--steps must be positive and --warmup non-negative") }
         if mode == .train && batch < 2 { throw ValidationError("training needs --batch of at least 2 (BatchNorm statistics)") }
         if distributed && (mode != .train || data != nil) {

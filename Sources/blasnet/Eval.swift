@@ -18,18 +18,7 @@ struct Eval: ParsableCommand {
     @Option(help: "Weights (.safetensors): a `blasnet train` checkpoint or a state_dict.")
     var weights: String
 
-    @Option(help: "Architecture, when the file does not name one.")
-    var arch: Architecture?
-
-    @Option(parsing: .unconditional, help: "Channels of the stem and first stage, when the file does not say.")
-    var width: Int?
-
-    @Option(help: "Stem, when the file does not say.")
-    var stem: Stem?
-
-    @Option(help: "Norm layers (batch, group, group:G, layer or instance), when the file does not say.",
-            transform: Normalization.init(parsing:))
-    var norm: Normalization?
+    @OptionGroup var shape: RecordedModelOptions
 
     @Option(help: "Dataset (default: the checkpoint's, else fashion-mnist).")
     var dataset: DatasetName?
@@ -48,7 +37,6 @@ struct Eval: ParsableCommand {
 
     func validate() throws {
         guard batchSize > 0 else { throw ValidationError("--batch-size must be positive, got \(batchSize)") }
-        if let width, width <= 0 { throw ValidationError("--width must be positive, got \(width)") }
         if let threads, threads <= 0 { throw ValidationError("--threads must be positive, got \(threads)") }
     }
 
@@ -60,9 +48,7 @@ struct Eval: ParsableCommand {
             guard let name = DatasetName(rawValue: $0) else { throw BLASNetError.malformedFile(path: weights, reason: "unknown dataset '\($0)' in metadata") }
             return name
         } ?? .fashionMNIST
-        guard let arch = arch ?? meta["arch"].flatMap(Architecture.init(rawValue:)) else {
-            throw ValidationError("\(weights) does not name its architecture; pass --arch")
-        }
+        let (arch, width, stem, norm) = try shape.resolve(file, path: weights)
         let directory = data.map { URL(fileURLWithPath: $0) }
         var testSet = try ImageDataset.load(datasetName, split: .test, directory: directory)
         let recordedClasses = meta["classes"].flatMap { $0.isEmpty ? nil : ClassList(argument: $0) }
@@ -76,9 +62,7 @@ struct Eval: ParsableCommand {
                                   + "\(testSet.numClasses) classes; pass --classes to name the classes it was trained on")
         }
         let model = try ResNet(arch, numClasses: testSet.numClasses, inChannels: testSet.channels,
-                               stem: stem ?? meta["stem"].flatMap(Stem.init(rawValue:)) ?? .cifar,
-                               width: width ?? meta["width"].flatMap { Int($0) },
-                               norm: try norm ?? meta["norm"].map(Normalization.init(parsing:)) ?? .batch,
+                               stem: stem, width: width, norm: norm,
                                headGrid: meta["head_grid"].flatMap { Int($0) } ?? 1, seed: 0)
         let report = try model.loadStateDict(file, strict: false)
         let ignored = report.unexpectedKeys.filter { !$0.hasPrefix("optimizer.") }

@@ -27,18 +27,7 @@ struct Finetune: ParsableCommand {
     @Option(help: "With --strategy partial: the layers to freeze, as comma-separated state_dict prefixes (conv1,bn1,layer1,layer2.0).")
     var freeze: String?
 
-    @Option(help: "Architecture, when the weights file does not name one.")
-    var arch: Architecture?
-
-    @Option(parsing: .unconditional, help: "Channels of the stem and first stage, when the file does not say.")
-    var width: Int?
-
-    @Option(help: "Stem, when the file does not say.")
-    var stem: Stem?
-
-    @Option(help: "Norm layers (batch, group, group:G, layer or instance), when the file does not say.",
-            transform: Normalization.init(parsing:))
-    var norm: Normalization?
+    @OptionGroup var shape: RecordedModelOptions
 
     @Option(help: "Dataset to fine-tune on.")
     var dataset: DatasetName = .fashionMNIST
@@ -82,6 +71,9 @@ struct Finetune: ParsableCommand {
     @Option(help: "Where to write finetuned.safetensors (created if needed).")
     var out = "runs/finetune"
 
+    @Flag(help: "Replace a finetuned.safetensors already in --out.")
+    var overwrite = false
+
     func validate() throws {
         _ = try requestedStrategy()
         if let ridge, !(ridge >= 0 && ridge.isFinite) { throw ValidationError("--ridge must be non-negative and finite, got \(ridge)") }
@@ -92,6 +84,9 @@ struct Finetune: ParsableCommand {
         guard batchSize >= 2 else { throw ValidationError("--batch-size must be at least 2, got \(batchSize)") }
         if let threads, threads <= 0 { throw ValidationError("--threads must be positive, got \(threads)") }
         if let headGrid, headGrid <= 0 { throw ValidationError("--head-grid must be positive, got \(headGrid)") }
+        try OutputDirectory.checkNothingReplaced(URL(fileURLWithPath: out).appendingPathComponent("finetuned.safetensors").path,
+                                                 overwrite: overwrite,
+                                                 otherwise: "it holds an earlier fine-tuned model")
     }
 
     func run() throws {
@@ -99,9 +94,7 @@ struct Finetune: ParsableCommand {
         let outputDirectory = try OutputDirectory.prepare(out)
         let file = try SafeTensorsFile(contentsOf: weights)
         let meta = file.metadata
-        guard let arch = arch ?? meta["arch"].flatMap(Architecture.init(rawValue:)) else {
-            throw ValidationError("\(weights) does not name its architecture; pass --arch")
-        }
+        let (arch, width, stem, norm) = try shape.resolve(file, path: weights)
         let directory = data.map { URL(fileURLWithPath: $0) }
         var trainSet = try ImageDataset.load(dataset, split: .train, directory: directory)
         var testSet = try ImageDataset.load(dataset, split: .test, directory: directory)
@@ -115,9 +108,7 @@ struct Finetune: ParsableCommand {
 
         let pretrainedClasses = file["fc.weight"]?.shape.first ?? trainSet.numClasses
         let model = try ResNet(arch, numClasses: pretrainedClasses, inChannels: trainSet.channels,
-                               stem: stem ?? meta["stem"].flatMap(Stem.init(rawValue:)) ?? .cifar,
-                               width: width ?? meta["width"].flatMap { Int($0) },
-                               norm: try norm ?? meta["norm"].map(Normalization.init(parsing:)) ?? .batch,
+                               stem: stem, width: width, norm: norm,
                                headGrid: meta["head_grid"].flatMap { Int($0) } ?? 1, seed: seed)
         let report = try model.loadStateDict(SafeTensorsFile(tensors: file.tensors.filter { !$0.name.hasPrefix("optimizer.") }),
                                              strict: false)

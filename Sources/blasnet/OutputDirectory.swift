@@ -1,3 +1,4 @@
+import ArgumentParser
 import BLASNet
 import Foundation
 
@@ -15,6 +16,14 @@ enum OutputDirectory {
         return URL(fileURLWithPath: path)
     }
 
+    /// Refuses to let a new run replace the file at `path` unless `overwrite`: a second
+    /// run into the same directory would replace the first one's files after its first epoch.
+    static func checkNothingReplaced(_ path: String, overwrite: Bool, otherwise: String) throws {
+        guard overwrite || !FileManager.default.fileExists(atPath: path) else {
+            throw ValidationError("\(path) exists; \(otherwise), choose another --out, or pass --overwrite to replace it")
+        }
+    }
+
     /// `mkdir -p`, with the system's reason when it fails (FileManager's is a Cocoa error code).
     private static func create(_ path: String) throws {
         var isDirectory: ObjCBool = false
@@ -22,7 +31,8 @@ enum OutputDirectory {
             guard isDirectory.boolValue else { throw BLASNetError.io("cannot create output directory \(path): a file is in the way") }
             return
         }
-        let parent = (path as NSString).deletingLastPathComponent
+        // Not NSString's deletingLastPathComponent: this Foundation traps on a one-character path.
+        let parent = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
         if !parent.isEmpty, parent != path { try create(parent) }
         guard mkdir(path, 0o755) == 0 || errno == EEXIST else {
             throw BLASNetError.io("cannot create output directory \(path): \(String(cString: strerror(errno)))")

@@ -29,7 +29,7 @@ struct ReceptiveFieldTable: ParsableCommand {
     var json = false
 
     func validate() throws {
-        guard input.count == 2, input.allSatisfy({ $0 > 0 }) else { throw ValidationError("--input takes two positive sizes, H W") }
+        try ModelOptions.check(input: input)
     }
 
     func run() throws {

@@ -84,7 +84,7 @@ struct RunSettings: Codable, Equatable {
     }
 
     /// The settings saved in a checkpoint's metadata.
-    init(checkpoint: TrainingCheckpoint) throws {
+    init(checkpoint: TrainingCheckpoint, path: String) throws {
         guard let json = checkpoint.metadata["settings"],
               let settings = try? JSONDecoder().decode(RunSettings.self, from: Data(json.utf8)),
               Architecture(rawValue: settings.archName) != nil, Stem(rawValue: settings.stemName) != nil,
@@ -94,7 +94,30 @@ struct RunSettings: Codable, Equatable {
         else {
             throw BLASNetError.invalidArgument("checkpoint has no readable run settings (was it written by `blasnet train`?)")
         }
+        do { try settings.validate() } catch let error as ValidationError {
+            throw BLASNetError.malformedFile(path: path, reason: "its run settings are out of range: \(error.message)")
+        }
         self = settings
+    }
+
+    /// Throws, naming the flag, when a setting is outside what a run can take. Flags and a
+    /// resumed checkpoint's settings both pass through here, so neither can trap the run later.
+    func validate() throws {
+        func require(_ holds: Bool, _ message: @autoclosure () -> String) throws {
+            if !holds { throw ValidationError(message()) }
+        }
+        try ModelOptions.check(width: width)
+        try require((1...1_000_000).contains(epochs), "--epochs must be in 1...1000000, got \(epochs)")
+        try require(batchSize >= 2, "--batch-size must be at least 2 (BatchNorm statistics), got \(batchSize)")
+        try require(learningRate > 0 && learningRate.isFinite, "--lr must be positive and finite, got \(learningRate)")
+        try require((0...1_000_000).contains(warmupEpochs), "--warmup must be in 0...1000000 epochs, got \(warmupEpochs)")
+        try require(weightDecay >= 0 && weightDecay.isFinite, "--weight-decay must be non-negative and finite, got \(weightDecay)")
+        try require((0..<1).contains(labelSmoothing), "--label-smoothing must be in [0, 1), got \(labelSmoothing)")
+        try require(cropPadding >= 0, "--crop-padding must be non-negative, got \(cropPadding)")
+        try require(randomErasing.map { (0...1).contains($0) } ?? true,
+                    "--random-erasing is a probability in 0...1, got \(randomErasing ?? 0)")
+        try require(Train.OptimizerName(rawValue: optimizer) != nil, "--optimizer must be sgd or adamw, got \(optimizer)")
+        _ = try LearningRateSchedule.Kind(parsing: schedule)
     }
 
     /// The metadata keys a checkpoint carries: the settings as JSON, and the model's shape

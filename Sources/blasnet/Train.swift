@@ -27,7 +27,7 @@ struct Train: ParsableCommand {
     enum Preset: String, ExpressibleByArgument, CaseIterable { case quick, long }
 
     @Option(help: "Settings bundle: quick (the default: 5 epochs at half resolution, about 92% in under 5 minutes) or long (30 epochs at full resolution with random crops, 94.2% measured).")
-    var preset: Preset = .quick
+    var preset: Preset?
 
     @Option(help: "Architecture (default: the preset's): resnet/seresnet 18…152, or CIFAR-style 6n+2 such as seresnet20.")
     var arch: Architecture?
@@ -94,9 +94,18 @@ struct Train: ParsableCommand {
 
     @Option(help: "Directory for metrics, chart and checkpoints, created if needed (default: runs/latest, or the --resume directory).")
     var out: String?
+    static let defaultOut = "runs/latest"
+
+    /// Where a run in `directory` keeps the checkpoint `--resume` reads.
+    static func checkpointPath(_ directory: String) -> String {
+        URL(fileURLWithPath: directory).appendingPathComponent("last.safetensors").path
+    }
 
     @Option(help: "Continue the run whose checkpoint is DIR/last.safetensors, to --epochs in all.")
     var resume: String?
+
+    @Flag(help: "Start a new run even if --out holds one, replacing its checkpoints and metrics.")
+    var overwrite = false
 
     @Flag(help: "Skip steps whose loss or gradient is not finite (counting them) instead of stopping.")
     var skipNonfinite = false
@@ -108,22 +117,17 @@ struct Train: ParsableCommand {
     var syncBn = false
 
     func validate() throws {
-        if let width, width <= 0 { throw ValidationError("--width must be positive, got \(width)") }
-        if let epochs, !(1...1_000_000).contains(epochs) { throw ValidationError("--epochs must be in 1...1000000, got \(epochs)") }
-        if let batchSize, batchSize < 2 { throw ValidationError("--batch-size must be at least 2 (BatchNorm statistics), got \(batchSize)") }
-        if let lr, !(lr > 0 && lr.isFinite) { throw ValidationError("--lr must be positive and finite, got \(lr)") }
-        if let warmup, !(0...1_000_000).contains(warmup) { throw ValidationError("--warmup must be in 0...1000000 epochs, got \(warmup)") }
-        if let weightDecay, !(weightDecay >= 0 && weightDecay.isFinite) {
-            throw ValidationError("--weight-decay must be non-negative and finite, got \(weightDecay)")
-        }
-        if let labelSmoothing, !(0..<1).contains(labelSmoothing) { throw ValidationError("--label-smoothing must be in [0, 1), got \(labelSmoothing)") }
-        if let cropPadding, cropPadding < 0 { throw ValidationError("--crop-padding must be non-negative, got \(cropPadding)") }
-        if let randomErasing, !(0...1).contains(randomErasing) {
-            throw ValidationError("--random-erasing is a probability in 0...1, got \(randomErasing)")
-        }
+        // The settings' ranges are checked once flags and any resumed run's settings are merged.
         if let threads, threads <= 0 { throw ValidationError("--threads must be positive, got \(threads)") }
-        if let schedule { _ = try LearningRateSchedule.Kind(parsing: schedule) }
         if syncBn && !distributed { throw ValidationError("--sync-bn synchronizes the processes of a --distributed run") }
+        let target = out ?? resume ?? Self.defaultOut
+        if resume.map({ URL(fileURLWithPath: $0).standardizedFileURL }) != URL(fileURLWithPath: target).standardizedFileURL {
+            try OutputDirectory.checkNothingReplaced(Self.checkpointPath(target), overwrite: overwrite,
+                                                     otherwise: "continue that run with --resume \(target)")
+        }
+        if let preset, resume != nil {
+            throw ValidationError("--preset \(preset.rawValue) picks a new run's settings; a resumed run keeps its own (set --epochs and the like instead)")
+        }
     }
 
     func run() throws {
@@ -138,13 +142,13 @@ struct Train: ParsableCommand {
             BLAS.threads = processes.coresPerProcess
         }
         let checkpoint = try resume.map { directory in
-            let path = URL(fileURLWithPath: directory).appendingPathComponent("last.safetensors").path
+            let path = Self.checkpointPath(directory)
             guard let processes else { return try TrainingCheckpoint(contentsOf: path) }
             // Rank 0's file, wherever the other ranks run.
             return try TrainingCheckpoint(data: processes.broadcast(processes.isRoot ? Data(contentsOf: URL(fileURLWithPath: path)) : nil),
                                           path: path)
         }
-        let run = try TrainingRun(settings: resolvedSettings(checkpoint), dataDirectory: data, out: out ?? resume ?? "runs/latest",
+        let run = try TrainingRun(settings: resolvedSettings(checkpoint), dataDirectory: data, out: out ?? resume ?? Self.defaultOut,
                                   processes: processes, syncBatchNorm: syncBn)
         if let checkpoint { try run.restore(checkpoint) }
         try run.synchronizeWithRoot()
@@ -158,7 +162,8 @@ struct Train: ParsableCommand {
     /// The run's settings: the preset's (or on resume the checkpoint's), overridden by the
     /// flags given. What shapes the model or the data cannot change on resume.
     private func resolvedSettings(_ checkpoint: TrainingCheckpoint?) throws -> RunSettings {
-        var s = try checkpoint.map(RunSettings.init(checkpoint:)) ?? RunSettings(preset: preset)
+        var s = try checkpoint.map { try RunSettings(checkpoint: $0, path: Self.checkpointPath(resume ?? "")) }
+            ?? RunSettings(preset: preset ?? .quick)
         func apply<T>(_ value: T?, to path: WritableKeyPath<RunSettings, T>) {
             if let value { s[keyPath: path] = value }
         }
@@ -172,6 +177,13 @@ struct Train: ParsableCommand {
                          ("--classes", classes.map { "\($0.values)" }, "\(s.classes ?? [])")]
             for (flag, given, saved) in fixed where given != nil && given != saved {
                 throw ValidationError("\(flag) \(given!) differs from the resumed run's \(saved); start a new run instead")
+            }
+            // Steps done inside the epoch count batches of the size they ran with.
+            if let batchSize, batchSize != s.batchSize, let progress = checkpoint?.epochProgress, progress.steps > 0 {
+                throw ValidationError("""
+                    --batch-size \(batchSize) differs from the \(s.batchSize) the run stopped with inside an epoch \
+                    (after step \(progress.steps)); resume without it, and change it at an epoch's end
+                    """)
             }
         }
         apply(dataset, to: \.dataset)
@@ -198,6 +210,7 @@ struct Train: ParsableCommand {
         apply(cropPadding, to: \.cropPadding)
         apply(flip, to: \.flip)
         if let randomErasing { s.randomErasing = randomErasing }
+        try s.validate()
         return s
     }
 }
@@ -208,7 +221,8 @@ struct ClassList: ExpressibleByArgument {
 
     init?(argument: String) {
         let bounds = argument.split(separator: "-").compactMap { Int($0) }
-        if bounds.count == 2, !argument.contains(","), bounds[0] <= bounds[1] {
+        // A range longer than any label set is a typo, and would be built as an array.
+        if bounds.count == 2, !argument.contains(","), bounds[0] <= bounds[1], bounds[0] >= 0, bounds[1] - bounds[0] < 1 << 16 {
             values = Array(bounds[0]...bounds[1])
         } else {
             let list = argument.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }

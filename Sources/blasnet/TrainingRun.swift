@@ -16,6 +16,7 @@ final class TrainingRun {
     let outputDirectory: URL
     /// The processes of a data-parallel job, or nil for a run in one process.
     let processes: MPIProcessGroup?
+    private let syncBatchNorm: Bool
     private var history: [EpochSummary] = []
     private var bestAccuracy = -1.0
 
@@ -24,6 +25,7 @@ final class TrainingRun {
     init(settings: RunSettings, dataDirectory: String?, out: String, processes: MPIProcessGroup? = nil,
          syncBatchNorm: Bool = false) throws {
         self.processes = processes
+        self.syncBatchNorm = syncBatchNorm
         // Before the data loads: a bad --out should not cost the wait for a dataset.
         outputDirectory = processes?.isRoot == false ? URL(fileURLWithPath: out) : try OutputDirectory.prepare(out)
         let shard = processes.map { Shard(index: $0.rank, count: $0.size) } ?? .whole
@@ -115,6 +117,7 @@ final class TrainingRun {
             if trainer.isInsideEpoch {
                 try saveInterrupted(epoch: epoch)
             }
+            if !syncBatchNorm { try (trainer.dataParallel as? MPIDataParallel)?.broadcastBuffers(of: model) }
             let evaluation = try Trainer.evaluate(model, on: testLoader, numClasses: numClasses, combinedBy: processes)
             let summary = EpochSummary(epoch: epoch, trainLoss: trainLoss, trainAccuracy: trainAccuracy,
                                        testLoss: evaluation.loss, testAccuracy: evaluation.accuracy, seconds: seconds,

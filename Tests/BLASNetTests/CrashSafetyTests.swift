@@ -63,6 +63,10 @@ extension TrainCommandTests {
         #expect(checkpoint.completedEpochs == 1)
         #expect(checkpoint.epochProgress?.steps == 2)
         #expect(checkpoint.optimizerSteps == 8)
+        // Steps inside the epoch count batches of 16: another size would index other images.
+        let resized = try RunCommandTests.run(["train", "--resume", out, "--epochs", "3", "--batch-size", "32", "--data", data])
+        #expect(resized.status != 0)
+        #expect(resized.stderr.contains("--batch-size 32 differs"), "\(resized.stderr)")
         try resume(out, epochs: 3)
         #expect(try modelTensors(out + "/last.safetensors") == (try modelTensors(whole + "/last.safetensors")))
         // The resumed epoch's figures count the steps before the interruption too.

@@ -54,6 +54,12 @@ extension TrainCommandTests {
         let unsynchronized = try distributedTrain(["--epochs", "2", "--out", local])
         #expect(unsynchronized.status == 0, "\(unsynchronized.stderr)")
         #expect(try largestRelativeDifference(single + "/last.safetensors", local + "/last.safetensors") > 1e-3)
+        // Each rank kept running statistics of its own shard; the reported test figures
+        // are still those of the saved model, with rank 0's.
+        let reported = try #require(unsynchronized.stdout.firstMatch(of: /epoch 2\/2 .* test loss ([0-9.]+) acc ([0-9.]+)%/))
+        let evaluation = try RunCommandTests.run(["eval", "--weights", local + "/last.safetensors", "--data", data, "--threads", "1"])
+        let scored = try #require(evaluation.stdout.firstMatch(of: /accuracy ([0-9.]+)%, loss ([0-9.]+)/), "\(evaluation.stderr)")
+        #expect((reported.1, reported.2) == (scored.2, scored.1))
     }
 
     /// Step 6 is epoch 1's last, so a SIGINT to one rank there is past the in-epoch check's

@@ -210,7 +210,7 @@ struct LayerGradientTests {
         } } } } }
     }
 
-    @Test func maxPoolTakesTheFirstMaximumAndTheFirstNaN() throws {
+    @Test func maxPoolTakesTheFirstMaximumAndTheLastNaN() throws {
         // Windows 2×2, stride 1, over one 3×3 plane: ties go to the first in the window,
         // as in PyTorch, and a NaN wins over every number.
         let pool = try MaxPool2d(kernelSize: 2, stride: 1)
@@ -222,6 +222,10 @@ struct LayerGradientTests {
         // Infinities of both signs and no NaN: the largest still wins.
         let infinite = try pool.forward(Tensor(shape: [1, 1, 2, 2], scalars: [-.infinity, 1, .infinity, 2])).scalars
         #expect(infinite == [.infinity])
+        // Of two NaNs the last wins, as PyTorch's CPU kernel: max_pool2d(3) of this plane has index 8.
+        let twoNaNs = try MaxPool2d(kernelSize: 3)
+        _ = try twoNaNs.forward(Tensor(shape: [1, 1, 3, 3], scalars: [.nan, 0, 0, 0, 0, 0, 0, 0, .nan]))
+        #expect(try twoNaNs.backward(Tensor(shape: [1, 1, 1, 1], scalars: [1])).scalars == [0, 0, 0, 0, 0, 0, 0, 0, 1])
     }
 
     /// The stem's pool (3×3, stride 2, padding 1) on rows wide enough for its eight-window
@@ -246,7 +250,7 @@ struct LayerGradientTests {
             for r in max(0, 2 * i - 1)..<min(height, 2 * i + 2) { for c in max(0, 2 * j - 1)..<min(width, 2 * j + 2) {
                 let index = (p * height + r) * width + c
                 guard let w = winner else { winner = index; continue }
-                if (scalars[index].isNaN && !scalars[w].isNaN) || scalars[index] > scalars[w] { winner = index }
+                if scalars[index].isNaN || scalars[index] > scalars[w] { winner = index }
             } }
             let o = (p * oh + i) * ow + j, want = scalars[winner!]
             #expect(y[o] == want || (y[o].isNaN && want.isNaN), "plane \(p) window (\(i), \(j))")

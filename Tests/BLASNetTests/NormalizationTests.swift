@@ -58,6 +58,36 @@ struct NormalizationTests {
         func sum(_ values: inout [Double]) throws {}
     }
 
+    /// Two processes holding the same values: every sum doubles, and counts them too.
+    final class TwinProcesses: CrossProcessSum {
+        private(set) var calls = 0
+        func sum(_ values: inout [Double]) throws {
+            calls += 1
+            for i in values.indices { values[i] *= 2 }
+        }
+    }
+
+    /// As PyTorch's SyncBatchNorm, one value per channel in each process trains when the
+    /// global batch has more; a single process with one refuses. An inference backward
+    /// through running statistics sums nothing over the processes.
+    @Test func synchronizedBatchNormCountsTheGlobalBatch() throws {
+        let x = GradientCheck.random([3, 1, 1, 1], seed: 47)
+        let alone = try BatchNorm2d(3)
+        alone.synchronization = OneProcess()
+        #expect(throws: BLASNetError.self) { try alone.forward(x) }
+        let bn = try BatchNorm2d(3)
+        let twins = TwinProcesses()
+        bn.synchronization = twins
+        // Identical values in both processes: zero variance, so the output is β.
+        #expect(try bn.forward(x).scalars == bn.bias.value.scalars)
+        _ = try bn.backward(GradientCheck.random([3, 1, 1, 1], seed: 48))
+        bn.eval()
+        _ = try bn.forward(x)
+        let before = twins.calls
+        _ = try bn.backward(GradientCheck.random([3, 1, 1, 1], seed: 49))
+        #expect(twins.calls == before)
+    }
+
     /// BatchNorm normalizes one plane at a time (statistics, then the affine; sums, then
     /// the input gradient) unless it must wait for other processes' statistics. A
     /// one-process synchronization takes the two-pass way over the whole tensor; both give

@@ -13,8 +13,8 @@ struct RunCommandTests {
     /// Runs `blasnet` to completion; its output goes through files, which cannot fill up
     /// and stall the child the way an unread pipe can.
     /// A process killed by a signal gets the shell's status for it, 128 + the signal.
-    static func run(_ arguments: [String], environment: [String: String] = [:], program: URL = executable) throws
-        -> (status: Int32, stdout: String, stderr: String) {
+    static func run(_ arguments: [String], environment: [String: String] = [:], program: URL = executable,
+                    in directory: URL? = nil) throws -> (status: Int32, stdout: String, stderr: String) {
         let capture = FileManager.default.temporaryDirectory.appendingPathComponent("blasnet-capture-\(UUID().uuidString)")
         let (outURL, errURL) = (capture.appendingPathExtension("out"), capture.appendingPathExtension("err"))
         _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
@@ -23,6 +23,7 @@ struct RunCommandTests {
         let process = Process()
         process.executableURL = program
         process.arguments = arguments
+        if let directory { process.currentDirectoryURL = directory }
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         process.standardOutput = try FileHandle(forWritingTo: outURL)
         process.standardError = try FileHandle(forWritingTo: errURL)
@@ -147,6 +148,25 @@ struct RunCommandTests {
             #expect(result.status != 0, "\(args)")
             #expect(result.stderr.contains(message), "\(args): \(result.stderr)")
             #expect(!FileManager.default.fileExists(atPath: output), "\(args) left an output file")
+        }
+    }
+
+    /// Sizes whose arithmetic overflowed, or whose model no machine could hold, used to trap.
+    @Test func hugeSizesAreRefused() throws {
+        let cases: [(args: [String], firstLine: String)] = [
+            (["receptive-field", "--arch", "resnet18", "--input", "9223372036854775807", "1"],
+             "Error: --input takes two sizes H W in 1...16384, got 9223372036854775807 1"),
+            (["receptive-field", "--arch", "resnet18", "--width", "4611686018427387904"],
+             "Error: --width must be in 1...1024, got 4611686018427387904"),
+            (["bench", "--arch", "resnet18", "--batch", "2", "--input", "3037000500", "3037000500"],
+             "Error: --input takes two sizes H W in 1...16384, got 3037000500 3037000500"),
+            (["bench", "--arch", "resnet18", "--batch", "4096", "--input", "16384", "16384"],
+             "Error: an input batch of 4096×3×16384×16384 floats needs more than 8 GB"),
+        ]
+        for (args, firstLine) in cases {
+            let result = try Self.run(args)
+            #expect(result.status != 0, "\(args)")
+            #expect(result.stderr.split(separator: "\n").first.map(String.init) == firstLine, "\(args): \(result.stderr)")
         }
     }
 }

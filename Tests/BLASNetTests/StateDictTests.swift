@@ -55,7 +55,7 @@ struct StateDictTests {
         }
         // A counter that is no count (NaN, or PyTorch's int64 maximum, 2⁶³ as a Float) used to load
         // and then trap when the next checkpoint converted it back to int64.
-        for bad in [SafeTensor(Tensor(shape: [], repeating: .nan)), SafeTensor(int64s: [.max], shape: []),
+        for bad in [SafeTensor(Tensor(shape: [], repeating: .nan)), SafeTensor(Tensor(shape: [], repeating: 1e30)),
                     SafeTensor(int64s: [-1], shape: [])] {
             var counter = file
             let k = counter.tensors.firstIndex { $0.name == "layer1.0.bn1.num_batches_tracked" }!
@@ -63,6 +63,14 @@ struct StateDictTests {
             #expect(throws: BLASNetError.self) { try c.loadStateDict(counter) }
         }
         #expect(c.fc.weight.value == before, "a failed load changes nothing")
+        // Every int64 count loads, read as an integer: int64 max (2⁶³ in Float32) saves back as itself.
+        var largest = file
+        let k = largest.tensors.firstIndex { $0.name == "layer1.0.bn1.num_batches_tracked" }!
+        largest.tensors[k].tensor = SafeTensor(int64s: [.max], shape: [])
+        let d = try ResNet(.resnet18, numClasses: 4, stem: .cifar, width: 8, seed: 3)
+        try d.loadStateDict(largest)
+        let saved = d.stateDict().first { $0.name == "layer1.0.bn1.num_batches_tracked" }!.tensor
+        #expect(try saved.integers() == [.max])
         let lenient = try c.loadStateDict(extra, strict: false)
         #expect(lenient.unexpectedKeys == ["layer5.0.conv1.weight"])
         #expect(throws: BLASNetError.self) { try c.loadStateDict(wrong, strict: false) }

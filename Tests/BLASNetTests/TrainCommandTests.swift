@@ -35,9 +35,10 @@ struct TrainCommandTests {
         }
     }
 
-    func train(_ extra: [String], environment: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String) {
+    func train(_ extra: [String], environment: [String: String] = [:], in directory: URL? = nil) throws
+        -> (status: Int32, stdout: String, stderr: String) {
         try RunCommandTests.run(["train", "--data", data, "--arch", "resnet8", "--width", "4", "--batch-size", "16",
-                                 "--lr", "0.05", "--schedule", "constant", "--threads", "1"] + extra, environment: environment)
+                                 "--lr", "0.05", "--schedule", "constant", "--threads", "1"] + extra, environment: environment, in: directory)
     }
 
     func modelTensors(_ path: String) throws -> [String: SafeTensor] {
@@ -49,6 +50,15 @@ struct TrainCommandTests {
         let whole = dir.appendingPathComponent("whole").path, split = dir.appendingPathComponent("split").path
         let a = try train(["--epochs", "2", "--out", whole])
         #expect(a.status == 0, "\(a.stderr)")
+        // A second new run into the same directory would replace this one's files.
+        let saved = try Data(contentsOf: URL(fileURLWithPath: whole + "/last.safetensors"))
+        let again = try train(["--epochs", "1", "--seed", "5", "--out", whole])
+        #expect(again.status != 0)
+        #expect(again.stderr.contains("--resume \(whole)") && again.stderr.contains("--overwrite"), "\(again.stderr)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: whole + "/last.safetensors")) == saved)
+        let replaced = dir.appendingPathComponent("replaced").path
+        #expect(try train(["--epochs", "1", "--out", replaced]).status == 0)
+        #expect(try train(["--epochs", "1", "--seed", "5", "--out", replaced, "--overwrite"]).status == 0)
         let b = try train(["--epochs", "1", "--out", split])
         #expect(b.status == 0, "\(b.stderr)")
         let c = try RunCommandTests.run(["train", "--resume", split, "--epochs", "2", "--threads", "1", "--data", data])
@@ -125,6 +135,22 @@ struct TrainCommandTests {
         #expect(e.status == 0, "\(e.stderr)")
         let accuracy = { (text: String, pattern: String) in text.firstMatch(of: try! Regex(pattern))?.output[1].substring }
         #expect(accuracy(e.stdout, #"accuracy ([0-9.]+)%"#) == accuracy(f.stdout, #"test accuracy ([0-9.]+)%"#), "\(e.stdout)")
+
+        // The cifar stem has the strided stem's weights: a flag that contradicts the record,
+        // or no flag for a file that records none, would score another network.
+        let contradicted = try RunCommandTests.run(["eval", "--weights", out + "/finetuned.safetensors", "--stem", "cifar",
+                                                    "--data", data, "--threads", "1"])
+        #expect(contradicted.status != 0)
+        #expect(contradicted.stderr.contains("--stem cifar contradicts"), "\(contradicted.stderr)")
+        let unsaid = try RunCommandTests.run(["eval", "--weights", plain, "--arch", "resnet8", "--width", "4", "--classes", "0-4",
+                                              "--data", data, "--threads", "1"])
+        #expect(unsaid.status != 0)
+        #expect(unsaid.stderr.contains("pass --stem"), "\(unsaid.stderr)")
+        // Nor is the fine-tuned model replaced by a second run.
+        let again = try RunCommandTests.run(["finetune", "--weights", plain, "--arch", "resnet8", "--width", "4", "--stem", "strided",
+                                             "--data", data, "--classes", "5-9", "--strategy", "head", "--threads", "1", "--out", out])
+        #expect(again.status != 0)
+        #expect(again.stderr.contains("--overwrite"), "\(again.stderr)")
     }
 
     @Test func finetuneOnNewClassesKeepsFrozenPartsAndExplainsAuto() throws {
@@ -201,17 +227,61 @@ struct TrainCommandTests {
         _ = FileManager.default.createFile(atPath: blocker, contents: Data())
         let cases: [(args: [String], firstLine: String)] = [
             (["--batch-size", "-3"], "Error: --batch-size must be at least 2 (BatchNorm statistics), got -3"),
-            (["--width", "-1"], "Error: --width must be positive, got -1"),
+            (["--width", "-1"], "Error: --width must be in 1...1024, got -1"),
             (["--random-erasing", "2"], "Error: --random-erasing is a probability in 0...1, got 2.0"),
             // Out of range, these used to trap converting warm-up epochs or multiplying epochs by steps.
             (["--warmup", "inf"], "Error: --warmup must be in 0...1000000 epochs, got inf"),
             (["--epochs", "9223372036854775807"], "Error: --epochs must be in 1...1000000, got 9223372036854775807"),
             (["--epochs", "1", "--out", blocker + "/run"], "Error: cannot create output directory \(blocker): a file is in the way"),
+            // These used to trap: building the range, the width's arrays, the crop's random draw.
+            (["--classes", "0-9223372036854775806"], "Error: The value '0-9223372036854775806' is invalid for '--classes <classes>'"),
+            (["--width", "4611686018427387904"], "Error: --width must be in 1...1024, got 4611686018427387904"),
+            (["--epochs", "1", "--crop-padding", "9223372036854775807", "--out", dir.appendingPathComponent("pad").path],
+             "Error: data loader: crop padding 9223372036854775807 is not in 0...10, the images' size"),
         ]
         for (args, firstLine) in cases {
             let result = try train(args)
             #expect(result.status != 0)
             #expect(result.stderr.split(separator: "\n").first.map(String.init) == firstLine, "\(args): \(result.stderr)")
         }
+
+        // A one-letter relative --out: this Foundation's deletingLastPathComponent traps on it.
+        let relative = try train(["--epochs", "1", "--out", "w/r"].map { $0 }, in: dir)
+        #expect(relative.status == 0, "\(relative.stderr)")
+        #expect(FileManager.default.fileExists(atPath: dir.appendingPathComponent("w/r/last.safetensors").path))
+        // A batch as large as an Int can be: one batch of the whole test split.
+        let whole = try RunCommandTests.run(["eval", "--weights", dir.appendingPathComponent("w/r/last.safetensors").path,
+                                             "--batch-size", "9223372036854775807", "--data", data, "--threads", "1"])
+        #expect(whole.status == 0, "\(whole.stderr)")
+    }
+
+    /// A checkpoint edited or damaged into counts or settings no run can take is refused
+    /// with its path named, not trapped on partway through the resume.
+    @Test func aDamagedCheckpointIsRefusedOnResume() throws {
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let good = dir.appendingPathComponent("good").path
+        #expect(try train(["--epochs", "1", "--out", good]).status == 0)
+        let file = try SafeTensorsFile(contentsOf: good + "/last.safetensors")
+        let edits: [(key: String, edit: (String) -> String, message: String)] = [
+            ("completed_epochs", { _ in "-1" }, "completed_epochs -1"),
+            ("epoch_progress", { $0.replacingOccurrences(of: "\"steps\":0", with: "\"steps\":-1") }, "-1 steps"),
+            ("settings", { $0.replacingOccurrences(of: "\"warmupEpochs\":0", with: "\"warmupEpochs\":1e300") }, "--warmup must be in"),
+        ]
+        for (key, edit, message) in edits {
+            var metadata = file.metadata
+            let edited = edit(metadata[key]!)
+            #expect(edited != metadata[key], "\(key) was not edited: \(metadata[key]!)")
+            metadata[key] = edited
+            let damaged = dir.appendingPathComponent("damaged-\(key)").path
+            try FileManager.default.createDirectory(atPath: damaged, withIntermediateDirectories: true)
+            try SafeTensorsFile(tensors: file.tensors, metadata: metadata).write(to: damaged + "/last.safetensors")
+            let resumed = try RunCommandTests.run(["train", "--resume", damaged, "--epochs", "2", "--data", data, "--threads", "1"])
+            #expect(resumed.status == 1, "\(key): \(resumed.stderr)")
+            #expect(resumed.stderr.contains(damaged + "/last.safetensors") && resumed.stderr.contains(message), "\(key): \(resumed.stderr)")
+        }
+        // A preset is a new run's settings; a resumed run keeps its own.
+        let preset = try RunCommandTests.run(["train", "--resume", good, "--preset", "long", "--data", data])
+        #expect(preset.status != 0)
+        #expect(preset.stderr.contains("--preset long"), "\(preset.stderr)")
     }
 }

@@ -88,8 +88,10 @@ public final class DataLoader: Sendable {
             throw BLASNetError.invalidArgument("data loader: a batch of \(batchSize) does not split evenly over \(shard.count) processes")
         }
         guard prefetch > 0 else { throw BLASNetError.invalidArgument("data loader: prefetch \(prefetch) is not positive") }
-        guard augmentation.cropPadding >= 0 else {
-            throw BLASNetError.invalidArgument("data loader: crop padding \(augmentation.cropPadding) is negative")
+        // Past the image's size a crop can hold no image at all, and 2·padding + 1 stays far from overflow.
+        guard (0...max(dataset.height, dataset.width)).contains(augmentation.cropPadding) else {
+            throw BLASNetError.invalidArgument(
+                "data loader: crop padding \(augmentation.cropPadding) is not in 0...\(max(dataset.height, dataset.width)), the images' size")
         }
         guard (0...1).contains(augmentation.erasing) else {
             throw BLASNetError.invalidArgument("data loader: random-erasing probability \(augmentation.erasing) is not in 0...1")
@@ -111,7 +113,7 @@ public final class DataLoader: Sendable {
     }
 
     public var batchesPerEpoch: Int {
-        dropLast ? dataset.count / batchSize : (dataset.count + batchSize - 1) / batchSize
+        dataset.count / batchSize + (!dropLast && dataset.count % batchSize > 0 ? 1 : 0)
     }
 
     /// The dataset indices of epoch `epoch` (0-based) in the order its batches take them.

@@ -13,8 +13,10 @@ extension Module {
             + namedBuffers().map { name, buffer in
                 switch buffer.kind {
                 case .float: (name, SafeTensor(buffer.value))
-                // loadStateDict takes only counts; a value set by hand that is none is written as 0, not trapped on.
-                case .int64: (name, SafeTensor(int64s: buffer.value.scalars.map { Int64(exactly: $0) ?? 0 }, shape: buffer.value.shape))
+                // loadStateDict takes only counts; a value set by hand that is none is written as 0, not trapped
+                // on, and int64 max, which rounds up to 2⁶³ in Float32, stays int64 max.
+                case .int64: (name, SafeTensor(int64s: buffer.value.scalars.map { $0 >= 0x1p63 ? .max : Int64(exactly: $0) ?? 0 },
+                                               shape: buffer.value.shape))
                 }
             }
     }
@@ -24,8 +26,9 @@ extension Module {
     /// A tensor whose shape differs from the model's is always an error. With `strict`
     /// (the default) a missing or unexpected key is an error too; `num_batches_tracked`
     /// may be absent, as in files written by older PyTorch versions, and must hold a count
-    /// (a whole number from 0 to 2⁶³ − 1) when present. Nothing is changed unless the whole
-    /// load succeeds.
+    /// (a whole number from 0 to 2⁶³ − 1) when present; BLASNet keeps it in Float32, so a
+    /// count past 2²⁴ is rounded (PyTorch reads it only for BatchNorm's `momentum=None`).
+    /// Nothing is changed unless the whole load succeeds.
     @discardableResult
     public func loadStateDict(_ file: SafeTensorsFile, strict: Bool = true) throws -> LoadReport {
         var slots: [String: (shape: [Int], isCounter: Bool, assign: (Tensor) -> Void)] = [:]
@@ -51,8 +54,10 @@ extension Module {
                                                  wrongShape: wrongShape)
         }
         for (name, t) in file.tensors where slots[name]?.isCounter == true {
-            guard let bad = t.floats().scalars.first(where: { Int64(exactly: $0).map { $0 < 0 } ?? true }) else { continue }
-            throw BLASNetError.invalidArgument("state dict: \(name) holds \(bad), which is not a count")
+            // Integer dtypes are read exactly (int64 max is no Float32); a float must be whole.
+            let bad = (try? t.integers()).map { $0.first { $0 < 0 }.map(String.init) }
+                ?? t.floats().scalars.first { Int64(exactly: $0).map { $0 < 0 } ?? true }.map { "\($0)" }
+            if let bad { throw BLASNetError.invalidArgument("state dict: \(name) holds \(bad), which is not a count") }
         }
         for (name, t) in file.tensors {
             slots[name]?.assign(t.floats())

@@ -31,7 +31,7 @@ extension Kernels {
     }
 
     /// Max over each window; `argmax` receives the winning offset inside the plane
-    /// (the first maximum, as PyTorch; NaN wins), for the backward scatter.
+    /// (the first maximum, as PyTorch; a NaN wins, the last one if several), for the backward scatter.
     static func maxPool(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, argmax: UnsafeMutablePointer<Int32>,
                         planes: Int, height: Int, width: Int, window w: Window) {
         let (oh, ow) = w.outputSize(h: height, w: width)
@@ -78,8 +78,8 @@ extension Kernels {
     }
 
     /// The maximum of one window and its offset in the plane. Which tap wins is data, so
-    /// the loop selects (integer moves) instead of branching; the first maximum wins, as in
-    /// PyTorch, and so does the first NaN.
+    /// the loop selects (integer moves) instead of branching; the first maximum wins, and
+    /// among NaNs the last, as in PyTorch's CPU kernel (`val > max || isnan(val)`).
     @inline(__always)
     private static func maxOfWindow(_ src: UnsafePointer<Float>, rows r: (start: Int, first: Int, last: Int),
                                     columns c: (start: Int, first: Int, last: Int),
@@ -100,10 +100,10 @@ extension Kernels {
             }
         }
         if probe.isNaN {
-            // Rare: a NaN (or infinities of both signs). The first NaN wins.
+            // Rare: a NaN (or infinities of both signs). The last NaN wins.
             for ki in r.first..<r.last {
                 let rowBase = (r.start + ki * dilation.h) * width + c.start
-                for kj in c.first..<c.last where src[rowBase + kj * dilation.w].isNaN && !best.isNaN {
+                for kj in c.first..<c.last where src[rowBase + kj * dilation.w].isNaN {
                     bestIndex = rowBase + kj * dilation.w
                     best = src[bestIndex]
                 }

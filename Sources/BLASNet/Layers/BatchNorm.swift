@@ -65,7 +65,8 @@ public final class BatchNorm: Module {
         }
         // One plane per channel: its N·H·W values are contiguous.
         let m = x.count / channels
-        if training && m < 2 {
+        // Synchronized, the count that matters is the global batch's (checked after the sum), as PyTorch's SyncBatchNorm.
+        if training && m < 2 && synchronization == nil {
             throw BLASNetError.invalidArgument("\(name): training needs more than one value per channel, got input \(x.shape)")
         }
         normalization.prepare(channels: channels, samples: 1, planeSize: m, groups: channels)
@@ -80,6 +81,9 @@ public final class BatchNorm: Module {
         }
         let y = try normalization.forwardWithBatchStatistics(x, eps: eps, synchronizedBy: synchronization,
                                                              weight: weight, bias: bias, relu: fusesReLU)
+        guard normalization.statisticsCount >= 2 else {
+            throw BLASNetError.invalidArgument("\(name): training needs more than one value per channel in the global batch, got input \(x.shape) in each process")
+        }
         normalization.updateRunning(mean: runningMean, variance: runningVar, momentum: momentum)
         numBatchesTracked.value[0] += 1
         return y

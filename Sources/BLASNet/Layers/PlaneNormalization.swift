@@ -30,6 +30,8 @@ struct PlaneNormalization {
     /// Elements each group statistic was taken over: the group's size, or with
     /// synchronized statistics its size summed over the processes.
     private var count = 0.0
+    /// Elements each statistic of the last batch was taken over, in all processes together.
+    var statisticsCount: Double { count }
     /// Sums the statistics across processes (sync BatchNorm), forward and backward.
     private var synchronization: (any CrossProcessSum)?
     private var input: Tensor?
@@ -109,6 +111,8 @@ struct PlaneNormalization {
             }
         }
         batchStatistics = false
+        // Nothing to sum over the processes in a backward through fixed statistics.
+        synchronization = nil
     }
 
     /// Whether each statistics group is a single plane and no other process's statistics

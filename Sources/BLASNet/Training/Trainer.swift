@@ -128,6 +128,9 @@ public final class Trainer {
         let stepsPerEpoch = trainLoader.batchesPerEpoch
         let start = DispatchTime.now().uptimeNanoseconds
         var progress = epochProgress
+        guard progress.steps >= 0, completedEpochs >= 0 else {
+            throw BLASNetError.invalidArgument("epoch progress \(progress.steps) or completed epochs \(completedEpochs) is negative")
+        }
         guard progress.steps < stepsPerEpoch else {
             throw BLASNetError.invalidArgument(
                 "epoch \(epoch + 1) stopped after step \(progress.steps), but an epoch now has \(stepsPerEpoch) steps; resume with the batch size it ran with")

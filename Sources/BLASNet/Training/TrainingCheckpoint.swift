@@ -62,8 +62,18 @@ public struct TrainingCheckpoint {
         guard file.metadata["format"] == Self.format else {
             throw BLASNetError.malformedFile(path: path, reason: "not a BLASNet training checkpoint (no \"format\": \"\(Self.format)\" in __metadata__)")
         }
-        guard completedEpochs != nil, optimizerSteps != nil, history != nil else {
+        guard let epochs = completedEpochs, let steps = optimizerSteps, history != nil else {
             throw BLASNetError.malformedFile(path: path, reason: "checkpoint metadata lacks completed_epochs, optimizer_steps or history")
+        }
+        // Counts that index batches and the schedule: a damaged file must not trap a resume.
+        let progress = epochProgress ?? EpochProgress()
+        let skipped = file.metadata["skipped_steps"].flatMap { Int($0) } ?? 0
+        guard epochs >= 0, steps >= 0, skipped >= 0, progress.steps >= 0, (0...progress.steps).contains(progress.skipped),
+              progress.correct >= 0, progress.seen >= progress.correct else {
+            throw BLASNetError.malformedFile(path: path, reason: """
+                checkpoint counts are out of range (completed_epochs \(epochs), optimizer_steps \(steps), skipped_steps \(skipped), \
+                epoch progress \(progress.steps) steps, \(progress.skipped) skipped, \(progress.correct) of \(progress.seen) correct)
+                """)
         }
     }
 

@@ -1,0 +1,59 @@
+import ArgumentParser
+import BLASNet
+import Foundation
+
+/// `--arch`, `--width`, `--stem` and `--norm` of the commands that read weights (`eval`,
+/// `finetune`). A `blasnet` file records the model's shape, and these fill in only what it
+/// does not say: a flag that contradicts the record is refused, and so is a stem that the
+/// weights cannot tell. The cifar and strided stems have the same weights, so the wrong
+/// one would load without an error and score a different network.
+struct RecordedModelOptions: ParsableArguments {
+    @Option(help: "Architecture, when the file does not name one.")
+    var arch: Architecture?
+
+    @Option(parsing: .unconditional, help: "Channels of the stem and first stage, when the file does not say.")
+    var width: Int?
+
+    @Option(help: "Stem, when the file does not say: imagenet is told from a 7×7 conv1, cifar and strided (both 3×3) need this.")
+    var stem: Stem?
+
+    @Option(help: "Norm layers (batch, group, group:G, layer or instance), when the file does not say (default: batch).",
+            transform: Normalization.init(parsing:))
+    var norm: Normalization?
+
+    func validate() throws {
+        if let width { try ModelOptions.check(width: width) }
+    }
+
+    /// The shape of the model in `file`, read from `path`: its record, else these flags.
+    func resolve(_ file: SafeTensorsFile, path: String) throws -> (arch: Architecture, width: Int?, stem: Stem, norm: Normalization) {
+        let meta = file.metadata
+        func pick<T: Equatable>(_ flag: String, _ given: T?, _ parse: (String) throws -> T?) throws -> T? {
+            let key = String(flag.dropFirst(2))
+            guard let recorded = meta[key] else { return given }
+            guard let value = try? parse(recorded) else {
+                throw BLASNetError.malformedFile(path: path, reason: "unknown \(key) '\(recorded)' in its metadata")
+            }
+            if let given, given != value {
+                throw ValidationError("\(flag) \(given) contradicts \(path), which records \(key) \(recorded)")
+            }
+            return value
+        }
+        guard let arch = try pick("--arch", arch, Architecture.init(rawValue:)) else {
+            throw ValidationError("\(path) does not name its architecture; pass --arch")
+        }
+        let width = try pick("--width", width) { Int($0) }
+        if let width {
+            do { try ModelOptions.check(width: width) } catch {
+                throw BLASNetError.malformedFile(path: path, reason: "its metadata records width \(width)")
+            }
+        }
+        let norm = try pick("--norm", norm, Normalization.init(parsing:)) ?? .batch
+        if let stem = try pick("--stem", stem, Stem.init(rawValue:)) { return (arch, width, stem, norm) }
+        // Any conv1 but a 3×3 one is imagenet's, or fails to load with its shape named.
+        guard file["conv1.weight"]?.shape.last != 3 else {
+            throw ValidationError("\(path) does not record its stem, and its 3×3 conv1 fits both cifar (stride 1) and strided (stride 2); pass --stem")
+        }
+        return (arch, width, .imagenet, norm)
+    }
+}
