@@ -30,8 +30,11 @@ with torch.set_num_threads(--threads) (and OMP/MKL_NUM_THREADS), BLASNet with
 (for the GEMM efficiency); those are not in the images/s, but they make a
 BLASNet run take longer than its steps alone.
 
-Peak RSS is the child's ru_maxrss as returned by wait4() for that one
-process, measured the same way for both frameworks.  The PyTorch figure
+Peak RSS is each child's own VmHWM (/proc/self/status), which both
+frameworks report in their JSON, measured the same way for both.  Not
+ru_maxrss: Linux carries the high-water mark of the address space a child
+replaced at exec into it, so every child of this driver (which has torch
+loaded) would report at least the driver's memory.  The PyTorch figure
 includes the Python interpreter and the torch/torchvision/timm libraries
 (rss_before_steps_bytes in the JSON shows how much was resident before the
 first step).
@@ -185,7 +188,7 @@ def torch_worker(argv: list[str]) -> int:
             with torch.inference_mode():
                 model(x)
 
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss_before = peak_rss_bytes()
     for _ in range(a.warmup):
         step()
     samples = []
@@ -202,7 +205,7 @@ def torch_worker(argv: list[str]) -> int:
         "step_seconds": step_seconds, "step_seconds_samples": samples,
         "images_per_second": batch / step_seconds,
         "rss_before_steps_bytes": rss_before,
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss_bytes": peak_rss_bytes(),
     }))
     return 0
 
@@ -217,9 +220,18 @@ class Run:
     round: int
     argv: list[str]
     wall_seconds: float
-    peak_rss_bytes: int  # ru_maxrss of this child (wait4)
+    peak_rss_bytes: int  # the child's own VmHWM from its report (wait4's ru_maxrss if it has none)
     report: dict | None  # the run's own JSON
     error: str = ""
+
+
+def peak_rss_bytes() -> int:
+    """This process's VmHWM (see the module docstring for why not ru_maxrss)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def run_child(argv: list[str], env: dict[str, str] | None, timeout: float | None, workdir: str
@@ -287,6 +299,7 @@ def run_framework(framework: str, case: Case, rnd: int, files: tuple[str, str], 
     else:
         try:
             run.report = parse_report(out)
+            run.peak_rss_bytes = run.report.get("peak_rss_bytes") or rss
         except ValueError as e:
             run.error = f"unreadable output ({e}): {out.strip()[:200]!r}"
     if run.error:

@@ -10,8 +10,17 @@ public enum ResidentMemory {
         return pages * sysconf(Int32(_SC_PAGESIZE))
     }
 
-    /// The most bytes ever resident at once (Linux reports kilobytes).
+    /// The most bytes ever resident at once: `VmHWM` in `/proc/self/status`.
+    ///
+    /// Not `getrusage`'s `ru_maxrss`: Linux carries the high-water mark of the address
+    /// space that `exec` replaced into it, so a program started from a large process
+    /// (a benchmark driver with PyTorch loaded) reports at least that process's memory.
     public static var peakBytes: Int {
+        if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+           let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+           let kilobytes = line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap({ Int($0) }) {
+            return kilobytes * 1024
+        }
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         return usage.ru_maxrss * 1024

@@ -43,7 +43,7 @@ struct ModelOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "The head's pooling grid: fc reads each channel's mean over a G×G grid (1: global average, torchvision's head).")
     var headGrid = 1
 
-    @Option(parsing: .unconditional, help: "Worker threads for the sgemms and kernels (default: OpenBLAS's choice, one per core).")
+    @Option(parsing: .unconditional, help: "Worker threads for the sgemms and kernels (default: OpenBLAS's choice, one per core; bench --distributed: the cores divided among the ranks on each machine).")
     var threads: Int?
 
     func validate() throws {

@@ -20,10 +20,10 @@ struct Eval: ParsableCommand {
 
     @OptionGroup var shape: RecordedModelOptions
 
-    @Option(help: "Dataset (default: the checkpoint's, else fashion-mnist).")
+    @Option(help: "Dataset (default: the checkpoint's, else fashion-mnist); another than the checkpoint's is scored with the checkpoint's input normalization.")
     var dataset: DatasetName?
 
-    @Option(help: "Only these classes, in the order of the weights' outputs (default: the checkpoint's, else all).")
+    @Option(help: "Only these classes, in the order of the weights' outputs, when the file does not record them (default: all).")
     var classes: ClassList?
 
     @Option(help: "Directory holding the dataset's files.")
@@ -52,6 +52,10 @@ struct Eval: ParsableCommand {
         let directory = data.map { URL(fileURLWithPath: $0) }
         var testSet = try ImageDataset.load(datasetName, split: .test, directory: directory)
         let recordedClasses = meta["classes"].flatMap { $0.isEmpty ? nil : ClassList(argument: $0) }
+        // The head's outputs are the recorded classes: any other list would score them against other labels.
+        if let classes, let recordedClasses, classes.values != recordedClasses.values {
+            throw ValidationError("--classes contradicts \(weights), whose head was trained on classes \(meta["classes"]!)")
+        }
         if let subset = classes ?? recordedClasses { testSet = try testSet.selecting(classes: subset.values) }
         var (mean, std) = (metadataFloats(meta["mean"]), metadataFloats(meta["std"]))
         if mean.count != testSet.channels || std.count != testSet.channels {

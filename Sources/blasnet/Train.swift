@@ -89,7 +89,7 @@ struct Train: ParsableCommand {
     @Option(parsing: .unconditional, help: "Seed for initialization, batch order and augmentation.")
     var seed: UInt64?
 
-    @Option(parsing: .unconditional, help: "Worker threads for the sgemms and kernels (default: OpenBLAS's choice, one per core).")
+    @Option(parsing: .unconditional, help: "Worker threads for the sgemms and kernels (default: OpenBLAS's choice, one per core; with --distributed, the cores divided among the ranks on each machine).")
     var threads: Int?
 
     @Option(help: "Directory for metrics, chart and checkpoints, created if needed (default: runs/latest, or the --resume directory).")

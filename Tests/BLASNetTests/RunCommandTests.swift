@@ -151,6 +151,22 @@ struct RunCommandTests {
         }
     }
 
+    /// `bench` reports its own peak memory, not the high-water mark Linux carries into a
+    /// child from the process that started it (as `ru_maxrss` does, which made every
+    /// inference figure of the PyTorch comparison at least its driver's memory): started
+    /// from a process holding 1 GiB, a tiny model's peak stays far below that.
+    @Test func benchReportsItsOwnPeakMemory() throws {
+        let held = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 30, alignment: 64)
+        defer { held.deallocate() }
+        memset(held.baseAddress!, 1, held.count)
+        let result = try Self.run(["bench", "--arch", "resnet8", "--stem", "cifar", "--in-chans", "1", "--num-classes", "10",
+                                   "--input", "8", "8", "--batch", "2", "--steps", "1", "--warmup", "0", "--json"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let report = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
+        let peak = try #require(report?["peak_rss_bytes"] as? Int)
+        #expect(peak > 0 && peak < 1 << 29, "\(peak)")
+    }
+
     /// Sizes whose arithmetic overflowed, or whose model no machine could hold, used to trap.
     @Test func hugeSizesAreRefused() throws {
         let cases: [(args: [String], firstLine: String)] = [

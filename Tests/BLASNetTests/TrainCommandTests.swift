@@ -142,10 +142,20 @@ struct TrainCommandTests {
                                                     "--data", data, "--threads", "1"])
         #expect(contradicted.status != 0)
         #expect(contradicted.stderr.contains("--stem cifar contradicts"), "\(contradicted.stderr)")
+        // Its head's five outputs are classes 5-9: five others would be scored against the wrong labels.
+        let otherClasses = try RunCommandTests.run(["eval", "--weights", out + "/finetuned.safetensors", "--classes", "0-4",
+                                                    "--data", data, "--threads", "1"])
+        #expect(otherClasses.status != 0)
+        #expect(otherClasses.stderr.contains("--classes contradicts"), "\(otherClasses.stderr)")
         let unsaid = try RunCommandTests.run(["eval", "--weights", plain, "--arch", "resnet8", "--width", "4", "--classes", "0-4",
                                               "--data", data, "--threads", "1"])
         #expect(unsaid.status != 0)
         #expect(unsaid.stderr.contains("pass --stem"), "\(unsaid.stderr)")
+        // Without recorded classes, a head of 5 outputs cannot be scored on all 10.
+        let allClasses = try RunCommandTests.run(["eval", "--weights", plain, "--arch", "resnet8", "--width", "4", "--stem", "strided",
+                                                  "--data", data, "--threads", "1"])
+        #expect(allClasses.status != 0)
+        #expect(allClasses.stderr.contains("has 5 outputs") && allClasses.stderr.contains("--classes"), "\(allClasses.stderr)")
         // Nor is the fine-tuned model replaced by a second run.
         let again = try RunCommandTests.run(["finetune", "--weights", plain, "--arch", "resnet8", "--width", "4", "--stem", "strided",
                                              "--data", data, "--classes", "5-9", "--strategy", "head", "--threads", "1", "--out", out])
@@ -184,7 +194,7 @@ struct TrainCommandTests {
         let whole = try RunCommandTests.run(["eval", "--weights", dir.appendingPathComponent("ft-head/finetuned.safetensors").path,
                                              "--data", data, "--classes", "0-9"])
         #expect(whole.status != 0)
-        #expect(whole.stderr.contains("has 5 outputs") && whole.stderr.contains("--classes"), "\(whole.stderr)")
+        #expect(whole.stderr.contains("--classes contradicts"), "\(whole.stderr)")
 
         // A group-norm network fine-tunes with its own norm layers; auto has no BatchNorm statistics to measure.
         let gn = dir.appendingPathComponent("pre-gn").path
