@@ -88,6 +88,8 @@ struct Bench: ParsableCommand {
         let allocationsBefore = AllocationCounter.read()
         let stepTimes = try (0..<steps).map { _ in try seconds(step) }
         let allocationsAfter = AllocationCounter.read()
+        // The step's memory, before the replay below adds scratch of its own on top of the pool's buffers.
+        let peakBytes = ResidentMemory.peakBytes
 
         // GEMM efficiency: profiled steps alternate with replays of their sgemm calls, so
         // that the machine's drift over the run (±30% on a shared VM) falls on both alike.
@@ -121,7 +123,7 @@ struct Bench: ParsableCommand {
             profiled_step_seconds: profiledStepSeconds,
             other_seconds: mean(profiledSteps) - layers.reduce(0) { $0 + $1.forward_seconds + $1.backward_seconds },
             gemm_seconds: gemmSeconds,
-            gemm_efficiency: gemmSeconds / profiledStepSeconds, gemm_gflop: gflop, achieved_gflops: gflop / stepSeconds, peak_rss_bytes: ResidentMemory.peakBytes,
+            gemm_efficiency: gemmSeconds / profiledStepSeconds, gemm_gflop: gflop, achieved_gflops: gflop / stepSeconds, peak_rss_bytes: peakBytes,
             allocations_per_step: allocationsAfter.map { ($0.calls - allocationsBefore!.calls) / steps },
             allocated_bytes_per_step: allocationsAfter.map { ($0.bytes - allocationsBefore!.bytes) / steps },
             layers: layers)

@@ -14,6 +14,7 @@ extension Bench {
             throw ValidationError("--batch \(batch) does not split evenly over \(processes.size) processes")
         }
         let net = try model.makeModel()
+        net.setConvolutionAlgorithm(convAlgorithm)
         if let weights { try net.loadStateDict(SafeTensorsFile(contentsOf: weights)) }
         let (x, targets) = try batchTensors(count: batch / processes.size)
         let parallel = MPIDataParallel(group: processes)

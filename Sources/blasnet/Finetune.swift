@@ -76,7 +76,8 @@ struct Finetune: ParsableCommand {
 
     func validate() throws {
         _ = try requestedStrategy()
-        if let ridge, !(ridge >= 0 && ridge.isFinite) { throw ValidationError("--ridge must be non-negative and finite, got \(ridge)") }
+        // λ = 0 leaves the normal equations singular whenever features outnumber images.
+        if let ridge, !(ridge > 0 && ridge.isFinite) { throw ValidationError("--ridge must be positive and finite, got \(ridge)") }
         if let lr, !(lr > 0 && lr.isFinite) { throw ValidationError("--lr must be positive and finite, got \(lr)") }
         if cropPadding < 0 { throw ValidationError("--crop-padding must be non-negative, got \(cropPadding)") }
         if let perClass, perClass <= 0 { throw ValidationError("--per-class must be positive, got \(perClass)") }

@@ -16,6 +16,8 @@ struct FineTuningTests {
         let dataset = try Self.data(count: 30, seed: 3)
         let loader = try DataLoader(dataset: dataset, batchSize: 7, shuffle: false, seed: 0, mean: [0.5], std: [0.3])
         let ridge = 1e-2
+        // λ = 0 would leave the normal equations singular here: 17 features plus a bias, 30 images, dead channels possible.
+        for bad in [0, -1, Double.nan] { #expect(throws: BLASNetError.self) { try RidgeHead.fit(model, on: loader, ridge: bad) } }
         try RidgeHead.fit(model, on: loader, ridge: ridge)
 
         // Independently: the gradient of ‖[X 1]θ − Y‖² + λ'‖W‖² vanishes at the fitted θ.

@@ -255,6 +255,9 @@ struct TrainCommandTests {
             #expect(result.stderr.split(separator: "\n").first.map(String.init) == firstLine, "\(args): \(result.stderr)")
         }
 
+        let unpenalized = try RunCommandTests.run(["finetune", "--weights", blocker, "--ridge", "0"])
+        #expect(unpenalized.stderr.split(separator: "\n").first == "Error: --ridge must be positive and finite, got 0.0", "\(unpenalized.stderr)")
+
         // A one-letter relative --out: this Foundation's deletingLastPathComponent traps on it.
         let relative = try train(["--epochs", "1", "--out", "w/r"].map { $0 }, in: dir)
         #expect(relative.status == 0, "\(relative.stderr)")

@@ -2,9 +2,11 @@ import Foundation
 
 /// The classifier of a frozen network fitted in closed form: ridge-regularized least
 /// squares from the pooled features to one-hot targets,
-/// `[W b] = argmin ‖[X 1]·[W b]ᵀ − Y‖² + λ‖W‖²`, solved through the normal equations
-/// `([X 1]ᵀ[X 1] + λI)·[W b]ᵀ = [X 1]ᵀY` by Cholesky factorization (LAPACKE). One pass
-/// over the data replaces the epochs of SGD that would train the same head.
+/// `[W b] = argmin ‖[X 1]·[W b]ᵀ − Y‖² + λ'‖W‖²`, solved through the normal equations
+/// `([X 1]ᵀ[X 1] + λ'D)·[W b]ᵀ = [X 1]ᵀY` by Cholesky factorization (LAPACKE), where `D`
+/// is the identity on the weights and zero on the bias (the bias is not penalized) and
+/// `λ' = λ·m·mean‖x‖²` over the `m` images. One pass over the data replaces the epochs of
+/// SGD that would train the same head.
 public enum RidgeHead {
     /// The λ values generalized cross-validation chooses among: 10⁻⁷ … 10⁻¹, half a decade apart.
     public static let ridgeGrid = stride(from: -7.0, through: -1.0, by: 0.5).map { pow(10, $0) }
@@ -16,6 +18,10 @@ public enum RidgeHead {
     /// leave-one-out error from the training features alone.
     @discardableResult
     public static func fit(_ model: ResNet, on loader: DataLoader, ridge: Double? = nil) throws -> Double {
+        // λ = 0 leaves [X 1]ᵀ[X 1] singular whenever features outnumber images or a channel is dead.
+        if let ridge, !(ridge > 0 && ridge.isFinite) {
+            throw BLASNetError.invalidArgument("ridge head: λ must be positive and finite, got \(ridge)")
+        }
         model.eval()
         let k = model.numClasses, f = model.fc.inFeatures, n = f + 1
         // Gram matrix and right-hand side in Float64: features are summed over thousands of images.
