@@ -15,11 +15,13 @@ For every case this
     flips every round so slow drift, e.g. thermal, hits both equally);
   * reports per framework the median over the rounds of images/s and of
     peak RSS, plus BLASNet's GEMM efficiency, and checks that both compute
-    the same loss on the first training step (before any update).
+    the same loss on the first training step (before any update) and on the
+    second (the same batch after one SGD update: backward and the optimizer
+    agree too).
 
 A step is timed identically on both sides: --warmup untimed steps, then
---steps timed steps, of which the median (sorted[steps // 2], as blasnet
-does) is reported.  A training step is forward, mean cross-entropy,
+--steps timed steps, of which the median (the mean of the two middle ones
+for an even count, as blasnet does) is reported.  A training step is forward, mean cross-entropy,
 backward and an SGD update (lr 0.01, momentum 0.9, weight decay 1e-4) in
 training mode (batch-statistics BatchNorm); inference is an eval-mode
 forward that keeps nothing for a backward pass (PyTorch: model.eval() under
@@ -39,7 +41,7 @@ includes the Python interpreter and the torch/torchvision/timm libraries
 (rss_before_steps_bytes in the JSON shows how much was resident before the
 first step).
 
-Exit status: 0 if every run succeeded and every first-step loss matched,
+Exit status: 0 if every run succeeded and every first- and second-step loss matched,
 1 otherwise, 2 on usage errors.
 """
 
@@ -69,6 +71,9 @@ sys.path.insert(0, SCRIPTS)
 MODES = ("train", "inference")
 LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 1e-4  # must match `blasnet bench`
 MiB = 1024 * 1024
+# The losses compared, by their key in both workers' JSON: before any update, and on the
+# same batch after one SGD update.
+LOSSES = {"first_loss": "first-step", "second_loss": "second-step"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,8 +132,8 @@ def parse_custom(spec: str) -> Case:
 
 
 def median_step(samples: list[float]) -> float:
-    """The same median `blasnet bench` reports (upper median for even counts)."""
-    return sorted(samples)[len(samples) // 2]
+    """The same median `blasnet bench` reports (the mean of the middle two for even counts)."""
+    return statistics.median(samples)
 
 
 def rel_diff(a: float, b: float) -> float:
@@ -176,8 +181,8 @@ def torch_worker(argv: list[str]) -> int:
         def step() -> None:
             logits = model(x)
             loss = F.cross_entropy(logits, target)  # mean reduction
-            if not losses:
-                losses.append(loss.item())  # first step, before any update
+            if len(losses) < 2:
+                losses.append(loss.item())  # before any update, then after one
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -201,6 +206,7 @@ def torch_worker(argv: list[str]) -> int:
     print(json.dumps({
         "arch": a.arch, "stem": a.stem, "mode": a.mode, "batch": batch, "input": list(x.shape[2:]),
         "first_loss": losses[0] if losses else None,
+        "second_loss": losses[1] if len(losses) > 1 else None,
         "threads": torch.get_num_threads(),
         "step_seconds": step_seconds, "step_seconds_samples": samples,
         "images_per_second": batch / step_seconds,
@@ -350,19 +356,20 @@ class CaseResult:
     def gemm_efficiency(self) -> float | None:
         return self.median("blasnet", lambda r: r.report.get("gemm_efficiency"))
 
-    def first_losses(self) -> list[tuple[int, float, float]]:
-        """(round, pytorch, blasnet) first-step losses of the rounds where both ran."""
-        torch_by_round = {r.round: r.report.get("first_loss") for r in self.ok_runs("pytorch")}
+    def losses(self, key: str) -> list[tuple[int, float, float]]:
+        """(round, pytorch, blasnet) values of a LOSSES key, in the rounds where both have one."""
+        torch_by_round = {r.round: r.report.get(key) for r in self.ok_runs("pytorch")}
         pairs = []
         for r in self.ok_runs("blasnet"):
-            t, b = torch_by_round.get(r.round), r.report.get("first_loss")
+            t, b = torch_by_round.get(r.round), r.report.get(key)
             if t is not None and b is not None:
                 pairs.append((r.round, t, b))
         return pairs
 
     def loss_rel_diff(self) -> float | None:
-        pairs = self.first_losses()
-        return max(rel_diff(b, t) for _, t, b in pairs) if pairs else None
+        """The largest relative difference over both steps' losses and all rounds."""
+        diffs = [rel_diff(b, t) for key in LOSSES for _, t, b in self.losses(key)]
+        return max(diffs) if diffs else None
 
     def loss_ok(self, tolerance: float) -> bool | None:
         """True/False for training cases, None where there is no loss (inference) or no pair."""
@@ -384,8 +391,8 @@ class CaseResult:
             "blasnet_step_seconds": self.median("blasnet", lambda r: r.report["step_seconds"]),
             "pytorch_peak_rss_bytes": self.peak_rss("pytorch"), "blasnet_peak_rss_bytes": self.peak_rss("blasnet"),
             "blasnet_gemm_efficiency": self.gemm_efficiency(),
-            "first_losses": [{"round": r, "pytorch": t, "blasnet": b} for r, t, b in self.first_losses()],
-            "first_loss_rel_diff": self.loss_rel_diff(), "first_loss_match": self.loss_ok(tolerance),
+            **{key + "es": [{"round": r, "pytorch": t, "blasnet": b} for r, t, b in self.losses(key)] for key in LOSSES},
+            "loss_rel_diff": self.loss_rel_diff(), "loss_match": self.loss_ok(tolerance),
             "failed": self.failed,
         }
 
@@ -411,17 +418,18 @@ def run_case(case: Case, args: argparse.Namespace, blasnet: str, root: str) -> C
                     log(f"[{case.name}] round {rnd + 1}/{args.rounds} {framework}: FAILED: {run.error}")
                     return result  # a failing run will fail again; go on with the next case
                 rep = run.report
-                loss = rep.get("first_loss")
+                loss, second = rep.get("first_loss"), rep.get("second_loss")
                 log(f"[{case.name}] round {rnd + 1}/{args.rounds} {framework:<7}: "
                     f"{rep['batch'] / rep['step_seconds']:8.2f} images/s, step {rep['step_seconds'] * 1000:8.1f} ms, "
                     f"peak RSS {run.peak_rss_bytes / MiB:7.0f} MiB"
                     + (f", first loss {loss:.7g}" if loss is not None else "")
+                    + (f", second {second:.7g}" if second is not None else "")
                     + (f", threads {rep.get('threads')}" if rep.get("threads") != args.threads else "")
                     + f"  ({run.wall_seconds:.1f} s)")
         d = result.loss_rel_diff()
         if d is not None:
             verdict = "ok" if d < args.loss_tolerance else f"MISMATCH (tolerance {args.loss_tolerance:g})"
-            log(f"[{case.name}] first-step loss relative difference {d:.2e}: {verdict}")
+            log(f"[{case.name}] loss relative difference (steps 1 and 2) {d:.2e}: {verdict}")
         return result
     finally:
         if args.keep_files:
@@ -482,7 +490,7 @@ def facts_lines(f: dict, args: argparse.Namespace) -> list[str]:
 # ---- table -----------------------------------------------------------------
 
 HEADERS = ["case", "mode", "batch", "input", "PyTorch img/s", "BLASNet img/s", "BLASNet/PyTorch",
-           "PyTorch RSS MiB", "BLASNet RSS MiB", "GEMM eff", "first loss"]
+           "PyTorch RSS MiB", "BLASNet RSS MiB", "GEMM eff", "loss, steps 1-2"]
 RIGHT = {2, 4, 5, 6, 7, 8, 9}
 
 
@@ -502,10 +510,10 @@ def table_rows(results: list[CaseResult], tolerance: float) -> list[list[str]]:
         c, s = res.case, res.summary(tolerance)
         if c.mode != "train":
             loss = "n/a"
-        elif s["first_loss_match"] is None:
+        elif s["loss_match"] is None:
             loss = "-"
         else:
-            loss = ("ok " if s["first_loss_match"] else "MISMATCH ") + f"{s['first_loss_rel_diff']:.1e}"
+            loss = ("ok " if s["loss_match"] else "MISMATCH ") + f"{s['loss_rel_diff']:.1e}"
         row = [c.label, c.mode, str(c.batch), c.input_desc, fmt_ips(s["pytorch_images_per_second"]),
                fmt_ips(s["blasnet_images_per_second"]), fmt(s["ratio_blasnet_over_pytorch"], ".2f"),
                fmt(s["pytorch_peak_rss_bytes"] and s["pytorch_peak_rss_bytes"] / MiB, ".0f"),
@@ -583,7 +591,7 @@ def main() -> int:
                         help="smoke test: 1 round, 1 warm-up, 2 steps (explicit --rounds/--warmup/--steps win)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and data (default 0)")
     parser.add_argument("--loss-tolerance", type=float, default=1e-4,
-                        help="max relative first-step loss difference (default 1e-4)")
+                        help="max relative difference of the first- and second-step losses (default 1e-4)")
     parser.add_argument("--json", metavar="PATH", help="also save every raw number (all runs, per-layer data) here")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown (for the README)")
     parser.add_argument("--blasnet", metavar="PATH",
@@ -633,11 +641,12 @@ def main() -> int:
 
     notes = []
     for res in results:
-        for rnd, t, b in res.first_losses():
-            d = rel_diff(b, t)
-            flag = "" if d < args.loss_tolerance else f"  <-- MISMATCH (tolerance {args.loss_tolerance:g})"
-            notes.append(f"{res.case.name} round {rnd + 1}: first-step loss PyTorch {t:.7g}, "
-                         f"BLASNet {b:.7g}, relative difference {d:.2e}{flag}")
+        for key, step in LOSSES.items():
+            for rnd, t, b in res.losses(key):
+                d = rel_diff(b, t)
+                flag = "" if d < args.loss_tolerance else f"  <-- MISMATCH (tolerance {args.loss_tolerance:g})"
+                notes.append(f"{res.case.name} round {rnd + 1}: {step} loss PyTorch {t:.7g}, "
+                             f"BLASNet {b:.7g}, relative difference {d:.2e}{flag}")
         if res.error:
             notes.append(f"{res.case.name}: FAILED: {res.error}")
         notes += [f"{res.case.name} round {r.round + 1} {r.framework}: FAILED: {r.error}" for r in res.runs if r.error]

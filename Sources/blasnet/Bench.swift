@@ -70,7 +70,8 @@ struct Bench: ParsableCommand {
         let (x, targets) = try batchTensors(count: batch)
         let sgd = try SGD(net.namedParameters().map(\.parameter), learningRate: 0.01, momentum: 0.9, weightDecay: 1e-4)
         if mode == .train { net.train() } else { net.eval() }
-        var firstLoss: Float?
+        // The first two losses: before any update, and after one SGD update on the same batch.
+        var losses: [Float] = []
         let step = {
             guard mode == .train else {
                 // Keeps no activations for a backward pass, as PyTorch's inference_mode.
@@ -79,7 +80,7 @@ struct Bench: ParsableCommand {
             }
             let logits = try net.forward(x)
             let (loss, gradient) = try CrossEntropyLoss()(logits, targets: targets)
-            if firstLoss == nil { firstLoss = loss }
+            if losses.count < 2 { losses.append(loss) }
             sgd.zeroGrad()
             _ = try net.backward(gradient)
             sgd.step()
@@ -95,33 +96,41 @@ struct Bench: ParsableCommand {
         // that the machine's drift over the run (±30% on a shared VM) falls on both alike.
         let profiler = Profiler(net)
         var profiledSteps: [Double] = [], replays: [[Double]] = []
+        // Each layer's forward and backward time in each profiled step (the profiler keeps totals).
+        var layerSteps: [[(forward: Double, backward: Double)]] = []
         var replay: GEMMReplay?
         for _ in 0..<steps {
+            let before = profiler.layers
             profiledSteps.append(try seconds { try profiler.run(step) })
+            layerSteps.append(profiler.layers.enumerated().map { i, layer in
+                let earlier = i < before.count ? before[i] : nil
+                return (layer.forwardSeconds - (earlier?.forwardSeconds ?? 0), layer.backwardSeconds - (earlier?.backwardSeconds ?? 0))
+            })
             replay = replay ?? GEMMReplay(profiler.layers, steps: 1)
             replays.append(replay!.run())
         }
-        func median(_ samples: [Double]) -> Double { samples.sorted()[samples.count / 2] }
-        func mean(_ samples: [Double]) -> Double { samples.reduce(0, +) / Double(samples.count) }
         let layers = profiler.layers.enumerated().map { i, layer -> LayerReport in
             let gemm = median(replays.map { $0[i] })
-            let total = (layer.forwardSeconds + layer.backwardSeconds) / Double(steps)
+            let total = median(layerSteps.map { $0[i].forward + $0[i].backward })
             return LayerReport(name: layer.name, kind: layer.kind, container: layer.isContainer,
-                               forward_seconds: layer.forwardSeconds / Double(steps),
-                               backward_seconds: layer.backwardSeconds / Double(steps),
+                               forward_seconds: median(layerSteps.map { $0[i].forward }),
+                               backward_seconds: median(layerSteps.map { $0[i].backward }),
                                gemm_seconds: gemm, gemm_efficiency: total > 0 ? gemm / total : 0,
                                gflop: layer.gemms.reduce(0) { $0 + $1.flops } / Double(steps) / 1e9)
         }
         let stepSeconds = median(stepTimes), profiledStepSeconds = median(profiledSteps)
+        let otherSeconds = median(zip(profiledSteps, layerSteps).map { step, layers in
+            layers.reduce(step) { $0 - $1.forward - $1.backward }
+        })
         let gemmSeconds = median(replays.map { $0.reduce(0, +) })
         let gflop = layers.reduce(0) { $0 + $1.gflop }
         let report = BenchReport(
             arch: model.arch.rawValue, stem: model.stem.rawValue, mode: mode.rawValue, batch: x.shape[0], input: Array(x.shape[2...]),
-            first_loss: firstLoss,
+            first_loss: losses.first, second_loss: losses.dropFirst().first,
             threads: BLAS.threads, openblas_core: BLAS.coreName, openblas_config: BLAS.configuration,
             step_seconds: stepSeconds, step_seconds_samples: stepTimes, images_per_second: Double(x.shape[0]) / stepSeconds,
             profiled_step_seconds: profiledStepSeconds,
-            other_seconds: mean(profiledSteps) - layers.reduce(0) { $0 + $1.forward_seconds + $1.backward_seconds },
+            other_seconds: otherSeconds,
             gemm_seconds: gemmSeconds,
             gemm_efficiency: gemmSeconds / profiledStepSeconds, gemm_gflop: gflop, achieved_gflops: gflop / stepSeconds, peak_rss_bytes: peakBytes,
             allocations_per_step: allocationsAfter.map { ($0.calls - allocationsBefore!.calls) / steps },
@@ -156,6 +165,12 @@ struct Bench: ParsableCommand {
     }
 }
 
+/// The middle sample, or the mean of the two middle ones for an even count.
+func median(_ samples: [Double]) -> Double {
+    let sorted = samples.sorted(), middle = sorted.count / 2
+    return sorted.count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
+}
+
 /// `value` as pretty, key-sorted JSON on stdout: stable output for scripts to read.
 func printJSON(_ value: some Encodable) throws {
     let encoder = JSONEncoder()
@@ -180,6 +195,7 @@ struct LayerReport: Codable {
     var kind: String
     /// A block or stage: its times are its own code's (a residual block's addition and ReLU), not its layers'.
     var container: Bool
+    /// Medians over the profiled steps.
     var forward_seconds: Double
     var backward_seconds: Double
     var gemm_seconds: Double
@@ -195,6 +211,9 @@ struct BenchReport: Codable {
     var input: [Int]
     /// Loss of the first training step (before any update), to compare with other frameworks.
     var first_loss: Float?
+    /// Loss of the second step: the same batch after one SGD update, so that a comparison
+    /// covers backward and the optimizer too. Absent when the run makes one step.
+    var second_loss: Float?
     var threads: Int
     var openblas_core: String
     var openblas_config: String
@@ -203,8 +222,8 @@ struct BenchReport: Codable {
     var images_per_second: Double
     /// Median of the profiled steps that alternate with the replays of their sgemms.
     var profiled_step_seconds: Double
-    /// Mean profiled step minus its layers' (and containers') mean times: the loss, the
-    /// optimizer and the model's own layout changes.
+    /// Median over the profiled steps of the step minus its layers' (and containers')
+    /// times: the loss, the optimizer and the model's own layout changes.
     var other_seconds: Double
     var gemm_seconds: Double
     var gemm_efficiency: Double

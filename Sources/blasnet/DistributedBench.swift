@@ -30,12 +30,16 @@ extension Bench {
         }
         for _ in 0..<warmup { try step() }
         try processes.barrier()
-        let exposedBefore = parallel.exposedSeconds
-        let stepTimes = try (0..<steps).map { _ in try seconds(step) }
-        let exposed = (parallel.exposedSeconds - exposedBefore) / Double(steps)
+        var exposedTimes: [Double] = []
+        let stepTimes = try (0..<steps).map { _ in
+            let exposedBefore = parallel.exposedSeconds
+            defer { exposedTimes.append(parallel.exposedSeconds - exposedBefore) }
+            return try seconds(step)
+        }
+        let exposed = median(exposedTimes)
         // The same sums with nothing to overlap: what communication costs alone.
-        let alone = try (0..<steps).map { _ in try seconds { try parallel.sumGradientsBlocking(of: net) } }.sorted()[steps / 2]
-        let stepSeconds = stepTimes.sorted()[steps / 2]
+        let alone = median(try (0..<steps).map { _ in try seconds { try parallel.sumGradientsBlocking(of: net) } })
+        let stepSeconds = median(stepTimes)
         let gradientFloats = net.namedParameters().reduce(0) { $0 + $1.parameter.value.count }
         let report = DistributedBenchReport(
             arch: model.arch.rawValue, stem: model.stem.rawValue, processes: processes.size, threads_per_process: BLAS.threads,
@@ -69,7 +73,7 @@ struct DistributedBenchReport: Codable {
     var bucket_bytes: Int
     /// Median time of the step's gradient sums run alone, after backward.
     var allreduce_seconds: Double
-    /// Mean time a step waited for its sums after backward returned.
+    /// Median time a step waited for its sums after backward returned.
     var allreduce_exposed_seconds: Double
     /// 1 − exposed ÷ alone: the part of the communication backward hid.
     var allreduce_hidden_fraction: Double

@@ -167,6 +167,36 @@ struct RunCommandTests {
         #expect(peak > 0 && peak < 1 << 29, "\(peak)")
     }
 
+    /// `bench` reports the loss before any update (PyTorch's, from the fixture) and after one
+    /// SGD update on the same batch (the library's own step, taken here), so that the PyTorch
+    /// comparison checks backward and the optimizer too; and the median of an even number of
+    /// steps is the mean of the middle two, not the slower one.
+    @Test func benchReportsBothLossesAndTheMedian() throws {
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let result = try Self.run(["bench", "--arch", "seresnet18", "--stem", "cifar", "--num-classes", "10", "--weights", weights,
+                                   "--data", input, "--warmup", "0", "--steps", "2", "--json"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+        let first = try #require(report["first_loss"] as? Double), second = try #require(report["second_loss"] as? Double)
+        let fixture = try PyTorchParityTests.Fixture("seresnet18_cifar")
+        try fixture.expectClose(Tensor(scalar: Float(first)), "train.loss", floor: PyTorchParityTests.outputFloor)
+
+        let model = try ResNet(.seresnet18, numClasses: 10, stem: .cifar)
+        try model.loadStateDict(SafeTensorsFile(contentsOf: weights))
+        model.train()
+        let (x, targets) = (try #require(fixture.file["input"]).floats(), try #require(fixture.file["target"]).integers().map { Int($0) })
+        let sgd = try SGD(model.namedParameters().map(\.parameter), learningRate: 0.01, momentum: 0.9, weightDecay: 1e-4)
+        _ = try model.backward(try CrossEntropyLoss()(try model.forward(x), targets: targets).gradient)
+        sgd.step()
+        let (expected, _) = try CrossEntropyLoss()(try model.forward(x), targets: targets)
+        #expect(abs(second - Double(expected)) <= 1e-5 * Double(expected), "bench \(second), one SGD step here \(expected)")
+        #expect(abs(second - first) > 1e-4 * first, "the update changed nothing: \(first) then \(second)")
+
+        let samples = try #require(report["step_seconds_samples"] as? [Double])
+        let median = try #require(report["step_seconds"] as? Double)
+        #expect(samples.count == 2 && abs(median - (samples[0] + samples[1]) / 2) <= 1e-12, "\(median) of \(samples)")
+    }
+
     /// Sizes whose arithmetic overflowed, or whose model no machine could hold, used to trap.
     @Test func hugeSizesAreRefused() throws {
         let cases: [(args: [String], firstLine: String)] = [
