@@ -100,11 +100,12 @@ struct Bench: ParsableCommand {
         var layerSteps: [[(forward: Double, backward: Double)]] = []
         var replay: GEMMReplay?
         for _ in 0..<steps {
-            let before = profiler.layers
+            // Only the times: holding the records would make the step copy their sgemm lists.
+            let before = profiler.layers.map { (forward: $0.forwardSeconds, backward: $0.backwardSeconds) }
             profiledSteps.append(try seconds { try profiler.run(step) })
             layerSteps.append(profiler.layers.enumerated().map { i, layer in
-                let earlier = i < before.count ? before[i] : nil
-                return (layer.forwardSeconds - (earlier?.forwardSeconds ?? 0), layer.backwardSeconds - (earlier?.backwardSeconds ?? 0))
+                let earlier = i < before.count ? before[i] : (forward: 0, backward: 0)
+                return (layer.forwardSeconds - earlier.forward, layer.backwardSeconds - earlier.backward)
             })
             replay = replay ?? GEMMReplay(profiler.layers, steps: 1)
             replays.append(replay!.run())
@@ -212,7 +213,7 @@ struct BenchReport: Codable {
     /// Loss of the first training step (before any update), to compare with other frameworks.
     var first_loss: Float?
     /// Loss of the second step: the same batch after one SGD update, so that a comparison
-    /// covers backward and the optimizer too. Absent when the run makes one step.
+    /// covers backward and the optimizer too. Absent in inference mode.
     var second_loss: Float?
     var threads: Int
     var openblas_core: String
