@@ -9,8 +9,13 @@ ensure_packages() {
     done
     ((${#missing[@]})) || return 0
     echo "installing ${missing[*]}" >&2
-    local sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >&2
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null || { echo "error: installing ${missing[*]} needs root or sudo" >&2; return 1; }
+        sudo=(sudo -n)  # never wait for a password nobody can type
+    fi
+    # A fresh machine's boot-time apt jobs often hold the dpkg lock: wait for it rather than fail.
+    local apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600)
+    "${apt[@]}" update -qq
+    "${apt[@]}" install -y -qq "${missing[@]}" >&2
 }

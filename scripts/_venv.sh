@@ -28,8 +28,14 @@ USER_PYTHON="$PYTHON"
 if [[ -z "$PYTHON" ]]; then
     if [[ ! -x "$VENV_DIR/bin/python" ]]; then
         echo "creating $VENV_DIR (one-time; downloads torch from PyPI)" >&2
-        python3 -m venv "$VENV_DIR"
-        "$VENV_DIR/bin/python" -m pip install torch torchvision timm safetensors numpy >&2
+        source "$REPO_ROOT/scripts/_apt.sh"
+        ensure_packages python3-venv
+        # Built aside and renamed when complete, so that an interrupted install is redone
+        # next time instead of leaving a venv without torch.
+        rm -rf "$VENV_DIR.partial"
+        python3 -m venv "$VENV_DIR.partial"
+        "$VENV_DIR.partial/bin/python" -m pip install torch torchvision timm safetensors numpy >&2
+        mv "$VENV_DIR.partial" "$VENV_DIR"
     fi
     PYTHON="$VENV_DIR/bin/python"
 fi

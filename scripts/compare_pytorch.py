@@ -586,12 +586,12 @@ def ensure_blasnet(path: str | None) -> str:
         if not os.access(path, os.X_OK):
             raise SystemExit(f"error: --blasnet {path}: not an executable file")
         return path
-    if not os.access(DEFAULT_BLASNET, os.X_OK):
-        log(f"{DEFAULT_BLASNET} missing: running swift build -c release")
-        proc = subprocess.run(["swift", "build", "-c", "release", "--product", "blasnet"], cwd=REPO,
-                              stdout=sys.stderr, stderr=sys.stderr)
-        if proc.returncode != 0 or not os.access(DEFAULT_BLASNET, os.X_OK):
-            raise SystemExit("error: swift build -c release failed")
+    # Always: an incremental build is quick, and a stale binary would time old code.
+    log("swift build -c release --product blasnet")
+    proc = subprocess.run(["swift", "build", "-c", "release", "--product", "blasnet"], cwd=REPO,
+                          stdout=sys.stderr, stderr=sys.stderr)
+    if proc.returncode != 0 or not os.access(DEFAULT_BLASNET, os.X_OK):
+        raise SystemExit("error: swift build -c release failed")
     return DEFAULT_BLASNET
 
 
@@ -635,7 +635,7 @@ def main() -> int:
     parser.add_argument("--json", metavar="PATH", help="also save every raw number (all runs, per-layer data) here")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown (for the README)")
     parser.add_argument("--blasnet", metavar="PATH",
-                        help="blasnet binary (default .build/release/blasnet, built with swift build -c release if missing)")
+                        help="blasnet binary (default .build/release/blasnet, brought up to date with swift build -c release first)")
     parser.add_argument("--timeout", type=float, help="kill a run after this many seconds (default: no limit)")
     parser.add_argument("--keep-files", action="store_true", help="keep the weights/data files and print where")
     args = parser.parse_args()

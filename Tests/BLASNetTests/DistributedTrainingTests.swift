@@ -16,7 +16,8 @@ extension TrainCommandTests {
         } else {
             launch += ["-np", String(processes)] + command
         }
-        return try RunCommandTests.run(launch, program: URL(fileURLWithPath: "/usr/bin/mpirun"))
+        // Not /usr/bin/mpirun: an alternatives link that may lead to MPICH, which knows neither flag above.
+        return try RunCommandTests.run(launch, program: URL(fileURLWithPath: "/usr/bin/mpirun.openmpi"))
     }
 
     func distributedTrain(_ extra: [String], faultInLastRank fault: String? = nil) throws -> (status: Int32, stdout: String, stderr: String) {

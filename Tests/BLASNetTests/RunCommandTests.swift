@@ -10,6 +10,9 @@ struct RunCommandTests {
         URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("blasnet")
     }
 
+    /// Seconds a child process may run; the slowest, under AddressSanitizer, take about a minute.
+    static let childTimeLimit = 900
+
     /// Runs `blasnet` to completion; its output goes through files, which cannot fill up
     /// and stall the child the way an unread pipe can.
     /// A process killed by a signal gets the shell's status for it, 128 + the signal.
@@ -28,9 +31,16 @@ struct RunCommandTests {
         process.standardOutput = try FileHandle(forWritingTo: outURL)
         process.standardError = try FileHandle(forWritingTo: errURL)
         try process.run()
+        // A child that hangs (a stuck MPI rank, say) fails its test instead of the whole run.
+        let pid = process.processIdentifier
+        let watchdog = DispatchWorkItem { kill(pid, SIGKILL) }
+        DispatchQueue.global().asyncAfter(deadline: .now() + .seconds(childTimeLimit), execute: watchdog)
         process.waitUntilExit()
+        watchdog.cancel()
         let status = process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
-        return (status, try String(contentsOf: outURL, encoding: .utf8), try String(contentsOf: errURL, encoding: .utf8))
+        var stderr = try String(contentsOf: errURL, encoding: .utf8)
+        if status == 128 + SIGKILL { stderr += "\n(killed: still running after \(childTimeLimit) s)" }
+        return (status, try String(contentsOf: outURL, encoding: .utf8), stderr)
     }
 
     let dir: URL
