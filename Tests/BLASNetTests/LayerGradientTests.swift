@@ -170,6 +170,22 @@ struct LayerGradientTests {
         try GradientCheck.check(ReLU(), input: x)
     }
 
+    /// A NaN output passes its gradient back, as in PyTorch (threshold_backward zeroes only
+    /// where the output is ≤ 0), so a NaN upstream is not hidden from the layers below. On a
+    /// tensor long enough for both workers and the vector loop, with NaNs at either end.
+    @Test func reluPassesTheGradientWhereItsOutputIsNaN() throws {
+        let n = 40_003
+        let x = try Tensor(shape: [1, n], scalars: (0..<n).map { i in i % 7 == 0 || i == n - 1 ? .nan : Float(i % 5) - 2 })
+        let relu = ReLU()
+        let y = try relu.forward(x).scalars
+        let dx = try relu.backward(Tensor(shape: [1, n], repeating: 1)).scalars
+        for i in 0..<n {
+            let expected: Float = y[i].isNaN || y[i] > 0 ? 1 : 0
+            #expect(dx[i] == expected && y[i].isNaN == x[i].isNaN, "i \(i): x \(x[i]) y \(y[i]) dx \(dx[i])")
+            if dx[i] != expected { break }
+        }
+    }
+
     @Test func sigmoid() throws {
         try GradientCheck.check(Sigmoid(), input: GradientCheck.random([2, 3, 4], scale: 3, seed: 12))
     }

@@ -14,13 +14,14 @@ extension Kernels {
         parallelFor(count, grain: elementGrain) { r in for i in r { dx[i] = reluMasked(dy, output, i) } }
     }
 
-    /// `g[i]` where the ReLU output `y[i]` is positive, else 0. Loading `g[i]` before the
-    /// comparison lets the compiler vectorize the select; `y[i] > 0 ? g[i] : 0` reads
-    /// `g` conditionally, which keeps loops scalar and branchy (26× slower, measured).
+    /// 0 where the ReLU output `y[i]` is at most 0, else `g[i]`: a NaN output passes its
+    /// gradient, as in PyTorch. Loading `g[i]` before the comparison lets the compiler
+    /// vectorize the select; reading `g` conditionally keeps loops scalar and branchy
+    /// (26× slower, measured).
     @inline(__always)
     static func reluMasked(_ g: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ i: Int) -> Float {
         let gi = g[i]
-        return y[i] > 0 ? gi : 0
+        return y[i] <= 0 ? 0 : gi
     }
 
     /// `y = max(y + x, 0)` in place: a residual addition and the ReLU after it, in one pass.
