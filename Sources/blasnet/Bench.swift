@@ -71,7 +71,9 @@ struct Bench: ParsableCommand {
         let sgd = try SGD(net.namedParameters().map(\.parameter), learningRate: 0.01, momentum: 0.9, weightDecay: 1e-4)
         if mode == .train { net.train() } else { net.eval() }
         // The first two losses: before any update, and after one SGD update on the same batch.
+        // Reserved, so that recording the second does not allocate inside a timed step.
         var losses: [Float] = []
+        losses.reserveCapacity(2)
         let step = {
             guard mode == .train else {
                 // Keeps no activations for a backward pass, as PyTorch's inference_mode.
