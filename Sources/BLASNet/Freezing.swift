@@ -40,7 +40,8 @@ extension Module {
     }
 
     /// Freezes the descendants at `paths` (state_dict prefixes such as `conv1`, `layer1`,
-    /// `layer2.0`), as `requires_grad_(False)` on those sub-modules would in PyTorch.
+    /// `layer2.0`), as `requires_grad_(False)` and `.eval()` on those sub-modules' norms would
+    /// in PyTorch (`requires_grad_(False)` alone would leave their running statistics moving).
     /// Throws, naming the paths this module has, if one of them does not exist; then
     /// nothing is frozen.
     public func freeze(layers paths: [String]) throws {

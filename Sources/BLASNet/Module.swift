@@ -15,6 +15,19 @@ public final class Parameter {
         self.value = value
     }
 
+    /// The most elements a layer's parameter may have: 2³¹ floats, 8 GiB. Sizes past it
+    /// (a class count or a channel count off by orders of magnitude) are refused before
+    /// anything is allocated or multiplied out of `Int`'s range.
+    public static let maximumCount = 1 << 31
+
+    /// Throws unless a parameter of `shape` stays within ``maximumCount``.
+    static func checkSize(_ shape: [Int], of layer: String) throws {
+        guard let count = Tensor.elementCount(shape), count <= maximumCount else {
+            throw BLASNetError.invalidArgument(
+                "\(layer): a \(shape.map(String.init).joined(separator: "×")) parameter is more than \(maximumCount) elements")
+        }
+    }
+
     /// Runs `body` on the gradient's memory for accumulation, zeroed memory on first use.
     package func withGradient<R>(_ body: (UnsafeMutablePointer<Float>) throws -> R) rethrows -> R {
         if grad == nil { grad = Tensor(shape: value.shape) }

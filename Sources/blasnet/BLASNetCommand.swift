@@ -21,7 +21,7 @@ extension ConvolutionAlgorithm: ExpressibleByArgument {}
 /// negative value (`--width -3`) reads as an unknown flag and the user is told the value
 /// is missing instead of what is wrong with it.
 struct ModelOptions: ParsableArguments {
-    @Option(help: "Architecture: \(Architecture.allCases.map(\.rawValue).joined(separator: ", ")), or any resnet/seresnet of depth 6n+2.")
+    @Option(help: "Architecture: \(Architecture.allCases.map(\.rawValue).joined(separator: ", ")), or any resnet/seresnet of depth 6n+2 up to \(Architecture.maximumCIFARDepth).")
     var arch: Architecture
 
     @Option(parsing: .unconditional, help: "Channels of the stem and first stage (default: the architecture's, 64 or 16); each stage doubles it.")
@@ -47,9 +47,13 @@ struct ModelOptions: ParsableArguments {
     var threads: Int?
 
     func validate() throws {
-        guard headGrid > 0 else { throw ValidationError("--head-grid must be positive, got \(headGrid)") }
-        guard numClasses > 0 else { throw ValidationError("--num-classes must be positive, got \(numClasses)") }
-        guard inChans > 0 else { throw ValidationError("--in-chans must be positive, got \(inChans)") }
+        try Self.check(headGrid: headGrid)
+        guard (1...Self.maximumClasses).contains(numClasses) else {
+            throw ValidationError("--num-classes must be in 1...\(Self.maximumClasses), got \(numClasses)")
+        }
+        guard (1...Self.maximumInputChannels).contains(inChans) else {
+            throw ValidationError("--in-chans must be in 1...\(Self.maximumInputChannels), got \(inChans)")
+        }
         if let width { try Self.check(width: width) }
         if let threads, threads <= 0 { throw ValidationError("--threads must be positive, got \(threads)") }
     }
@@ -64,6 +68,20 @@ struct ModelOptions: ParsableArguments {
     static func check(input: [Int]) throws {
         guard input.count == 2, input.allSatisfy({ (1...maximumInputSide).contains($0) }) else {
             throw ValidationError("--input takes two sizes H W in 1...\(maximumInputSide), got \(input.map(String.init).joined(separator: " "))")
+        }
+    }
+
+    /// A 2²⁰-class head and a 4096-channel input are far past any dataset's; larger values
+    /// are typos, and would exhaust memory before an error could name the flag.
+    static let maximumClasses = 1 << 20
+    static let maximumInputChannels = 4096
+
+    /// Head pooling grids: 64×64 already outnumbers the positions of a 2048² image's last feature map.
+    static let headGrids = 1...64
+
+    static func check(headGrid: Int) throws {
+        guard headGrids.contains(headGrid) else {
+            throw ValidationError("--head-grid must be in \(headGrids.lowerBound)...\(headGrids.upperBound), got \(headGrid)")
         }
     }
 

@@ -48,7 +48,7 @@ struct Eval: ParsableCommand {
             guard let name = DatasetName(rawValue: $0) else { throw BLASNetError.malformedFile(path: weights, reason: "unknown dataset '\($0)' in metadata") }
             return name
         } ?? .fashionMNIST
-        let (arch, width, stem, norm) = try shape.resolve(file, path: weights)
+        let (arch, width, stem, norm, headGrid) = try shape.resolve(file, path: weights)
         let directory = data.map { URL(fileURLWithPath: $0) }
         var testSet = try ImageDataset.load(datasetName, split: .test, directory: directory)
         let recordedClasses = meta["classes"].flatMap { $0.isEmpty ? nil : ClassList(argument: $0) }
@@ -67,7 +67,7 @@ struct Eval: ParsableCommand {
         }
         let model = try ResNet(arch, numClasses: testSet.numClasses, inChannels: testSet.channels,
                                stem: stem, width: width, norm: norm,
-                               headGrid: meta["head_grid"].flatMap { Int($0) } ?? 1, seed: 0)
+                               headGrid: headGrid, seed: 0)
         let report = try model.loadStateDict(file, strict: false)
         let ignored = report.unexpectedKeys.filter { !$0.hasPrefix("optimizer.") }
         guard report.missingKeys.filter({ !$0.hasSuffix("num_batches_tracked") }).isEmpty, ignored.isEmpty else {

@@ -84,7 +84,7 @@ struct Finetune: ParsableCommand {
         if let epochs, !(0...1_000_000).contains(epochs) { throw ValidationError("--epochs must be in 0...1000000, got \(epochs)") }
         guard batchSize >= 2 else { throw ValidationError("--batch-size must be at least 2, got \(batchSize)") }
         if let threads, threads <= 0 { throw ValidationError("--threads must be positive, got \(threads)") }
-        if let headGrid, headGrid <= 0 { throw ValidationError("--head-grid must be positive, got \(headGrid)") }
+        if let headGrid { try ModelOptions.check(headGrid: headGrid) }
         try OutputDirectory.checkNothingReplaced(URL(fileURLWithPath: out).appendingPathComponent("finetuned.safetensors").path,
                                                  overwrite: overwrite,
                                                  otherwise: "it holds an earlier fine-tuned model")
@@ -95,7 +95,7 @@ struct Finetune: ParsableCommand {
         let outputDirectory = try OutputDirectory.prepare(out)
         let file = try SafeTensorsFile(contentsOf: weights)
         let meta = file.metadata
-        let (arch, width, stem, norm) = try shape.resolve(file, path: weights)
+        let (arch, width, stem, norm, recordedGrid) = try shape.resolve(file, path: weights)
         let directory = data.map { URL(fileURLWithPath: $0) }
         var trainSet = try ImageDataset.load(dataset, split: .train, directory: directory)
         var testSet = try ImageDataset.load(dataset, split: .test, directory: directory)
@@ -107,19 +107,32 @@ struct Finetune: ParsableCommand {
         var (mean, std) = (metadataFloats(meta["mean"]), metadataFloats(meta["std"]))
         if mean.count != trainSet.channels || std.count != trainSet.channels { (mean, std) = try trainSet.channelStatistics() }
 
-        let pretrainedClasses = file["fc.weight"]?.shape.first ?? trainSet.numClasses
+        var pretrainedClasses = trainSet.numClasses
+        if let fcShape = file["fc.weight"]?.shape {
+            guard fcShape.count == 2, (1...ModelOptions.maximumClasses).contains(fcShape[0]) else {
+                throw BLASNetError.malformedFile(path: weights, reason: "its fc.weight has shape \(fcShape)")
+            }
+            pretrainedClasses = fcShape[0]
+        }
         let model = try ResNet(arch, numClasses: pretrainedClasses, inChannels: trainSet.channels,
                                stem: stem, width: width, norm: norm,
-                               headGrid: meta["head_grid"].flatMap { Int($0) } ?? 1, seed: seed)
+                               headGrid: recordedGrid, seed: seed)
         let report = try model.loadStateDict(SafeTensorsFile(tensors: file.tensors.filter { !$0.name.hasPrefix("optimizer.") }),
                                              strict: false)
         let missing = report.missingKeys.filter { !$0.hasSuffix("num_batches_tracked") }
+        // Only the head is replaced: a backbone the file does not hold (another model, keys
+        // under a prefix) would be fine-tuned from random weights without a word.
+        let requested = try requestedStrategy()
+        let backboneMissing = missing.filter { !$0.hasPrefix("fc.") }
+        if requested != .scratch && !backboneMissing.isEmpty {
+            throw BLASNetError.stateDictMismatch(missing: backboneMissing, unexpected: report.unexpectedKeys, wrongShape: [])
+        }
         print("loaded \(weights): missing keys \(missing.isEmpty ? "none" : missing.joined(separator: ", ")); "
               + "unexpected keys \(report.unexpectedKeys.isEmpty ? "none" : report.unexpectedKeys.joined(separator: ", "))")
 
         let loader = try DataLoader(dataset: trainSet, batchSize: min(batchSize, trainSet.count), shuffle: true, seed: seed,
                                     mean: mean, std: std, augmentation: Augmentation(cropPadding: cropPadding, horizontalFlip: flip), dropLast: true)
-        let chosen = try requestedStrategy() ?? autoStrategy(model, trainSet, mean: mean, std: std)
+        let chosen = try requested ?? autoStrategy(model, trainSet, mean: mean, std: std)
         // A new task has a new label set, whatever its size: the classifier starts afresh.
         let grid = headGrid ?? (chosen == .head ? 2 : 1)
         try model.replaceHead(numClasses: trainSet.numClasses, grid: grid, seed: seed)

@@ -15,7 +15,7 @@ struct LossOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "Focal loss γ, the focusing exponent (default 2).")
     var focalGamma: Float?
 
-    @Option(help: "Focal loss α: one weight for every class, or a comma-separated weight per class (default 0.25).",
+    @Option(help: "Focal loss α: one weight for every class, or a comma-separated weight per class (default 1: a single α only scales the loss).",
             transform: LossOptions.weights)
     var focalAlpha: [Float]?
 
@@ -43,7 +43,7 @@ struct LossOptions: ParsableArguments {
             return try CrossEntropyLoss(labelSmoothing: labelSmoothing)
         case .focal:
             guard labelSmoothing == 0 else { throw ValidationError("--label-smoothing goes with --loss cross-entropy") }
-            let alpha = focalAlpha ?? [0.25]
+            let alpha = focalAlpha ?? [1]
             return try FocalLoss(gamma: focalGamma ?? 2, alpha: alpha.count == 1 ? .uniform(alpha[0]) : .perClass(alpha))
         }
     }

@@ -25,8 +25,10 @@ struct RecordedModelOptions: ParsableArguments {
         if let width { try ModelOptions.check(width: width) }
     }
 
-    /// The shape of the model in `file`, read from `path`: its record, else these flags.
-    func resolve(_ file: SafeTensorsFile, path: String) throws -> (arch: Architecture, width: Int?, stem: Stem, norm: Normalization) {
+    /// The shape of the model in `file`, read from `path`: its record, else these flags
+    /// (the head's pooling grid only from the record, 1 without one).
+    func resolve(_ file: SafeTensorsFile, path: String)
+        throws -> (arch: Architecture, width: Int?, stem: Stem, norm: Normalization, headGrid: Int) {
         let meta = file.metadata
         func pick<T: Equatable>(_ flag: String, _ given: T?, _ parse: (String) throws -> T?) throws -> T? {
             let key = String(flag.dropFirst(2))
@@ -49,11 +51,17 @@ struct RecordedModelOptions: ParsableArguments {
             }
         }
         let norm = try pick("--norm", norm, Normalization.init(parsing:)) ?? .batch
-        if let stem = try pick("--stem", stem, Stem.init(rawValue:)) { return (arch, width, stem, norm) }
+        let headGrid = try meta["head_grid"].map { recorded in
+            guard let grid = Int(recorded), ModelOptions.headGrids.contains(grid) else {
+                throw BLASNetError.malformedFile(path: path, reason: "its metadata records head_grid '\(recorded)'")
+            }
+            return grid
+        } ?? 1
+        if let stem = try pick("--stem", stem, Stem.init(rawValue:)) { return (arch, width, stem, norm, headGrid) }
         // Any conv1 but a 3×3 one is imagenet's, or fails to load with its shape named.
         guard file["conv1.weight"]?.shape.last != 3 else {
             throw ValidationError("\(path) does not record its stem, and its 3×3 conv1 fits both cifar (stride 1) and strided (stride 2); pass --stem")
         }
-        return (arch, width, .imagenet, norm)
+        return (arch, width, .imagenet, norm, headGrid)
     }
 }

@@ -29,7 +29,7 @@ struct Train: ParsableCommand {
     @Option(help: "Settings bundle: quick (the default: 5 epochs at half resolution, about 92% in under 5 minutes) or long (30 epochs at full resolution with random crops, 94.2% measured).")
     var preset: Preset?
 
-    @Option(help: "Architecture (default: the preset's): resnet/seresnet 18…152, or CIFAR-style 6n+2 such as seresnet20.")
+    @Option(help: "Architecture (default: the preset's): resnet/seresnet 18…152, or CIFAR-style 6n+2 (up to \(Architecture.maximumCIFARDepth)) such as seresnet20.")
     var arch: Architecture?
 
     @Option(parsing: .unconditional, help: "Channels of the stem and first stage (default: the preset's).")
@@ -121,13 +121,19 @@ struct Train: ParsableCommand {
         if let threads, threads <= 0 { throw ValidationError("--threads must be positive, got \(threads)") }
         if syncBn && !distributed { throw ValidationError("--sync-bn synchronizes the processes of a --distributed run") }
         let target = out ?? resume ?? Self.defaultOut
-        if resume.map({ URL(fileURLWithPath: $0).standardizedFileURL }) != URL(fileURLWithPath: target).standardizedFileURL {
+        if !resumesInPlace {
             try OutputDirectory.checkNothingReplaced(Self.checkpointPath(target), overwrite: overwrite,
                                                      otherwise: "continue that run with --resume \(target)")
         }
         if let preset, resume != nil {
             throw ValidationError("--preset \(preset.rawValue) picks a new run's settings; a resumed run keeps its own (set --epochs and the like instead)")
         }
+    }
+
+    /// Whether the run continues in the directory it was resumed from.
+    private var resumesInPlace: Bool {
+        resume.map { URL(fileURLWithPath: $0).standardizedFileURL }
+            == URL(fileURLWithPath: out ?? resume ?? Self.defaultOut).standardizedFileURL
     }
 
     func run() throws {
@@ -151,6 +157,8 @@ struct Train: ParsableCommand {
         let run = try TrainingRun(settings: resolvedSettings(checkpoint), dataDirectory: data, out: out ?? resume ?? Self.defaultOut,
                                   processes: processes, syncBatchNorm: syncBn)
         if let checkpoint { try run.restore(checkpoint) }
+        // A run continued elsewhere keeps its best epoch's weights beside the new ones.
+        if let resume, !resumesInPlace { try run.adoptBest(from: resume) }
         try run.synchronizeWithRoot()
         run.trainer.skipNonFinite = skipNonfinite
         Interruption.install()

@@ -88,6 +88,16 @@ final class TrainingRun {
         bestAccuracy = history.map(\.testAccuracy).max() ?? -1
     }
 
+    /// Copies the `best.safetensors` of the run in `directory`, which this one continues:
+    /// later epochs replace it only if they do better, as in that run's own directory.
+    func adoptBest(from directory: String) throws {
+        let source = URL(fileURLWithPath: directory).appendingPathComponent("best.safetensors")
+        guard isRoot, FileManager.default.fileExists(atPath: source.path) else { return }
+        let data: Data
+        do { data = try Data(contentsOf: source) } catch { throw BLASNetError.io("cannot read \(source.path): \(error.localizedDescription)") }
+        try AtomicFile.write(data, to: outputDirectory.appendingPathComponent("best.safetensors").path)
+    }
+
     /// Trains the remaining epochs, evaluating and checkpointing after each.
     func train() throws {
         let model = trainer.model as! ResNet

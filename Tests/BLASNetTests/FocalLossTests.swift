@@ -55,6 +55,17 @@ struct FocalLossTests {
         }
     }
 
+    /// With γ = 0 and the default α, focal loss is cross-entropy, loss and gradient: the
+    /// default does not scale the step size.
+    @Test func zeroGammaWithTheDefaultAlphaIsCrossEntropy() throws {
+        let logits = GradientCheck.random([4, 5], seed: 61)
+        let targets = [0, 3, 4, 1]
+        let (focal, focalGradient) = try FocalLoss(gamma: 0)(logits, targets: targets)
+        let (crossEntropy, crossEntropyGradient) = try CrossEntropyLoss()(logits, targets: targets)
+        #expect(abs(focal - crossEntropy) <= 1e-6 * abs(crossEntropy), "\(focal) against \(crossEntropy)")
+        for (a, b) in zip(focalGradient.scalars, crossEntropyGradient.scalars) { #expect(abs(a - b) <= 1e-6) }
+    }
+
     @Test func rejectsBadSettings() throws {
         #expect(throws: BLASNetError.self) { try FocalLoss(gamma: -1) }
         #expect(throws: BLASNetError.self) { try FocalLoss(gamma: .nan) }

@@ -56,6 +56,24 @@ struct FreezingTests {
         #expect((net.bn1 as? BatchNorm)?.training == true)
     }
 
+    /// Unfrozen, a normalization is back in the mode its model was last put in, with no
+    /// `train()` or `eval()` in between.
+    @Test func unfreezingReturnsNormalizationsToTheModelsMode() throws {
+        let norms: [any RunningStatistics] = [try BatchNorm(4), try InstanceNorm2d(4, trackRunningStats: true)]
+        for norm in norms {
+            func training() -> Bool { (norm as? BatchNorm)?.training ?? (norm as! InstanceNorm2d).training }
+            norm.train()
+            norm.freeze()
+            #expect(!training())
+            norm.unfreeze()
+            #expect(training(), "\(type(of: norm)) stayed in inference mode after unfreeze() in a training model")
+            norm.freeze()
+            norm.eval()
+            norm.unfreeze()
+            #expect(!training(), "\(type(of: norm)) went to training after unfreeze() in a model in eval mode")
+        }
+    }
+
     @Test func replacedHeadIsNewAndTrainable() throws {
         let net = try Self.model()
         net.freeze()

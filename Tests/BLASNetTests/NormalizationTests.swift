@@ -88,6 +88,20 @@ struct NormalizationTests {
         #expect(twins.calls == before)
     }
 
+    /// An infinite input makes its channel's batch variance NaN, and PyTorch carries that
+    /// into running_var; the other channels' statistics stay finite. Both BatchNorm paths.
+    @Test(arguments: [false, true])
+    func batchNormCarriesANaNVarianceIntoTheRunningStatistics(synchronized: Bool) throws {
+        let bn = try BatchNorm2d(3)
+        if synchronized { bn.synchronization = OneProcess() }
+        var x = GradientCheck.random([3, 2, 4, 4], seed: 50)
+        x[40] = .infinity // channel 1
+        _ = try bn.forward(x)
+        let runningVar = bn.runningVar.value.scalars
+        #expect(runningVar[1].isNaN, "running_var \(runningVar[1]) for a channel holding an infinity")
+        #expect(runningVar[0].isFinite && runningVar[2].isFinite)
+    }
+
     /// BatchNorm normalizes one plane at a time (statistics, then the affine; sums, then
     /// the input gradient) unless it must wait for other processes' statistics. A
     /// one-process synchronization takes the two-pass way over the whole tensor; both give

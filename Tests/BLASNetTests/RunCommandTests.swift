@@ -219,6 +219,12 @@ struct RunCommandTests {
              "Error: --input takes two sizes H W in 1...16384, got 3037000500 3037000500"),
             (["bench", "--arch", "resnet18", "--batch", "4096", "--input", "16384", "16384"],
              "Error: an input batch of 4096×3×16384×16384 floats needs more than 8 GB"),
+            (["receptive-field", "--arch", "resnet8", "--head-grid", "4294967296"],
+             "Error: --head-grid must be in 1...64, got 4294967296"),
+            (["receptive-field", "--arch", "resnet8", "--in-chans", "9223372036854775807"],
+             "Error: --in-chans must be in 1...4096, got 9223372036854775807"),
+            (["receptive-field", "--arch", "resnet8", "--num-classes", "100000000"],
+             "Error: --num-classes must be in 1...1048576, got 100000000"),
         ]
         for (args, firstLine) in cases {
             let result = try Self.run(args)

@@ -22,6 +22,17 @@ struct StateDictTests {
         #expect(try ResNet(.resnet50, width: 8).stateDict().count == 161 + 53 * 3)
     }
 
+    /// Sizes no machine could hold are refused by the library too, before any product of
+    /// them overflows: a head of 2⁴⁰ classes, a 2³²×2³² pooling grid, a million-block stage.
+    @Test func modelsTooLargeToBuildAreRefused() throws {
+        #expect(throws: BLASNetError.self) { try ResNet(.resnet8, numClasses: 1 << 40) }
+        #expect(throws: BLASNetError.self) { try ResNet(.resnet8, inChannels: Int.max) }
+        #expect(throws: BLASNetError.self) { try ResNet(.resnet8, headGrid: 1 << 32) }
+        #expect(throws: BLASNetError.self) { try ResNet(.resnet8, width: 1 << 40) }
+        #expect(Architecture(rawValue: "resnet600000002") == nil)
+        #expect(Architecture(rawValue: "resnet\(Architecture.maximumCIFARDepth)")?.depths == [1000, 1000, 1000])
+    }
+
     @Test func seWidthsFollowTimm() {
         #expect([64, 128, 256, 512, 1024, 2048].map { SEBlock.reducedChannels($0) } == [8, 8, 16, 32, 64, 128])
     }

@@ -108,6 +108,11 @@ struct TrainCommandTests {
         let otherOptimizer = try RunCommandTests.run(["train", "--resume", out, "--epochs", "2", "--optimizer", "adamw", "--data", data])
         #expect(otherOptimizer.status != 0)
         #expect(otherOptimizer.stderr.contains("--optimizer adamw differs"), "\(otherOptimizer.stderr)")
+        // Continued in another directory with no epoch left to beat it, the run still has its best weights there.
+        let elsewhere = dir.appendingPathComponent("gn-continued").path
+        let moved = try RunCommandTests.run(["train", "--resume", out, "--out", elsewhere, "--epochs", "1", "--data", data])
+        #expect(moved.status == 0, "\(moved.stderr)")
+        #expect(FileManager.default.contents(atPath: elsewhere + "/best.safetensors") == FileManager.default.contents(atPath: out + "/best.safetensors"))
         let resumed = try RunCommandTests.run(["train", "--resume", out, "--epochs", "2", "--threads", "1", "--data", data])
         #expect(resumed.status == 0, "\(resumed.stderr)")
 
@@ -156,6 +161,25 @@ struct TrainCommandTests {
                                                   "--data", data, "--threads", "1"])
         #expect(allClasses.status != 0)
         #expect(allClasses.stderr.contains("has 5 outputs") && allClasses.stderr.contains("--classes"), "\(allClasses.stderr)")
+        // A file whose head is not a classifier's, whose head_grid is absurd, or whose
+        // backbone is not the model's (keys under a prefix) is refused, not fine-tuned from random weights.
+        let tensors = try SafeTensorsFile(contentsOf: plain).tensors
+        func refused(_ file: SafeTensorsFile, _ command: String, _ message: String) throws {
+            let path = dir.appendingPathComponent("bad.safetensors").path
+            try file.write(to: path)
+            let extra = command == "finetune" ? ["--strategy", "head", "--out", dir.appendingPathComponent("ft-bad").path] : []
+            let r = try RunCommandTests.run([command, "--weights", path, "--arch", "resnet8", "--width", "4", "--stem", "strided",
+                                             "--data", data, "--classes", "5-9", "--threads", "1"] + extra)
+            #expect(r.status == 1, "\(command) \(message): \(r.stderr)")
+            #expect(r.stderr.contains(message), "\(r.stderr)")
+        }
+        let hugeHead = try SafeTensor(dtype: .f32, shape: [1 << 62, 0], bytes: Data())
+        try refused(SafeTensorsFile(tensors: tensors.map { $0.name == "fc.weight" ? ($0.name, hugeHead) : $0 }), "finetune",
+                    "fc.weight has shape [4611686018427387904, 0]")
+        try refused(SafeTensorsFile(tensors: tensors.map { ("model." + $0.name, $0.tensor) }), "finetune", "missing keys: conv1.weight")
+        for command in ["finetune", "eval"] {
+            try refused(SafeTensorsFile(tensors: tensors, metadata: ["head_grid": "4294967296"]), command, "head_grid '4294967296'")
+        }
         // Nor is the fine-tuned model replaced by a second run.
         let again = try RunCommandTests.run(["finetune", "--weights", plain, "--arch", "resnet8", "--width", "4", "--stem", "strided",
                                              "--data", data, "--classes", "5-9", "--strategy", "head", "--threads", "1", "--out", out])

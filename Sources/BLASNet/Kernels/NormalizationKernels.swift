@@ -42,7 +42,10 @@ extension Kernels {
             squares += blockedSum(m, lanes: { let d = load(p + $0) - muLanes; return d * d },
                                   scalar: { let d = p[$0] - muf; return d * d })
         }
-        return (mu, max(0, squares / count - offset * offset))
+        // Rounding can leave a constant plane's variance just below zero; `max(0, ·)` would
+        // also turn a NaN (an infinite input) into 0, which PyTorch carries into running_var.
+        let variance = squares / count - offset * offset
+        return (mu, variance < 0 ? 0 : variance)
     }
 
     /// `y = x·scale[p] + shift[p]` per plane, clamped at zero when `relu`.

@@ -19,10 +19,13 @@ public final class BatchNorm: Module {
     /// Batch statistics and running-average updates when true; running statistics when false.
     public var training = true
     /// Inference mode whatever mode the model is put in (set by ``Module/freeze()``), so
-    /// a frozen layer uses and keeps its running statistics.
+    /// a frozen layer uses and keeps its running statistics; cleared, the layer is back
+    /// in the model's mode.
     public var freezesStatistics = false {
-        didSet { if freezesStatistics { training = false } }
+        didSet { training = modelTraining && !freezesStatistics }
     }
+    /// The mode the model was last put in, whatever ``freezesStatistics`` says.
+    private var modelTraining = true
     /// Applies `max(·, 0)` to the output, as `BatchNorm2d` followed by `ReLU` would.
     public let fusesReLU: Bool
 
@@ -57,7 +60,10 @@ public final class BatchNorm: Module {
         [("running_mean", runningMean), ("running_var", runningVar), ("num_batches_tracked", numBatchesTracked)]
     }
 
-    public func setTraining(_ training: Bool) { self.training = training && !freezesStatistics }
+    public func setTraining(_ training: Bool) {
+        modelTraining = training
+        self.training = training && !freezesStatistics
+    }
 
     public func forward(_ x: Tensor) throws -> Tensor {
         guard x.shape.count >= 2, x.shape[0] == channels else {

@@ -29,6 +29,7 @@ public final class Conv2d: Module {
         guard inChannels > 0, outChannels > 0 else {
             throw BLASNetError.invalidArgument("Conv2d: channels must be positive, got \(inChannels) -> \(outChannels)")
         }
+        try Parameter.checkSize([outChannels, inChannels, kernelSize, kernelSize], of: "Conv2d")
         self.inChannels = inChannels
         self.outChannels = outChannels
         self.window = window

@@ -47,12 +47,19 @@ public final class InstanceNorm2d: Module {
             .compactMap { name, b in b.map { (name, $0) } }
     }
 
-    /// Inference mode whatever mode the model is put in (set by ``Module/freeze()``).
+    /// Inference mode whatever mode the model is put in (set by ``Module/freeze()``), so
+    /// a frozen layer uses and keeps its running statistics; cleared, the layer is back
+    /// in the model's mode.
     public var freezesStatistics = false {
-        didSet { if freezesStatistics { training = false } }
+        didSet { training = modelTraining && !freezesStatistics }
     }
+    /// The mode the model was last put in, whatever ``freezesStatistics`` says.
+    private var modelTraining = true
 
-    public func setTraining(_ training: Bool) { self.training = training && !freezesStatistics }
+    public func setTraining(_ training: Bool) {
+        modelTraining = training
+        self.training = training && !freezesStatistics
+    }
 
     private var name: String { "InstanceNorm2d(\(channels))" }
 

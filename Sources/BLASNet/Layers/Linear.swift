@@ -12,6 +12,7 @@ public final class Linear: Module {
         guard inFeatures > 0, outFeatures > 0 else {
             throw BLASNetError.invalidArgument("Linear: sizes must be positive, got \(inFeatures) -> \(outFeatures)")
         }
+        try Parameter.checkSize([outFeatures, inFeatures], of: "Linear")
         self.inFeatures = inFeatures
         self.outFeatures = outFeatures
         // PyTorch's default initialization: U(±1/√fan_in) for weight and bias.

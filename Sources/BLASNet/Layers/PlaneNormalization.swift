@@ -88,7 +88,8 @@ struct PlaneNormalization {
             count = totals[0]
             for s in 0..<n {
                 groupMean[s] = totals[1 + s] / count
-                groupVariance[s] = max(0, totals[1 + n + s] / count - groupMean[s] * groupMean[s])
+                let variance = totals[1 + n + s] / count - groupMean[s] * groupMean[s]
+                groupVariance[s] = variance < 0 ? 0 : variance // keeps a NaN, as above
             }
         }
         self.synchronization = synchronization

@@ -35,7 +35,7 @@ public struct Architecture: RawRepresentable, Hashable, CaseIterable, Sendable, 
     public let defaultWidth: Int
 
     /// Parses `resnet18` … `resnet152`, `seresnet18` … `seresnet152`, and `resnet<6n+2>` /
-    /// `seresnet<6n+2>` for the CIFAR family; nil for any other name.
+    /// `seresnet<6n+2>` up to ``maximumCIFARDepth`` for the CIFAR family; nil for any other name.
     public init?(rawValue: String) {
         let se = rawValue.hasPrefix("seresnet")
         guard let depth = Int(rawValue.dropFirst(se ? 8 : 6)), rawValue.hasPrefix(se ? "seresnet" : "resnet") else { return nil }
@@ -45,7 +45,7 @@ public struct Architecture: RawRepresentable, Hashable, CaseIterable, Sendable, 
         ]
         if let (block, depths) = imagenet[depth] {
             (blockType, self.depths, defaultWidth) = (block, depths, 64)
-        } else if depth >= 8, (depth - 2) % 6 == 0 {
+        } else if depth >= 8, (depth - 2) % 6 == 0, depth <= Self.maximumCIFARDepth {
             let n = (depth - 2) / 6
             (blockType, depths, defaultWidth) = (.basic, [n, n, n], 16)
         } else {
@@ -54,6 +54,10 @@ public struct Architecture: RawRepresentable, Hashable, CaseIterable, Sendable, 
         self.rawValue = rawValue
         squeezeExcitation = se
     }
+
+    /// The deepest CIFAR-family network that parses, 1,000 blocks per stage (He et al.
+    /// trained 1202 layers); deeper names are typos, and building them would not end.
+    public static let maximumCIFARDepth = 6002
 
     public static let resnet18 = Architecture(rawValue: "resnet18")!
     public static let resnet34 = Architecture(rawValue: "resnet34")!
@@ -169,12 +173,20 @@ public final class ResNet: Module {
             stages.append(Sequential(blocks))
         }
         self.stages = stages
-        fc = try Linear(channels * headGrid * headGrid, numClasses, rng: &rng)
+        fc = try Self.head(channels, grid: headGrid, numClasses: numClasses, rng: &rng)
         listChildren()
         for (_, p) in namedParameters() where p.value.shape.count == 4 {
             let fanOut = p.value.shape[0] * p.value.shape[2] * p.value.shape[3]
             p.value = .normal(shape: p.value.shape, std: (2 / Float(fanOut)).squareRoot(), using: &rng)
         }
+    }
+
+    /// A classifier reading each of `channels` over a `grid × grid` grid.
+    private static func head(_ channels: Int, grid: Int, numClasses: Int, rng: inout SeededGenerator) throws -> Linear {
+        guard let features = Tensor.elementCount([channels, grid, grid]) else {
+            throw BLASNetError.invalidArgument("ResNet: \(channels) channels pooled over a \(grid)×\(grid) grid overflow the feature count")
+        }
+        return try Linear(features, numClasses, rng: &rng)
     }
 
     private func listChildren() {
@@ -222,7 +234,7 @@ public final class ResNet: Module {
         var rng = SeededGenerator(seed: seed)
         let newPool = try grid.map { try AdaptiveAvgPool2d($0) } ?? pool
         let channels = fc.inFeatures / (pool.grid * pool.grid)
-        fc = try Linear(channels * newPool.grid * newPool.grid, numClasses, rng: &rng)
+        fc = try Self.head(channels, grid: newPool.grid, numClasses: numClasses, rng: &rng)
         pool = newPool
         self.numClasses = numClasses
         listChildren()

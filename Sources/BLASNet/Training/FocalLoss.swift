@@ -23,7 +23,12 @@ public struct FocalLoss: Loss, Sendable {
     public let alpha: Alpha
 
     /// Throws unless γ and every α are finite and non-negative.
-    public init(gamma: Float = 2, alpha: Alpha = .uniform(0.25)) throws {
+    ///
+    /// α defaults to 1, as in the multi-class focal losses of segmentation_models_pytorch
+    /// (`alpha=None`): the paper's 0.25 weighs positives against negatives in its sigmoid
+    /// form, while here one α for every class only scales the loss, and with it the step
+    /// size. Per-class weights are what balance classes.
+    public init(gamma: Float = 2, alpha: Alpha = .uniform(1)) throws {
         guard gamma >= 0, gamma.isFinite else {
             throw BLASNetError.invalidArgument("FocalLoss: gamma \(gamma) must be finite and non-negative")
         }
