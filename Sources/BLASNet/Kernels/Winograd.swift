@@ -44,9 +44,9 @@ extension Kernels {
     /// transform and the sgemms. `scratch` holds the transformed kernel and one chunk.
     static func winogradConvolve(_ x: UnsafePointer<Float>, _ g: ConvGeometry, weights w: UnsafePointer<Float>,
                                  outputs: Int, into y: UnsafeMutablePointer<Float>,
-                                 scratch: Workspace, chunkBytes: Int) {
+                                 scratch: Workspace, chunkBytes: Int, minimumTiles: Int) {
         let (c, k) = (g.channels, outputs)
-        let chunks = winogradChunks(g, outputs: k, chunkBytes: chunkBytes)
+        let chunks = winogradChunks(g, outputs: k, chunkBytes: chunkBytes, minimumTiles: minimumTiles)
         let (kernelStride, inputStride, outputStride) = winogradStrides(c, k, tiles: chunks.maxTiles)
         let buffer = scratch.floats(positions * (kernelStride + inputStride + outputStride))
         let u = buffer, v = u + positions * kernelStride, m = v + positions * inputStride
@@ -66,11 +66,11 @@ extension Kernels {
     /// `dW[K, C, 3, 3] += ∂/∂w` of the convolution above, given `dy[K, N, Ho, Wo]`.
     static func winogradWeightGradient(_ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, _ g: ConvGeometry,
                                        outputs: Int, into dw: UnsafeMutablePointer<Float>,
-                                       scratch: Workspace, chunkBytes: Int) {
+                                       scratch: Workspace, chunkBytes: Int, minimumTiles: Int) {
         // No tiles, no sgemm to write the sums: nothing to add.
         guard g.batch > 0 else { return }
         let (c, k) = (g.channels, outputs)
-        let chunks = winogradChunks(g, outputs: k, chunkBytes: chunkBytes)
+        let chunks = winogradChunks(g, outputs: k, chunkBytes: chunkBytes, minimumTiles: minimumTiles)
         let (kernelStride, inputStride, outputStride) = winogradStrides(c, k, tiles: chunks.maxTiles)
         let buffer = scratch.floats(positions * (kernelStride + inputStride + outputStride))
         let m = buffer, v = m + positions * kernelStride, u = v + positions * inputStride
@@ -95,11 +95,13 @@ extension Kernels {
     }
 
     /// The batch in runs of whole images whose transformed input and output tiles take
-    /// about `chunkBytes`, and the most tiles any run has.
-    private static func winogradChunks(_ g: ConvGeometry, outputs: Int, chunkBytes: Int)
+    /// about `chunkBytes`, but at least `minimumTiles` tiles (the sgemms' columns), and the
+    /// most tiles any run has.
+    private static func winogradChunks(_ g: ConvGeometry, outputs: Int, chunkBytes: Int, minimumTiles: Int)
         -> (ranges: ImageChunks, maxTiles: Int) {
         let perImage = positions * (g.channels + outputs) * g.tilesPerImage * MemoryLayout<Float>.size
-        let step = min(g.batch, max(1, chunkBytes / perImage))
+        let imagesForTiles = (minimumTiles + g.tilesPerImage - 1) / max(g.tilesPerImage, 1)
+        let step = min(g.batch, max(1, chunkBytes / perImage, imagesForTiles))
         return (ImageChunks(batch: g.batch, size: step), step * g.tilesPerImage)
     }
 
