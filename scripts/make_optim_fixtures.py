@@ -72,7 +72,7 @@ CE_TARGET = [0, 4, 2, 2, 1, 3]
 FOCAL_TARGET = [0, 4, 2, 0, 1, 3]
 FOCAL_CASES = [
     {"gamma": 0.0, "alpha": 1.0},                          # cross-entropy
-    {"gamma": 2.0, "alpha": 0.25},                         # the defaults
+    {"gamma": 2.0, "alpha": 0.25},                         # the paper's
     {"gamma": 0.5, "alpha": 0.25},                         # gamma < 1: (1 - p)**(gamma - 1) is unbounded
     {"gamma": 2.0, "alpha": [0.1, 0.4, 0.25, 1.0, 0.6]},   # a weight per class
 ]

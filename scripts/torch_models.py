@@ -122,12 +122,12 @@ def build(arch: str, num_classes: int, in_chans: int = 3, stem: str = "imagenet"
     return replace_norms(model, norm)
 
 
-# BLASNet's --loss forms; focal is built as `blasnet run --loss focal` defaults it (gamma 2, alpha 0.25).
+# BLASNet's --loss forms; focal is built as `blasnet run --loss focal` defaults it (gamma 2, alpha 1).
 LOSSES = ("cross-entropy", "focal")
 
 
 def loss_value(loss: str, logits: torch.Tensor, target: torch.Tensor,
-               gamma: float = 2.0, alpha: float = 0.25) -> torch.Tensor:
+               gamma: float = 2.0, alpha: float = 1.0) -> torch.Tensor:
     """Mean over the batch of cross-entropy, or of the focal loss
     -alpha * (1 - p_t)^gamma * log p_t (Lin et al. 2017) with p_t the softmax
     probability of the target, computed from log-softmax."""

@@ -125,7 +125,12 @@ struct Finetune: ParsableCommand {
         let requested = try requestedStrategy()
         let backboneMissing = missing.filter { !$0.hasPrefix("fc.") }
         if requested != .scratch && !backboneMissing.isEmpty {
-            throw BLASNetError.stateDictMismatch(missing: backboneMissing, unexpected: report.unexpectedKeys, wrongShape: [])
+            func some(_ keys: [String]) -> String { keys.prefix(3).joined(separator: ", ") + (keys.count > 3 ? ", …" : "") }
+            throw BLASNetError.invalidArgument("""
+                \(weights) does not hold this model's backbone: \(backboneMissing.count) keys missing (\(some(backboneMissing)))\
+                \(report.unexpectedKeys.isEmpty ? "" : ", \(report.unexpectedKeys.count) not the model's (\(some(report.unexpectedKeys)))"); \
+                check --arch and --width, or pass --strategy scratch to train without the weights
+                """)
         }
         print("loaded \(weights): missing keys \(missing.isEmpty ? "none" : missing.joined(separator: ", ")); "
               + "unexpected keys \(report.unexpectedKeys.isEmpty ? "none" : report.unexpectedKeys.joined(separator: ", "))")

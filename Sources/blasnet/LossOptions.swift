@@ -35,6 +35,10 @@ struct LossOptions: ParsableArguments {
         }
     }
 
+    /// Focal loss's γ and α when the flags give none (``FocalLoss``'s defaults).
+    static let defaultFocalGamma: Float = 2
+    static let defaultFocalAlpha: [Float] = [1]
+
     /// The loss these settings describe (the focal options apply to focal loss, label
     /// smoothing to cross-entropy).
     static func make(_ name: Name, focalGamma: Float?, focalAlpha: [Float]?, labelSmoothing: Float) throws -> any Loss {
@@ -43,8 +47,8 @@ struct LossOptions: ParsableArguments {
             return try CrossEntropyLoss(labelSmoothing: labelSmoothing)
         case .focal:
             guard labelSmoothing == 0 else { throw ValidationError("--label-smoothing goes with --loss cross-entropy") }
-            let alpha = focalAlpha ?? [1]
-            return try FocalLoss(gamma: focalGamma ?? 2, alpha: alpha.count == 1 ? .uniform(alpha[0]) : .perClass(alpha))
+            let alpha = focalAlpha ?? defaultFocalAlpha
+            return try FocalLoss(gamma: focalGamma ?? defaultFocalGamma, alpha: alpha.count == 1 ? .uniform(alpha[0]) : .perClass(alpha))
         }
     }
 }

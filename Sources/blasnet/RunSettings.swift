@@ -86,7 +86,7 @@ struct RunSettings: Codable, Equatable {
     /// The settings saved in a checkpoint's metadata.
     init(checkpoint: TrainingCheckpoint, path: String) throws {
         guard let json = checkpoint.metadata["settings"],
-              let settings = try? JSONDecoder().decode(RunSettings.self, from: Data(json.utf8)),
+              var settings = try? JSONDecoder().decode(RunSettings.self, from: Data(json.utf8)),
               Architecture(rawValue: settings.archName) != nil, Stem(rawValue: settings.stemName) != nil,
               DatasetName(rawValue: settings.datasetName) != nil,
               settings.normName.map({ (try? Normalization(parsing: $0)) != nil }) ?? true,
@@ -94,6 +94,8 @@ struct RunSettings: Codable, Equatable {
         else {
             throw BLASNetError.invalidArgument("checkpoint has no readable run settings (was it written by `blasnet train`?)")
         }
+        // Focal runs recorded only the flags given until α's default went from 0.25 to 1.
+        if settings.loss == .focal && settings.focalAlpha == nil { settings.focalAlpha = [0.25] }
         do { try settings.validate() } catch let error as ValidationError {
             throw BLASNetError.malformedFile(path: path, reason: "its run settings are out of range: \(error.message)")
         }

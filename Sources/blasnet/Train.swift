@@ -210,9 +210,16 @@ struct Train: ParsableCommand {
         apply(weightDecay, to: \.weightDecay)
         apply(labelSmoothing, to: \.labelSmoothing)
         apply(loss.loss, to: \.loss)
-        apply(loss.focalGamma, to: \.focalGamma)
-        apply(loss.focalAlpha, to: \.focalAlpha)
+        // Not `apply`: with an optional setting its `T?` is `Float??`, and a flag not given
+        // would wipe what the resumed run recorded.
+        if let gamma = loss.focalGamma { s.focalGamma = gamma }
+        if let alpha = loss.focalAlpha { s.focalAlpha = alpha }
         try loss.checkFocalOptions(for: s.loss)
+        // Recorded as used, so that a later change of the defaults cannot change a resumed run.
+        if s.loss == .focal {
+            s.focalGamma = s.focalGamma ?? LossOptions.defaultFocalGamma
+            s.focalAlpha = s.focalAlpha ?? LossOptions.defaultFocalAlpha
+        }
         // The presets smooth labels for cross-entropy; focal loss takes none unless asked (and then refuses).
         if s.loss == .focal && labelSmoothing == nil { s.labelSmoothing = 0 }
         apply(cropPadding, to: \.cropPadding)

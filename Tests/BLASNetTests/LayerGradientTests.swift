@@ -19,6 +19,26 @@ struct LayerGradientTests {
         try GradientCheck.check(conv, input: GradientCheck.random([3, 2, 7, 6], seed: 2))
     }
 
+    /// Planes past ``Kernels/paddedBandFloats`` (301×300: 302-float rows, bands of 107 tile
+    /// rows) go through Winograd's input transform a band at a time, the last band short:
+    /// every padding, against im2col.
+    @Test(arguments: [0, 1, 2])
+    func conv2dWinogradTakesWidePlanesInBands(padding: Int) throws {
+        var rng1 = SeededGenerator(seed: 51), rng2 = SeededGenerator(seed: 51)
+        let winograd = try Conv2d(2, 3, kernelSize: 3, padding: padding, rng: &rng1)
+        let im2col = try Conv2d(2, 3, kernelSize: 3, padding: padding, rng: &rng2)
+        (winograd.algorithm, im2col.algorithm) = (.winograd, .im2col)
+        let x = GradientCheck.random([2, 1, 301, 300], seed: 52)
+        let (y1, y2) = (try winograd.forward(x), try im2col.forward(x))
+        let dy = GradientCheck.random(y1.shape, seed: 53)
+        let (dx1, dx2) = (try winograd.backward(dy), try im2col.backward(dy))
+        for (a, b) in [(y1, y2), (dx1, dx2), (try winograd.weight.requiredGrad(), try im2col.weight.requiredGrad())] {
+            #expect(a.shape == b.shape)
+            let scale = b.scalars.map(abs).max() ?? 0
+            #expect(zip(a.scalars, b.scalars).allSatisfy { abs($0 - $1) <= 2e-6 * max(1, scale) })
+        }
+    }
+
     @Test func conv2dInImageChunksMatchesWholeBatch() throws {
         var rng1 = SeededGenerator(seed: 40), rng2 = SeededGenerator(seed: 40)
         let whole = try Conv2d(3, 5, kernelSize: 3, stride: 2, padding: 1, bias: true, rng: &rng1)

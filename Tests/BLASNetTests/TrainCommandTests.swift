@@ -97,6 +97,21 @@ struct TrainCommandTests {
         let checkpoint = try TrainingCheckpoint(contentsOf: out + "/last.safetensors")
         #expect(checkpoint.metadata["norm"] == "group:2")
         #expect(checkpoint.metadata["settings"]?.contains("\"lossName\":\"focal\"") == true)
+        // Without flags the focal γ and α are recorded as used; a checkpoint from before α's
+        // default became 1 records neither, and resumes with the 0.25 it was trained with.
+        let defaults = dir.appendingPathComponent("focal-defaults").path
+        #expect(try train(["--epochs", "1", "--out", defaults, "--loss", "focal"]).status == 0)
+        let recorded = try SafeTensorsFile(contentsOf: defaults + "/last.safetensors")
+        let settings = try #require(recorded.metadata["settings"])
+        #expect(settings.contains("\"focalAlpha\":[1]") && settings.contains("\"focalGamma\":2"), "\(settings)")
+        var legacy = recorded
+        legacy.metadata["settings"] = settings.replacingOccurrences(of: "\"focalAlpha\":[1],", with: "")
+            .replacingOccurrences(of: ",\"focalAlpha\":[1]", with: "")
+        #expect(legacy.metadata["settings"]?.contains("focalAlpha") == false)
+        try legacy.write(to: defaults + "/last.safetensors")
+        let resumedLegacy = try RunCommandTests.run(["train", "--resume", defaults, "--epochs", "2", "--data", data])
+        #expect(resumedLegacy.status == 0, "\(resumedLegacy.stderr)")
+        #expect(try SafeTensorsFile(contentsOf: defaults + "/last.safetensors").metadata["settings"]?.contains("\"focalAlpha\":[0.25]") == true)
         #expect(!checkpoint.file.tensors.contains { $0.name.hasSuffix("running_mean") })
 
         // eval builds the same norm layers from the checkpoint; a resumed run keeps them.
@@ -112,7 +127,8 @@ struct TrainCommandTests {
         let elsewhere = dir.appendingPathComponent("gn-continued").path
         let moved = try RunCommandTests.run(["train", "--resume", out, "--out", elsewhere, "--epochs", "1", "--data", data])
         #expect(moved.status == 0, "\(moved.stderr)")
-        #expect(FileManager.default.contents(atPath: elsewhere + "/best.safetensors") == FileManager.default.contents(atPath: out + "/best.safetensors"))
+        let best = try #require(FileManager.default.contents(atPath: out + "/best.safetensors"))
+        #expect(FileManager.default.contents(atPath: elsewhere + "/best.safetensors") == best)
         let resumed = try RunCommandTests.run(["train", "--resume", out, "--epochs", "2", "--threads", "1", "--data", data])
         #expect(resumed.status == 0, "\(resumed.stderr)")
 
@@ -176,7 +192,7 @@ struct TrainCommandTests {
         let hugeHead = try SafeTensor(dtype: .f32, shape: [1 << 62, 0], bytes: Data())
         try refused(SafeTensorsFile(tensors: tensors.map { $0.name == "fc.weight" ? ($0.name, hugeHead) : $0 }), "finetune",
                     "fc.weight has shape [4611686018427387904, 0]")
-        try refused(SafeTensorsFile(tensors: tensors.map { ("model." + $0.name, $0.tensor) }), "finetune", "missing keys: conv1.weight")
+        try refused(SafeTensorsFile(tensors: tensors.map { ("model." + $0.name, $0.tensor) }), "finetune", "keys missing (conv1.weight, bn1.weight, bn1.bias, …)")
         for command in ["finetune", "eval"] {
             try refused(SafeTensorsFile(tensors: tensors, metadata: ["head_grid": "4294967296"]), command, "head_grid '4294967296'")
         }

@@ -31,6 +31,10 @@ extension Kernels {
     /// The 16 positions ξ = 4·a + j of a transformed tile.
     private static let positions = 16
 
+    /// Floats of the zero-bordered band ``winogradInput(_:_:_:images:)`` copies each plane
+    /// into (256 KiB a worker): whole planes up to about 250×250, bands of rows beyond.
+    static let paddedBandFloats = 1 << 16
+
     /// Floats between consecutive positions of a `[ξ, rows, columns]` buffer holding
     /// `matrix` floats per position. A transform writes (or reads) all 16 positions of a
     /// tile at once; at power-of-two strides, common here (`64·64`, `256·256` tiles), those
@@ -100,7 +104,7 @@ extension Kernels {
     private static func winogradChunks(_ g: ConvGeometry, outputs: Int, chunkBytes: Int, minimumTiles: Int)
         -> (ranges: ImageChunks, maxTiles: Int) {
         let perImage = positions * (g.channels + outputs) * g.tilesPerImage * MemoryLayout<Float>.size
-        let imagesForTiles = (minimumTiles + g.tilesPerImage - 1) / max(g.tilesPerImage, 1)
+        let imagesForTiles = (minimumTiles + g.tilesPerImage - 1) / g.tilesPerImage
         let step = min(g.batch, max(1, chunkBytes / perImage, imagesForTiles))
         return (ImageChunks(batch: g.batch, size: step), step * g.tilesPerImage)
     }
@@ -155,53 +159,66 @@ extension Kernels {
     /// row by row. Input channels are split over the workers.
     ///
     /// Each plane is first copied into a zero-bordered one, so that every patch is read
-    /// without bounds checks. Only the interior is ever written, so the border is zeroed
-    /// once per call. Padding four rows for every tile row instead made each input row two
+    /// without bounds checks; its border is never written, so it is zeroed once per call. Padding four rows for every tile row instead made each input row two
     /// memmove and four memset calls of a few floats: this transform ran 1.3× (14×14
-    /// planes) to 2× (7×7, 4×4) slower.
+    /// planes) to 2× (7×7, 4×4) slower. A plane wider than ``paddedBandFloats`` allows is
+    /// taken a band of tile rows at a time.
     static func winogradInput(_ x: UnsafePointer<Float>, _ v: UnsafeMutablePointer<Float>, _ g: ConvGeometry,
                               images: Range<Int>) {
         let (tileRows, tileColumns) = (g.tileRows, g.tileColumns)
         let tiles = images.count * g.tilesPerImage, stride = positionStride(g.channels * tiles)
-        // At least `H + 2·padding` by `W + 2·padding`: the whole plane fits inside.
-        let paddedWidth = 2 * tileColumns + 2, paddedHeight = 2 * tileRows + 2, planeSize = g.height * g.width
+        // At least `W + 2·padding` wide, so a row of the plane fits between the side columns.
+        let paddedWidth = 2 * tileColumns + 2, planeSize = g.height * g.width
+        let bandTileRows = max(1, min(tileRows, (paddedBandFloats / paddedWidth - 2) / 2))
+        // In one band the rows outside the plane are the same for every plane: zeroed once.
+        let banded = bandTileRows < tileRows
         let (top, left) = g.window.padding
         parallelFor(g.channels) { channels in
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: paddedHeight * paddedWidth) { buffer in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: (2 * bandTileRows + 2) * paddedWidth) { buffer in
                 let padded = buffer.baseAddress!
                 padded.initialize(repeating: 0, count: buffer.count)
-                let interior = padded + top * paddedWidth + left
                 for c in channels {
                     for n in images {
                         let plane = x + (c * g.batch + n) * planeSize
-                        for r in 0..<g.height { (interior + r * paddedWidth).update(from: plane + r * g.width, count: g.width) }
-                        for ty in 0..<tileRows {
-                            let patch = padded + 2 * ty * paddedWidth
-                            let out = v + c * tiles + ((n - images.lowerBound) * tileRows + ty) * tileColumns
-                            let done = laneBlocks { tx, lanes in tx + lanes <= tileColumns } eight: {
-                                inputTiles(patch, width: paddedWidth, tx: $0, into: out, stride: stride, split16)
-                            } four: {
-                                inputTiles(patch, width: paddedWidth, tx: $0, into: out, stride: stride, split8)
-                            } two: {
-                                inputTiles(patch, width: paddedWidth, tx: $0, into: out, stride: stride, split4)
+                        for first in Swift.stride(from: 0, to: tileRows, by: bandTileRows) {
+                            let bandRows = min(bandTileRows, tileRows - first)
+                            // Padded row i of the band is the plane's row 2·first − top + i, zero outside it.
+                            for i in 0..<(2 * bandRows + 2) {
+                                let row = 2 * first - top + i, dst = padded + i * paddedWidth + left
+                                if (0..<g.height).contains(row) {
+                                    dst.update(from: plane + row * g.width, count: g.width)
+                                } else if banded {
+                                    dst.update(repeating: 0, count: g.width)
+                                }
                             }
-                            for tx in done..<tileColumns {
-                                // Bᵀ·d down the columns (a row of four columns at a time), then ·B along rows.
-                                @inline(__always) func load(_ i: Int) -> SIMD4<Float> {
-                                    UnsafeRawPointer(patch + i * paddedWidth + 2 * tx).loadUnaligned(as: SIMD4<Float>.self)
+                            for ty in first..<(first + bandRows) {
+                                let patch = padded + 2 * (ty - first) * paddedWidth
+                                let out = v + c * tiles + ((n - images.lowerBound) * tileRows + ty) * tileColumns
+                                let done = laneBlocks { tx, lanes in tx + lanes <= tileColumns } eight: {
+                                    inputTiles(patch, width: paddedWidth, tx: $0, into: out, stride: stride, split16)
+                                } four: {
+                                    inputTiles(patch, width: paddedWidth, tx: $0, into: out, stride: stride, split8)
+                                } two: {
+                                    inputTiles(patch, width: paddedWidth, tx: $0, into: out, stride: stride, split4)
                                 }
-                                let (d0, d1, d2, d3) = (load(0), load(1), load(2), load(3))
-                                @inline(__always) func store(_ a: Int, _ r: SIMD4<Float>) {
-                                    let o = out + 4 * a * stride + tx
-                                    o[0] = r[0] - r[2]
-                                    o[stride] = r[1] + r[2]
-                                    o[2 * stride] = r[2] - r[1]
-                                    o[3 * stride] = r[1] - r[3]
+                                for tx in done..<tileColumns {
+                                    // Bᵀ·d down the columns (a row of four columns at a time), then ·B along rows.
+                                    @inline(__always) func load(_ i: Int) -> SIMD4<Float> {
+                                        UnsafeRawPointer(patch + i * paddedWidth + 2 * tx).loadUnaligned(as: SIMD4<Float>.self)
+                                    }
+                                    let (d0, d1, d2, d3) = (load(0), load(1), load(2), load(3))
+                                    @inline(__always) func store(_ a: Int, _ r: SIMD4<Float>) {
+                                        let o = out + 4 * a * stride + tx
+                                        o[0] = r[0] - r[2]
+                                        o[stride] = r[1] + r[2]
+                                        o[2 * stride] = r[2] - r[1]
+                                        o[3 * stride] = r[1] - r[3]
+                                    }
+                                    store(0, d0 - d2)
+                                    store(1, d1 + d2)
+                                    store(2, d2 - d1)
+                                    store(3, d1 - d3)
                                 }
-                                store(0, d0 - d2)
-                                store(1, d1 + d2)
-                                store(2, d2 - d1)
-                                store(3, d1 - d3)
                             }
                         }
                     }

@@ -66,7 +66,7 @@ public final class Conv2d: Module {
     /// Winograd's chunks hold at least this many tiles whatever their size: its sgemms
     /// are `[K, C]·[C, tiles]`, and on few, wide channels (SE-ResNet-18's 4×4 stage: 512
     /// channels, 4 tiles an image) 8 MB made them 128 columns wide, which ran its forward
-    /// 13% slower than the whole batch's 512.
+    /// 10% slower than the whole batch's 512.
     var winogradMinimumTiles = 512
 
     /// The batch split into runs of images whose column matrix fits the chunk size.

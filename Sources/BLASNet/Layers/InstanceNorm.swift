@@ -51,7 +51,7 @@ public final class InstanceNorm2d: Module {
     /// a frozen layer uses and keeps its running statistics; cleared, the layer is back
     /// in the model's mode.
     public var freezesStatistics = false {
-        didSet { training = modelTraining && !freezesStatistics }
+        didSet { if freezesStatistics != oldValue { training = modelTraining && !freezesStatistics } }
     }
     /// The mode the model was last put in, whatever ``freezesStatistics`` says.
     private var modelTraining = true
