@@ -1,7 +1,8 @@
 /// A trainable tensor and its accumulated gradient.
 public final class Parameter {
-    /// Current value.
-    public var value: Tensor
+    /// Current value; ``assign(_:)`` replaces it with a tensor of the same shape (the
+    /// layer's kernels read it by that shape).
+    public package(set) var value: Tensor
     /// Gradient accumulated by `backward` since the last ``zeroGrad()``; same shape as `value`.
     ///
     /// `nil` until a backward pass reaches this parameter, as PyTorch's `.grad` is `None`:
@@ -13,6 +14,14 @@ public final class Parameter {
 
     public init(_ value: Tensor) {
         self.value = value
+    }
+
+    /// Replaces ``value``; throws unless `newValue` has its shape.
+    public func assign(_ newValue: Tensor) throws {
+        guard newValue.shape == value.shape else {
+            throw BLASNetError.shapeMismatch(layer: "Parameter.assign", expected: "\(value.shape)", got: newValue.shape)
+        }
+        value = newValue
     }
 
     /// The most elements a layer's parameter may have: 2³¹ floats, 8 GiB. Sizes past it
@@ -53,12 +62,21 @@ public enum BufferKind: Sendable { case float, int64 }
 
 /// A non-trainable tensor that is part of a model's state, such as `running_mean`.
 public final class Buffer {
-    public var value: Tensor
+    /// Current value; ``assign(_:)`` replaces it with a tensor of the same shape.
+    public package(set) var value: Tensor
     public let kind: BufferKind
 
     public init(_ value: Tensor, kind: BufferKind = .float) {
         self.value = value
         self.kind = kind
+    }
+
+    /// Replaces ``value``; throws unless `newValue` has its shape.
+    public func assign(_ newValue: Tensor) throws {
+        guard newValue.shape == value.shape else {
+            throw BLASNetError.shapeMismatch(layer: "Buffer.assign", expected: "\(value.shape)", got: newValue.shape)
+        }
+        value = newValue
     }
 }
 

@@ -172,6 +172,12 @@ final class TrainingRun {
     /// there) and exits with the shell's code for that signal.
     private func saveInterrupted(epoch: Int) throws -> Never {
         try writeCheckpoint(best: false)
+        // The other ranks wait for rank 0's file, then leave the job properly: mpirun kills
+        // every process of a job one of whose processes exits without finalizing.
+        if let processes {
+            try processes.barrier()
+            processes.finalize()
+        }
         let place = trainer.isInsideEpoch
             ? "epoch \(epoch), step \(trainer.epochProgress.steps)/\(trainer.trainLoader.batchesPerEpoch)"
             : "the end of epoch \(epoch - 1)"

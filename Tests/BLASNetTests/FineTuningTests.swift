@@ -41,6 +41,18 @@ struct FineTuningTests {
         #expect(model.namedParameters().filter { !$0.name.hasPrefix("fc.") }.allSatisfy { $0.parameter.grad == nil })
     }
 
+    /// A head too wide for its normal equations (64 channels over a 17×17 grid: 18,496
+    /// features) and a negative stage count are refused before any work.
+    @Test func fineTuningRefusesWhatItCannotHold() throws {
+        let loader = try DataLoader(dataset: try Self.data(count: 6, seed: 3), batchSize: 3, shuffle: false, seed: 0,
+                                    mean: [0.5], std: [0.3])
+        let wide = try ResNet(.resnet8, numClasses: 3, inChannels: 1, stem: .cifar, width: 16, headGrid: 17)
+        #expect(wide.fc.inFeatures > RidgeHead.maximumFeatures)
+        #expect(throws: BLASNetError.self) { try RidgeHead.fit(wide, on: loader) }
+        let model = try ResNet(.resnet8, numClasses: 3, inChannels: 1, stem: .cifar, width: 4)
+        #expect(throws: BLASNetError.self) { try FineTuningStrategy.partial(stages: -1).apply(to: model) }
+    }
+
     @Test func generalizedCrossValidationMatchesTheHatMatrix() throws {
         // Independently of the normal-equation shortcuts: build H = A(AᵀA + λ'D)⁻¹Aᵀ by
         // Gauss–Jordan inversion and score m·‖Y − HY‖² / (m − tr H)².

@@ -224,6 +224,21 @@ struct LayerGradientTests {
     }
 
     /// Dilated windows that fall between the input's pixels are refused, not read past the plane.
+    /// Sizes whose products would overflow are refused when the layer is made or run; an
+    /// empty batch pools to an empty gradient; a gradient of another shape is refused.
+    @Test func poolingAndWindowsRefuseSizesThatOverflow() throws {
+        var rng = SeededGenerator(seed: 2)
+        #expect(throws: BLASNetError.self) { try Conv2d(1, 1, kernelSize: 3, padding: 1 << 40, rng: &rng) }
+        #expect(throws: BLASNetError.self) { try Conv2d(1, 1, kernelSize: 3, dilation: Int.max / 2, rng: &rng) }
+        #expect(throws: BLASNetError.self) { try MaxPool2d(kernelSize: 3, padding: Int.max / 2) }
+        #expect(throws: BLASNetError.self) { try AdaptiveAvgPool2d(1 << 32).forward(Tensor(shape: [2, 1, 3, 3])) }
+        let pool = try MaxPool2d(kernelSize: 2)
+        _ = try pool.forward(Tensor(shape: [3, 0, 4, 4]))
+        #expect(try pool.backward(Tensor(shape: [3, 0, 2, 2])).shape == [3, 0, 4, 4])
+        _ = try pool.forward(GradientCheck.random([3, 2, 4, 4], seed: 3))
+        #expect(throws: BLASNetError.self) { try pool.backward(Tensor(shape: [2, 3, 2, 2])) }
+    }
+
     @Test func maxPoolRefusesAWindowWithNoTapInside() throws {
         let pool = try MaxPool2d(kernelSize: 2, stride: 2, padding: 1, dilation: 3)
         #expect(throws: BLASNetError.self) { try pool.forward(Self.spread([1, 1, 2, 2], seed: 15)) }

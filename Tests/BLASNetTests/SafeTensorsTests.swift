@@ -57,7 +57,7 @@ struct SafeTensorsTests {
 
     @Test func roundTripsThroughWriter() throws {
         let t = try Tensor(shape: [2, 3], scalars: [1, 2, 3, 4, 5, 6])
-        let file = SafeTensorsFile(tensors: [("w", SafeTensor(t)), ("count", SafeTensor(int64s: [42], shape: []))],
+        let file = SafeTensorsFile(tensors: [("w", SafeTensor(t)), ("count", try SafeTensor(int64s: [42], shape: []))],
                                    metadata: ["epoch": "3"])
         let data = try file.serialized()
         let headerLength = data.prefix(8).withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }
@@ -118,7 +118,7 @@ struct SafeTensorsTests {
 
     @Test func everyTruncationIsAnErrorNotACrash() throws {
         let data = try SafeTensorsFile(tensors: [("w", SafeTensor(Tensor(shape: [3, 2], repeating: 1))),
-                                                 ("b", SafeTensor(int64s: [1, 2], shape: [2]))]).serialized()
+                                                 ("b", try SafeTensor(int64s: [1, 2], shape: [2]))]).serialized()
         for length in 0..<data.count {
             #expect(throws: BLASNetError.self) { try SafeTensorsFile(data: data.prefix(length)) }
         }

@@ -33,6 +33,23 @@ struct StateDictTests {
         #expect(Architecture(rawValue: "resnet\(Architecture.maximumCIFARDepth)")?.depths == [1000, 1000, 1000])
     }
 
+    /// What a library user can hand the public API wrongly is refused, not read out of bounds
+    /// or trapped on: a parameter of another shape, a counter whose values miss its shape.
+    @Test func stateOfTheWrongShapeIsRefused() throws {
+        var rng = SeededGenerator(seed: 1)
+        let linear = try Linear(512, 10, rng: &rng)
+        let before = linear.weight.value
+        #expect(throws: BLASNetError.self) { try linear.weight.assign(Tensor(shape: [10, 10])) }
+        #expect(linear.weight.value == before)
+        try linear.weight.assign(Tensor(shape: [10, 512], repeating: 0.5))
+        #expect(linear.weight.value[0] == 0.5)
+        let bn = try BatchNorm(4)
+        #expect(throws: BLASNetError.self) { try bn.runningVar.assign(Tensor(shape: [5])) }
+        #expect(throws: BLASNetError.self) { try SafeTensor(int64s: [], shape: []) }
+        #expect(throws: BLASNetError.self) { try SafeTensor(int64s: [1, 2], shape: [3]) }
+        #expect(throws: BLASNetError.self) { try Trainer.predictions(Tensor(shape: [4])) }
+    }
+
     @Test func seWidthsFollowTimm() {
         #expect([64, 128, 256, 512, 1024, 2048].map { SEBlock.reducedChannels($0) } == [8, 8, 16, 32, 64, 128])
     }
@@ -67,7 +84,7 @@ struct StateDictTests {
         // A counter that is no count (NaN, or PyTorch's int64 maximum, 2⁶³ as a Float) used to load
         // and then trap when the next checkpoint converted it back to int64.
         for bad in [SafeTensor(Tensor(shape: [], repeating: .nan)), SafeTensor(Tensor(shape: [], repeating: 1e30)),
-                    SafeTensor(int64s: [-1], shape: [])] {
+                    try SafeTensor(int64s: [-1], shape: [])] {
             var counter = file
             let k = counter.tensors.firstIndex { $0.name == "layer1.0.bn1.num_batches_tracked" }!
             counter.tensors[k].tensor = bad
@@ -77,7 +94,7 @@ struct StateDictTests {
         // Every int64 count loads, read as an integer: int64 max (2⁶³ in Float32) saves back as itself.
         var largest = file
         let k = largest.tensors.firstIndex { $0.name == "layer1.0.bn1.num_batches_tracked" }!
-        largest.tensors[k].tensor = SafeTensor(int64s: [.max], shape: [])
+        largest.tensors[k].tensor = try SafeTensor(int64s: [.max], shape: [])
         let d = try ResNet(.resnet18, numClasses: 4, stem: .cifar, width: 8, seed: 3)
         try d.loadStateDict(largest)
         let saved = d.stateDict().first { $0.name == "layer1.0.bn1.num_batches_tracked" }!.tensor

@@ -39,8 +39,16 @@ public struct SafeTensor: Sendable, Equatable {
         bytes = tensor.withUnsafePointer { Data(bytes: $0, count: tensor.count * MemoryLayout<Float>.size) }
     }
 
-    /// An I64 tensor holding `values`.
-    public init(int64s values: [Int64], shape: [Int]) {
+    /// An I64 tensor holding `values`; throws unless they are as many as `shape` holds.
+    public init(int64s values: [Int64], shape: [Int]) throws {
+        guard shape.allSatisfy({ $0 >= 0 }), Tensor.elementCount(shape) == values.count else {
+            throw BLASNetError.invalidArgument("SafeTensor: \(values.count) values for shape \(shape)")
+        }
+        self.init(uncheckedInt64s: values, shape: shape)
+    }
+
+    /// An I64 tensor of a buffer's own values and shape.
+    init(uncheckedInt64s values: [Int64], shape: [Int]) {
         dtype = .i64
         self.shape = shape
         bytes = values.withUnsafeBytes { Data($0) }

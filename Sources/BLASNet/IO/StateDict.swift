@@ -15,7 +15,7 @@ extension Module {
                 case .float: (name, SafeTensor(buffer.value))
                 // loadStateDict takes only counts; a value set by hand that is none is written as 0, not trapped
                 // on, and int64 max, which rounds up to 2⁶³ in Float32, stays int64 max.
-                case .int64: (name, SafeTensor(int64s: buffer.value.scalars.map { $0 >= 0x1p63 ? .max : Int64(exactly: $0) ?? 0 },
+                case .int64: (name, SafeTensor(uncheckedInt64s: buffer.value.scalars.map { $0 >= 0x1p63 ? .max : Int64(exactly: $0) ?? 0 },
                                                shape: buffer.value.shape))
                 }
             }

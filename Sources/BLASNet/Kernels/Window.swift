@@ -56,5 +56,14 @@ public struct Window: Sendable, Equatable {
             throw BLASNetError.invalidArgument(
                 "\(layer): kernel \(kernel), stride \(stride), dilation \(dilation) must be positive and padding \(padding) non-negative")
         }
+        let sizes = [kernel.h, kernel.w, stride.h, stride.w, padding.h, padding.w, dilation.h, dilation.w]
+        guard sizes.allSatisfy({ $0 <= Self.maximumSize }) else {
+            throw BLASNetError.invalidArgument(
+                "\(layer): kernel \(kernel), stride \(stride), padding \(padding) and dilation \(dilation) must be at most \(Self.maximumSize)")
+        }
     }
+
+    /// Past 2¹⁶ a window's sizes are typos, and their products (output sizes, the
+    /// effective kernel) would run out of `Int` before any error could name them.
+    static let maximumSize = 1 << 16
 }

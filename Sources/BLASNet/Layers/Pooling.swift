@@ -46,11 +46,12 @@ public final class MaxPool2d: Module {
     }
 
     public func backward(_ dy: Tensor) throws -> Tensor {
-        guard !inputShape.isEmpty, dy.count == argmax.count else {
+        guard !inputShape.isEmpty, dy.shape.count == 4, dy.shape[0...1] == inputShape[0...1], dy.count == argmax.count else {
             throw BLASNetError.shapeMismatch(layer: "MaxPool2d backward", expected: "the forward output's shape", got: dy.shape)
         }
         var dx = Tensor(uninitializedShape: inputShape)
         let planes = inputShape[0] * inputShape[1]
+        guard planes > 0 else { return dx }
         dy.withUnsafePointer { g in
             dx.withUnsafeMutablePointer {
                 Kernels.maxPoolBackward(g, argmax: argmax, $0, planes: planes, planeSize: inputShape[2] * inputShape[3],
@@ -119,7 +120,10 @@ public final class AdaptiveAvgPool2d: Module {
         guard x.shape.count == 4, x.shape[2] * x.shape[3] > 0 else {
             throw BLASNetError.shapeMismatch(layer: "AdaptiveAvgPool2d(\(grid))", expected: "[C, N, H, W]", got: x.shape)
         }
-        var y = Tensor(uninitializedShape: [x.shape[0] * grid * grid, x.shape[1]])
+        guard let features = Tensor.elementCount([x.shape[0], grid, grid]) else {
+            throw BLASNetError.invalidArgument("AdaptiveAvgPool2d(\(grid)): \(x.shape[0]) channels over a \(grid)×\(grid) grid overflow")
+        }
+        var y = Tensor(uninitializedShape: [features, x.shape[1]])
         x.withUnsafePointer { xp in
             y.withUnsafeMutablePointer {
                 Kernels.adaptiveAvgPool(xp, $0, channels: x.shape[0], batch: x.shape[1], height: x.shape[2], width: x.shape[3], grid: grid)

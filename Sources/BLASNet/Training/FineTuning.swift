@@ -57,7 +57,7 @@ public enum FineTuningStrategy: Equatable, Sendable, CustomStringConvertible {
         case .head:
             for (name, child) in model.children where name != "fc" { child.freeze() }
         case let .partial(k):
-            guard k <= model.stages.count else {
+            guard (0...model.stages.count).contains(k) else {
                 throw BLASNetError.invalidArgument("partial:\(k): \(model.architecture.rawValue) has \(model.stages.count) stages")
             }
             for (name, child) in model.children where ["conv1", "bn1"].contains(name) { child.freeze() }

@@ -11,6 +11,11 @@ public enum RidgeHead {
     /// The λ values generalized cross-validation chooses among: 10⁻⁷ … 10⁻¹, half a decade apart.
     public static let ridgeGrid = stride(from: -7.0, through: -1.0, by: 0.5).map { pow(10, $0) }
 
+    /// The most features a closed-form head takes: its `(f + 1)²` Float64 normal equations,
+    /// held about three times over, are 6 GiB at 16,384 (ResNet-50's 2,048 channels over a
+    /// 2×2 grid are 8,192; over 8×8, 131,072 would need 400 GB).
+    public static let maximumFeatures = 16_384
+
     /// Fits `model.fc` to the images of `loader` (the model in inference mode; only the
     /// head changes) and returns the λ it used. `ridge` is λ relative to the mean squared
     /// feature norm, so one value suits any width; nil chooses it from ``ridgeGrid`` by
@@ -22,8 +27,12 @@ public enum RidgeHead {
         if let ridge, !(ridge > 0 && ridge.isFinite) {
             throw BLASNetError.invalidArgument("ridge head: λ must be positive and finite, got \(ridge)")
         }
-        model.eval()
         let k = model.numClasses, f = model.fc.inFeatures, n = f + 1
+        guard f <= maximumFeatures else {
+            throw BLASNetError.invalidArgument(
+                "ridge head: \(f) features are more than the \(maximumFeatures) its normal equations can hold; pool over a smaller grid")
+        }
+        model.eval()
         // Gram matrix and right-hand side in Float64: features are summed over thousands of images.
         var gram = [Double](repeating: 0, count: n * n), rhs = [Double](repeating: 0, count: n * k)
         var count = 0
@@ -54,8 +63,8 @@ public enum RidgeHead {
             for j in 0..<f { weight[c * f + j] = Float(solution[j * k + c]) }
             bias[c] = Float(solution[f * k + c])
         }
-        model.fc.weight.value = try Tensor(shape: [k, f], scalars: weight)
-        model.fc.bias?.value = try Tensor(shape: [k], scalars: bias)
+        try model.fc.weight.assign(Tensor(shape: [k, f], scalars: weight))
+        try model.fc.bias?.assign(Tensor(shape: [k], scalars: bias))
         return chosen
     }
 

@@ -152,7 +152,7 @@ public final class Trainer {
             }
             FaultInjection.inStep(globalStep + 1)
             // The step's figures over all processes, so that all of them decide alike.
-            var figures = [Double(value) * Double(batch.labels.count), Double(Self.correctCount(logits, batch.labels)),
+            var figures = [Double(value) * Double(batch.labels.count), Double(try Self.correctCount(logits, batch.labels)),
                            Double(batch.labels.count), shouldStop() ? 1 : 0]
             try dataParallel?.sum(&figures)
             let stepLoss = figures[0] / figures[2]
@@ -192,18 +192,19 @@ public final class Trainer {
     /// confusion matrix in inference mode; with `combinedBy`, of the shards of all processes together.
     public static func evaluate(_ model: any Module, on loader: DataLoader, numClasses: Int,
                                 combinedBy processes: (any CrossProcessSum)? = nil) throws -> Evaluation {
+        guard numClasses > 0 else { throw BLASNetError.invalidArgument("evaluate: numClasses must be positive, got \(numClasses)") }
         model.eval()
         var confusion = [[Int]](repeating: [Int](repeating: 0, count: numClasses), count: numClasses)
         var (lossSum, seen) = (0.0, 0)
         for batch in loader.batches(epoch: 0) where !batch.labels.isEmpty {
             let logits = try withoutGradients { try model.forward(batch.images) }
-            guard logits.shape[1] <= numClasses else {
+            guard logits.shape.count == 2, logits.shape[1] <= numClasses else {
                 throw BLASNetError.invalidArgument("evaluate: the model has \(logits.shape[1]) outputs, more than numClasses \(numClasses)")
             }
             let (value, _) = try CrossEntropyLoss()(logits, targets: batch.labels)
             lossSum += Double(value) * Double(batch.labels.count)
             seen += batch.labels.count
-            for (label, predicted) in zip(batch.labels, predictions(logits)) { confusion[label][predicted] += 1 }
+            for (label, predicted) in zip(batch.labels, try predictions(logits)) { confusion[label][predicted] += 1 }
         }
         if let processes {
             var totals = [lossSum, Double(seen)] + confusion.flatMap { $0.map(Double.init) }
@@ -217,7 +218,10 @@ public final class Trainer {
     }
 
     /// The arg-max class of each row of `logits: [N, K]`.
-    public static func predictions(_ logits: Tensor) -> [Int] {
+    public static func predictions(_ logits: Tensor) throws -> [Int] {
+        guard logits.shape.count == 2 else {
+            throw BLASNetError.shapeMismatch(layer: "predictions", expected: "logits [N, K]", got: logits.shape)
+        }
         let (n, k) = (logits.shape[0], logits.shape[1])
         return logits.withUnsafePointer { p in
             (0..<n).map { i in
@@ -227,7 +231,7 @@ public final class Trainer {
         }
     }
 
-    private static func correctCount(_ logits: Tensor, _ labels: [Int]) -> Int {
-        zip(predictions(logits), labels).reduce(0) { $0 + ($1.0 == $1.1 ? 1 : 0) }
+    private static func correctCount(_ logits: Tensor, _ labels: [Int]) throws -> Int {
+        zip(try predictions(logits), labels).reduce(0) { $0 + ($1.0 == $1.1 ? 1 : 0) }
     }
 }
