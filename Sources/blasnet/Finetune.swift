@@ -96,6 +96,10 @@ struct Finetune: ParsableCommand {
         let file = try SafeTensorsFile(contentsOf: weights)
         let meta = file.metadata
         let (arch, width, stem, norm, recordedGrid) = try shape.resolve(file, path: weights)
+        // Before the data loads: the architecture alone says whether the stages exist.
+        if case let .partial(stages)? = try requestedStrategy(), stages > arch.depths.count {
+            throw ValidationError("--strategy partial:\(stages): \(arch) has \(arch.depths.count) stages")
+        }
         let directory = data.map { URL(fileURLWithPath: $0) }
         var trainSet = try ImageDataset.load(dataset, split: .train, directory: directory)
         var testSet = try ImageDataset.load(dataset, split: .test, directory: directory)

@@ -59,6 +59,13 @@ final class TrainingRun {
                          weightDecay: settings.weightDecay, nesterov: true)
         }
         let steps = trainLoader.batchesPerEpoch
+        // Named by flag here: the schedule would only say its step counts are out of range.
+        guard steps > 0 else {
+            throw ValidationError("--batch-size \(settings.batchSize) is more than the \(trainSet.count) training images (an incomplete batch is dropped)")
+        }
+        guard Int(settings.warmupEpochs * Double(steps)) < settings.epochs * steps else {
+            throw ValidationError("--warmup \(settings.warmupEpochs) epochs must end before the run's \(settings.epochs)")
+        }
         let schedule = try LearningRateSchedule(
             kind: LearningRateSchedule.Kind(parsing: settings.schedule), baseLR: settings.learningRate,
             totalSteps: settings.epochs * steps, warmupSteps: Int(settings.warmupEpochs * Double(steps)))

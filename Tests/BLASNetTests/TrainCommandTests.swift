@@ -88,6 +88,26 @@ struct TrainCommandTests {
         #expect(e.stdout.contains("Ankle boot"))
     }
 
+    /// Settings that only the data can rule out are refused by flag, before any training:
+    /// a batch larger than the training split, a warm-up longer than the run, more frozen
+    /// stages than the architecture has.
+    @Test func settingsTheDataRulesOutNameTheirFlag() throws {
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let cases: [([String], String)] = [
+            (["--batch-size", "200"], "--batch-size 200 is more than the 96 training images"),
+            (["--warmup", "5"], "--warmup 5.0 epochs must end before the run's 1"),
+        ]
+        for (extra, message) in cases {
+            let r = try train(["--epochs", "1", "--out", dir.appendingPathComponent("refused").path] + extra)
+            #expect(r.status != 0 && r.stderr.contains(message), "\(extra): \(r.stderr)")
+        }
+        let pre = dir.appendingPathComponent("pre").path
+        #expect(try train(["--epochs", "1", "--out", pre]).status == 0)
+        let partial = try RunCommandTests.run(["finetune", "--weights", pre + "/last.safetensors", "--data", data,
+                                               "--strategy", "partial:9", "--out", dir.appendingPathComponent("ft").path])
+        #expect(partial.status != 0 && partial.stderr.contains("--strategy partial:9: resnet8 has 3 stages"), "\(partial.stderr)")
+    }
+
     @Test func groupNormAndFocalLossAreKeptInTheCheckpoint() throws {
         defer { try? FileManager.default.removeItem(at: dir) }
         let out = dir.appendingPathComponent("gn").path
