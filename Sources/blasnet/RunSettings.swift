@@ -132,6 +132,8 @@ struct RunSettings: Codable, Equatable {
             "mean": mean.map { "\($0)" }.joined(separator: ","), "std": std.map { "\($0)" }.joined(separator: ","),
             "class_names": String(decoding: try JSONEncoder().encode(classNames), as: UTF8.self),
             "rng": "batch order and augmentation are functions of seed \(seed) and the epoch",
+            // Not a setting: a resume may take other cores, but its sums then round differently.
+            "threads": String(BLAS.threads),
         ]
     }
 }

@@ -145,12 +145,15 @@ struct TrainCommandTests {
         #expect(otherOptimizer.stderr.contains("--optimizer adamw differs"), "\(otherOptimizer.stderr)")
         // Continued in another directory with no epoch left to beat it, the run still has its best weights there.
         let elsewhere = dir.appendingPathComponent("gn-continued").path
-        let moved = try RunCommandTests.run(["train", "--resume", out, "--out", elsewhere, "--epochs", "1", "--data", data])
+        let moved = try RunCommandTests.run(["train", "--resume", out, "--out", elsewhere, "--epochs", "1", "--threads", "2", "--data", data])
         #expect(moved.status == 0, "\(moved.stderr)")
+        // Not the 1 thread the run was trained with: bit for bit no longer, and it says so.
+        #expect(moved.stdout.contains("split its sgemms over 1 threads and goes on over 2"), "\(moved.stdout)")
         let best = try #require(FileManager.default.contents(atPath: out + "/best.safetensors"))
         #expect(FileManager.default.contents(atPath: elsewhere + "/best.safetensors") == best)
         let resumed = try RunCommandTests.run(["train", "--resume", out, "--epochs", "2", "--threads", "1", "--data", data])
         #expect(resumed.status == 0, "\(resumed.stderr)")
+        #expect(!resumed.stdout.contains("note: the run so far"), "\(resumed.stdout)")
 
         let indivisible = try train(["--epochs", "1", "--out", dir.appendingPathComponent("g3").path, "--norm", "group:3"])
         #expect(indivisible.status != 0)
