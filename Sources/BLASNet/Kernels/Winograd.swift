@@ -159,10 +159,11 @@ extension Kernels {
     /// row by row. Input channels are split over the workers.
     ///
     /// Each plane is first copied into a zero-bordered one, so that every patch is read
-    /// without bounds checks; its border is never written, so it is zeroed once per call. Padding four rows for every tile row instead made each input row two
-    /// memmove and four memset calls of a few floats: this transform ran 1.3× (14×14
-    /// planes) to 2× (7×7, 4×4) slower. A plane wider than ``paddedBandFloats`` allows is
-    /// taken a band of tile rows at a time.
+    /// without bounds checks; its border is never written, so it is zeroed once per call.
+    /// Padding four rows for every tile row instead made each input row two memmove and
+    /// four memset calls of a few floats: this transform ran 1.3× (14×14 planes) to 2×
+    /// (7×7, 4×4) slower. A plane larger than ``paddedBandFloats`` allows is taken a band
+    /// of tile rows at a time.
     static func winogradInput(_ x: UnsafePointer<Float>, _ v: UnsafeMutablePointer<Float>, _ g: ConvGeometry,
                               images: Range<Int>) {
         let (tileRows, tileColumns) = (g.tileRows, g.tileColumns)
