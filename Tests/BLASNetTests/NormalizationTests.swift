@@ -88,6 +88,20 @@ struct NormalizationTests {
         #expect(twins.calls == before)
     }
 
+    /// As in PyTorch, training on an empty batch returns an empty output and gradient, adds
+    /// zero to γ and β, leaves the running statistics and counts the batch.
+    @Test func batchNormTrainsOnAnEmptyBatch() throws {
+        let bn = try BatchNorm2d(3)
+        let y = try bn.forward(Tensor(shape: [3, 0, 4, 4]))
+        #expect(y.shape == [3, 0, 4, 4])
+        #expect(bn.runningMean.value.scalars == [0, 0, 0] && bn.runningVar.value.scalars == [1, 1, 1])
+        #expect(bn.numBatchesTracked.value[0] == 1)
+        #expect(try bn.backward(Tensor(shape: [3, 0, 4, 4])).shape == [3, 0, 4, 4])
+        #expect(try bn.weight.requiredGrad().scalars == [0, 0, 0] && bn.bias.requiredGrad().scalars == [0, 0, 0])
+        // One value per channel is still too few to train on.
+        #expect(throws: BLASNetError.self) { try bn.forward(Tensor(shape: [3, 1, 1, 1])) }
+    }
+
     /// An infinite input makes its channel's batch variance NaN, and PyTorch carries that
     /// into running_var; the other channels' statistics stay finite. Both BatchNorm paths.
     @Test(arguments: [false, true])

@@ -71,6 +71,14 @@ public final class BatchNorm: Module {
         }
         // One plane per channel: its N·H·W values are contiguous.
         let m = x.count / channels
+        // An empty batch has nothing to normalize or to move the running statistics with;
+        // PyTorch still counts it in num_batches_tracked.
+        if training && m == 0 && synchronization == nil {
+            numBatchesTracked.value[0] += 1
+            normalization.prepare(channels: channels, samples: 1, planeSize: 0, groups: channels)
+            normalization.useRunningStatistics(mean: runningMean.value, variance: runningVar.value, eps: eps)
+            return normalization.forward(x, weight: weight, bias: bias, relu: fusesReLU)
+        }
         // Synchronized, the count that matters is the global batch's (checked after the sum), as PyTorch's SyncBatchNorm.
         if training && m < 2 && synchronization == nil {
             throw BLASNetError.invalidArgument("\(name): training needs more than one value per channel, got input \(x.shape)")
