@@ -97,7 +97,8 @@ struct Finetune: ParsableCommand {
         let meta = file.metadata
         let (arch, width, stem, norm, recordedGrid) = try shape.resolve(file, path: weights)
         // Before the data loads: the architecture alone says whether the stages exist.
-        if case let .partial(stages)? = try requestedStrategy(), stages > arch.depths.count {
+        let requested = try requestedStrategy()
+        if case let .partial(stages)? = requested, stages > arch.depths.count {
             throw ValidationError("--strategy partial:\(stages): \(arch) has \(arch.depths.count) stages")
         }
         let directory = data.map { URL(fileURLWithPath: $0) }
@@ -126,7 +127,6 @@ struct Finetune: ParsableCommand {
         let missing = report.missingKeys.filter { !$0.hasSuffix("num_batches_tracked") }
         // Only the head is replaced: a backbone the file does not hold (another model, keys
         // under a prefix) would be fine-tuned from random weights without a word.
-        let requested = try requestedStrategy()
         let backboneMissing = missing.filter { !$0.hasPrefix("fc.") }
         if requested != .scratch && !backboneMissing.isEmpty {
             func some(_ keys: [String]) -> String { keys.prefix(3).joined(separator: ", ") + (keys.count > 3 ? ", …" : "") }
