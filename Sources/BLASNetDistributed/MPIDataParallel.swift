@@ -66,7 +66,7 @@ public final class MPIDataParallel: DataParallel {
         var offset = 0
         for b in buffers {
             let bytes = b.value.count * MemoryLayout<Float>.stride
-            b.value.withUnsafeMutablePointer { received.copyBytes(to: UnsafeMutableRawBufferPointer(start: $0, count: bytes), from: offset..<offset + bytes) }
+            b.value.withUnsafeMutablePointer { _ = received.copyBytes(to: UnsafeMutableRawBufferPointer(start: $0, count: bytes), from: offset..<offset + bytes) }
             offset += bytes
         }
     }

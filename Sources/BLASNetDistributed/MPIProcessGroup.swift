@@ -21,9 +21,17 @@ public final class MPIProcessGroup: CrossProcessSum {
     public init() throws {
         var initialized: Int32 = 0
         MPI_Initialized(&initialized)
+        var provided: Int32 = 0
         if initialized == 0 {
-            var provided: Int32 = 0
             try Self.check(MPI_Init_thread(nil, nil, Int32(MPI_THREAD_FUNNELED), &provided), "MPI_Init_thread", rank: -1)
+        } else {
+            MPI_Query_thread(&provided)
+        }
+        // OpenBLAS's and the kernels' threads run beside the one thread that calls MPI,
+        // which MPI_THREAD_SINGLE does not allow.
+        guard provided >= Int32(MPI_THREAD_FUNNELED) else {
+            throw BLASNetError.io("this MPI provides thread support level \(provided), below MPI_THREAD_FUNNELED "
+                                  + "(\(MPI_THREAD_FUNNELED)) that BLASNet's worker threads need; use an MPI built with thread support")
         }
         communicator = cmpi_comm_world()
         MPI_Comm_set_errhandler(communicator, cmpi_errors_return())
