@@ -65,7 +65,7 @@ struct OptimizerTests {
                                     nesterov: config["nesterov"] as? Bool ?? false)
             case "adamw":
                 learningRate = float("lr", 1e-3)
-                let betas = (config["betas"] as? [Double])?.map { Float($0) } ?? [0.9, 0.999]
+                let betas = config["betas"] as? [Double] ?? [0.9, 0.999]
                 optimizer = try AdamW(parameters, learningRate: learningRate, betas: (betas[0], betas[1]),
                                       epsilon: float("eps", 1e-8), weightDecay: float("weight_decay", 1e-2),
                                       amsgrad: config["amsgrad"] as? Bool ?? false)
@@ -175,6 +175,29 @@ struct OptimizerTests {
             #expect(!optimizer.stateTensors().isEmpty)
             #expect(optimizer.stateTensors().keys.allSatisfy { $0.hasSuffix(".1") }, "\(optimizer.stateTensors().keys)")
         }
+    }
+
+    /// AdamW's moments as PyTorch's, to the bit:
+    /// - the first is `exp_avg.lerp_(grad, 1 − β1)`, and ATen's lerp takes a weight of ½ or
+    ///   more from the far end, `g − (g − m)·(1 − w)`: at β1 = 0 that is the gradient
+    ///   exactly, where `m + w·(g − m)` rounds 1 + (1e-8 − 1) to 0, and at β1 = 0.3 the two
+    ///   differ in the last bit;
+    /// - `1 − β1` and `1 − β2` are rounded from Float64 betas, as from Python's floats.
+    /// Expected values from torch 2.15 (`foreach=False`), gradients 1 then `g`, at a rate
+    /// of 2⁻¹⁰, which Float32 holds exactly.
+    @Test(arguments: [(0.0, Float(1e-8), [Float(0x1.5798eep-27), 0x1.05e1c2p-10, -0x1.fffffcp-11]),
+                      (0.3, 0.1, [0x1.1eb852p-2, 0x1.0880d8p-10, -0x1.6edef0p-10]),
+                      (0.9, 0.1, [0x1.99999ap-4, 0x1.0880d8p-10, -0x1.bda5c2p-10])])
+    func adamWMomentsAreTorchs(beta1: Double, g: Float, expected: [Float]) throws {
+        let p = Parameter(Tensor(shape: [1]))
+        let adam = try AdamW([p], learningRate: 0x1p-10, betas: (beta1, 0.999), weightDecay: 0)
+        for gradient in [1, g] {
+            p.grad = Tensor(shape: [1], repeating: gradient)
+            adam.step()
+        }
+        let state = adam.stateTensors()
+        let mean = try #require(state["optimizer.exp_avg.0"]), squareMean = try #require(state["optimizer.exp_avg_sq.0"])
+        #expect([mean[0], squareMean[0], p.value[0]] == expected, "β1 \(beta1): exp_avg, exp_avg_sq, weight")
     }
 
     /// As PyTorch's optimizers, a parameter without a gradient (no backward pass reached

@@ -91,6 +91,20 @@ struct TrainingTests {
         #expect(resumed.optimizer.stepCount == uninterrupted.optimizer.stepCount)
     }
 
+    /// A model of one's own whose output is not `[N, K]` logits is refused by name, not
+    /// indexed past its shape.
+    @Test func evaluateRefusesOutputsThatAreNotLogits() throws {
+        final class Scores: Module {
+            func forward(_ x: Tensor) throws -> Tensor { Tensor(shape: [x.shape[0]]) }
+            func backward(_ dy: Tensor) throws -> Tensor { dy }
+        }
+        let dataset = try ImageDataset(pixels: [UInt8](repeating: 0, count: 8), labels: [0, 1], channels: 1, height: 2,
+                                       width: 2, classNames: ["a", "b"])
+        let loader = try DataLoader(dataset: dataset, batchSize: 2, shuffle: false, seed: 0, mean: [0], std: [1])
+        #expect(throws: BLASNetError.self) { try Trainer.evaluate(Scores(), on: loader, numClasses: 2) }
+        #expect(throws: BLASNetError.self) { try CrossEntropyLoss()(Tensor(shape: [0, 2]), targets: []) }
+    }
+
     @Test func aFileThatIsNotACheckpointIsRejected() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("plain-\(getpid()).safetensors").path
         defer { try? FileManager.default.removeItem(atPath: path) }

@@ -37,10 +37,12 @@ extension Kernels {
                           squareMean v: UnsafeMutablePointer<Float>, maxSquareMean vMax: UnsafeMutablePointer<Float>?,
                           count: Int, decay: Float, meanWeight: Float, beta2: Float, squareWeight: Float,
                           biasCorrection2Root: Float, epsilon: Float, negativeStepSize: Float) {
+        // ATen's lerp: from m for a weight under ½, from g beyond, so that β1 = 0 gives m = g exactly.
+        let fromMean = meanWeight.magnitude < 0.5, remaining = 1 - meanWeight
         parallelFor(count, grain: elementGrain) { range in
             for i in range {
                 w[i] *= decay
-                m[i] += meanWeight * (g[i] - m[i])
+                m[i] = fromMean ? m[i] + meanWeight * (g[i] - m[i]) : g[i] - (g[i] - m[i]) * remaining
                 v[i] = v[i] * beta2 + squareWeight * g[i] * g[i]
                 var normalizer = v[i]
                 if let vMax {

@@ -4,7 +4,7 @@ import Foundation
 /// `torch.optim.AdamW` (single-tensor implementation). At a parameter's `t`-th update:
 ///
 ///     w ← w·(1 − lr·wd)
-///     m ← m + (1 − β1)·(g − m)               v ← β2·v + (1 − β2)·g²
+///     m ← lerp(m, g, 1 − β1)                 v ← β2·v + (1 − β2)·g²
 ///     w ← w − lr/(1 − β1ᵗ) · m / (√v / √(1 − β2ᵗ) + ε)
 ///
 /// With `amsgrad`, `√v` is taken of the running maximum of `v` instead.
@@ -16,8 +16,10 @@ import Foundation
 public final class AdamW: Optimizer {
     public let parameters: [Parameter]
     public var learningRate: Float
-    public let beta1: Float
-    public let beta2: Float
+    /// β1 and β2 as PyTorch holds them, Python floats: `1 − β2` rounded from Float64 is
+    /// 0.001 at β2 = 0.999, but 0.000999987 from Float32's 0.999 (1.3·10⁻⁵ off).
+    public let beta1: Double
+    public let beta2: Double
     public let epsilon: Float
     public let weightDecay: Float
     public let amsgrad: Bool
@@ -47,7 +49,7 @@ public final class AdamW: Optimizer {
     }
 
     /// PyTorch's defaults: `lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 1e-2`.
-    public init(_ parameters: [Parameter], learningRate: Float = 1e-3, betas: (Float, Float) = (0.9, 0.999),
+    public init(_ parameters: [Parameter], learningRate: Float = 1e-3, betas: (Double, Double) = (0.9, 0.999),
                 epsilon: Float = 1e-8, weightDecay: Float = 1e-2, amsgrad: Bool = false) throws {
         guard learningRate >= 0, epsilon >= 0, weightDecay >= 0 else {
             throw BLASNetError.invalidArgument(
@@ -68,7 +70,7 @@ public final class AdamW: Optimizer {
     public func step() {
         // PyTorch forms these scalars in Float64 from its Python floats, then each
         // tensor operation rounds its scalar to Float32.
-        let lr = Double(learningRate), b1 = Double(beta1), b2 = Double(beta2)
+        let lr = Double(learningRate), (b1, b2) = (beta1, beta2)
         // As PyTorch, a parameter no backward pass has reached (no gradient) is not updated.
         for (index, p) in parameters.enumerated() where p.requiresGrad {
             guard let grad = p.grad else { continue }
@@ -87,7 +89,7 @@ public final class AdamW: Optimizer {
                             withOptionalMutablePointer(&state.maxSquareMean) { vMax in
                                 Kernels.adamWStep(w, grad: g, mean: m, squareMean: v, maxSquareMean: vMax, count: count,
                                                   decay: Float(1 - lr * Double(weightDecay)),
-                                                  meanWeight: Float(1 - b1), beta2: beta2, squareWeight: Float(1 - b2),
+                                                  meanWeight: Float(1 - b1), beta2: Float(b2), squareWeight: Float(1 - b2),
                                                   biasCorrection2Root: Float(biasCorrection2.squareRoot()),
                                                   epsilon: epsilon, negativeStepSize: Float(-(lr / biasCorrection1)))
                             }

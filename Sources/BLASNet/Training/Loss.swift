@@ -13,9 +13,11 @@ extension Loss {
     func checkedShape(_ logits: Tensor, targets: [Int]) throws -> (rows: Int, classes: Int) {
         // Named only on the error paths: describing a type allocates on every step.
         var name: String { String(describing: Self.self) }
-        guard logits.shape.count == 2, logits.shape[0] == targets.count, logits.shape[0] > 0 else {
+        guard logits.shape.count == 2, logits.shape[0] == targets.count else {
             throw BLASNetError.shapeMismatch(layer: name, expected: "[\(targets.count), K] for \(targets.count) targets", got: logits.shape)
         }
+        // A mean over no rows is 0/0: PyTorch returns NaN, a training step would apply it.
+        guard !targets.isEmpty else { throw BLASNetError.invalidArgument("\(name): the batch is empty") }
         let (n, k) = (logits.shape[0], logits.shape[1])
         if let bad = targets.first(where: { !(0..<k).contains($0) }) {
             throw BLASNetError.invalidArgument("\(name): target \(bad) is outside 0..<\(k)")

@@ -198,7 +198,10 @@ public final class Trainer {
         var (lossSum, seen) = (0.0, 0)
         for batch in loader.batches(epoch: 0) where !batch.labels.isEmpty {
             let logits = try withoutGradients { try model.forward(batch.images) }
-            guard logits.shape.count == 2, logits.shape[1] <= numClasses else {
+            guard logits.shape.count == 2 else {
+                throw BLASNetError.shapeMismatch(layer: "evaluate", expected: "logits [N, K]", got: logits.shape)
+            }
+            guard logits.shape[1] <= numClasses else {
                 throw BLASNetError.invalidArgument("evaluate: the model has \(logits.shape[1]) outputs, more than numClasses \(numClasses)")
             }
             let (value, _) = try CrossEntropyLoss()(logits, targets: batch.labels)
