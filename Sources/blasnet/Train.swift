@@ -97,14 +97,12 @@ struct Train: ParsableCommand {
     static let defaultOut = "runs/latest"
 
     /// Where a run in `directory` keeps the checkpoint `--resume` reads.
-    static func checkpointPath(_ directory: String) -> String {
-        URL(fileURLWithPath: directory).appendingPathComponent("last.safetensors").path
-    }
+    static func checkpointPath(_ directory: String) -> String { TrainingRun.path(.last, in: directory) }
 
     @Option(help: "Continue the run whose checkpoint is DIR/last.safetensors, to --epochs in all.")
     var resume: String?
 
-    @Flag(help: "Start a new run even if --out holds one, replacing its checkpoints and metrics.")
+    @Flag(help: "Start a new run even if --out holds one, removing its checkpoints, metrics and chart first.")
     var overwrite = false
 
     @Flag(help: "Skip steps whose loss or gradient is not finite (counting them) instead of stopping.")
@@ -122,8 +120,10 @@ struct Train: ParsableCommand {
         if syncBn && !distributed { throw ValidationError("--sync-bn synchronizes the processes of a --distributed run") }
         let target = out ?? resume ?? Self.defaultOut
         if !resumesInPlace {
-            try OutputDirectory.checkNothingReplaced(Self.checkpointPath(target), overwrite: overwrite,
-                                                     otherwise: "continue that run with --resume \(target)")
+            for file in [TrainingRun.File.last, .best] {
+                try OutputDirectory.checkNothingReplaced(TrainingRun.path(file, in: target), overwrite: overwrite,
+                                                         otherwise: "continue that run with --resume \(target)")
+            }
         }
         if let preset, resume != nil {
             throw ValidationError("--preset \(preset.rawValue) picks a new run's settings; a resumed run keeps its own (set --epochs and the like instead)")
@@ -157,6 +157,7 @@ struct Train: ParsableCommand {
         let run = try TrainingRun(settings: resolvedSettings(checkpoint), dataDirectory: data, out: out ?? resume ?? Self.defaultOut,
                                   processes: processes, syncBatchNorm: syncBn)
         if let checkpoint { try run.restore(checkpoint) }
+        if overwrite && !resumesInPlace { try run.removeEarlierRun() }
         // A run continued elsewhere keeps its best epoch's weights beside the new ones.
         if let resume, !resumesInPlace { try run.adoptBest(from: resume) }
         try run.synchronizeWithRoot()

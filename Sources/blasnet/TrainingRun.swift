@@ -20,6 +20,18 @@ final class TrainingRun {
     private var history: [EpochSummary] = []
     private var bestAccuracy = -1.0
 
+    /// The files a run keeps in its output directory.
+    enum File: String, CaseIterable {
+        case last = "last.safetensors", best = "best.safetensors", metrics = "metrics.csv", curves = "curves.svg"
+    }
+
+    /// `file` of the run in `directory`.
+    static func path(_ file: File, in directory: String) -> String {
+        URL(fileURLWithPath: directory).appendingPathComponent(file.rawValue).path
+    }
+
+    private func path(_ file: File) -> String { outputDirectory.appendingPathComponent(file.rawValue).path }
+
     /// `syncBatchNorm` makes every BatchNorm of a data-parallel run normalize with the
     /// statistics of the global batch.
     init(settings: RunSettings, dataDirectory: String?, out: String, processes: MPIProcessGroup? = nil,
@@ -102,14 +114,23 @@ final class TrainingRun {
         bestAccuracy = history.map(\.testAccuracy).max() ?? -1
     }
 
+    /// Removes the files of an earlier run in the output directory (`--overwrite`), so that
+    /// none of them sits beside this run's as if it were this run's.
+    func removeEarlierRun() throws {
+        guard isRoot else { return }
+        for file in File.allCases where unlink(path(file)) != 0 && errno != ENOENT {
+            throw BLASNetError.io("cannot remove \(path(file)) of the earlier run: \(String(cString: strerror(errno)))")
+        }
+    }
+
     /// Copies the `best.safetensors` of the run in `directory`, which this one continues:
     /// later epochs replace it only if they do better, as in that run's own directory.
     func adoptBest(from directory: String) throws {
-        let source = URL(fileURLWithPath: directory).appendingPathComponent("best.safetensors")
+        let source = URL(fileURLWithPath: Self.path(.best, in: directory))
         guard isRoot, FileManager.default.fileExists(atPath: source.path) else { return }
         let data: Data
         do { data = try Data(contentsOf: source) } catch { throw BLASNetError.io("cannot read \(source.path): \(error.localizedDescription)") }
-        try AtomicFile.write(data, to: outputDirectory.appendingPathComponent("best.safetensors").path)
+        try AtomicFile.write(data, to: path(.best))
     }
 
     /// Trains the remaining epochs, evaluating and checkpointing after each.
@@ -195,7 +216,7 @@ final class TrainingRun {
         let place = trainer.isInsideEpoch
             ? "epoch \(epoch), step \(trainer.epochProgress.steps)/\(trainer.trainLoader.batchesPerEpoch)"
             : "the end of epoch \(epoch - 1)"
-        ProgressLine.write("\ninterrupted at \(place); saved \(outputDirectory.appendingPathComponent("last.safetensors").path); continue with: blasnet train --resume \(outputDirectory.path)\n")
+        ProgressLine.write("\ninterrupted at \(place); saved \(path(.last)); continue with: blasnet train --resume \(outputDirectory.path)\n")
         throw ExitCode(128 + (Interruption.received ?? SIGINT))
     }
 
@@ -204,16 +225,19 @@ final class TrainingRun {
         let checkpoint = try TrainingCheckpoint(
             trainer: trainer, history: history,
             settings: settings.metadata(numClasses: numClasses, inChannels: inChannels, classNames: classNames))
-        try checkpoint.write(to: outputDirectory.appendingPathComponent("last.safetensors").path)
-        if best { try checkpoint.write(to: outputDirectory.appendingPathComponent("best.safetensors").path) }
+        // Best first: stopped between the two, the run resumes from the epoch before and
+        // redoes this one. The other order left a last checkpoint that counted this epoch
+        // as the best one already written, so best.safetensors never received it.
+        if best { try checkpoint.write(to: path(.best)) }
+        try checkpoint.write(to: path(.last))
     }
 
     private func saveEpoch(isBest: Bool) throws {
         try writeCheckpoint(best: isBest)
         guard isRoot else { return }
-        try AtomicFile.write(Data(TrainingCurves.csv(history).utf8), to: outputDirectory.appendingPathComponent("metrics.csv").path)
+        try AtomicFile.write(Data(TrainingCurves.csv(history).utf8), to: path(.metrics))
         let title = "\(settings.arch.rawValue) on \(settings.dataset.rawValue)"
         try AtomicFile.write(Data(TrainingCurves.svg(history, title: title).utf8),
-                             to: outputDirectory.appendingPathComponent("curves.svg").path)
+                             to: path(.curves))
     }
 }

@@ -40,15 +40,39 @@ extension TrainCommandTests {
         defer { try? FileManager.default.removeItem(at: dir) }
         let whole = try uninterrupted(epochs: 3)
         let out = dir.appendingPathComponent("torn").path
-        // Epoch 1 writes last, best, metrics.csv and curves.svg; write 5 is epoch 2's last.safetensors.
+        // Epoch 1 writes best, last, metrics.csv and curves.svg; write 5 is epoch 2's first
+        // checkpoint: best.safetensors if the epoch does better, else last.safetensors.
         let killed = try train(["--epochs", "3", "--out", out], environment: ["BLASNET_FAULT_INJECTION": "kill-in-write:5"])
         #expect(killed.status == 128 + SIGKILL)
-        let leftovers = try FileManager.default.contentsOfDirectory(atPath: out).filter { $0.hasPrefix(".last.safetensors.tmp-") }
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: out).filter { $0.contains(".safetensors.tmp-") }
         #expect(leftovers.count == 1, "\(leftovers)")
         #expect(try TrainingCheckpoint(contentsOf: out + "/last.safetensors").completedEpochs == 1)
         try resume(out, epochs: 3)
         #expect(try FileManager.default.contentsOfDirectory(atPath: out).allSatisfy { !$0.contains(".tmp-") })
         #expect(try modelTensors(out + "/last.safetensors") == (try modelTensors(whole + "/last.safetensors")))
+    }
+
+    /// An epoch that does best writes best.safetensors before last.safetensors: killed
+    /// between the two, the run cannot leave a last checkpoint that counts an epoch as the
+    /// best one while best.safetensors lacks its weights.
+    @Test func sigkillBetweenTheTwoCheckpointsLeavesBestWhole() throws {
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let out = dir.appendingPathComponent("between").path
+        // The first epoch writes best, last, metrics.csv and curves.svg: write 2 is last.
+        let killed = try train(["--epochs", "1", "--out", out], environment: ["BLASNET_FAULT_INJECTION": "kill-in-write:2"])
+        #expect(killed.status == 128 + SIGKILL)
+        #expect(try TrainingCheckpoint(contentsOf: out + "/best.safetensors").completedEpochs == 1)
+        #expect(!FileManager.default.fileExists(atPath: out + "/last.safetensors"))
+
+        // A new run there would mix its files with this one's: refused, and with
+        // --overwrite the earlier files go before the new run's first step.
+        let refused = try train(["--epochs", "1", "--out", out])
+        #expect(refused.status != 0)
+        #expect(refused.stderr.contains(out + "/best.safetensors exists"), "\(refused.stderr)")
+        let replacing = try train(["--epochs", "1", "--out", out, "--overwrite"], environment: ["BLASNET_FAULT_INJECTION": "kill-in-step:1"])
+        #expect(replacing.status == 128 + SIGKILL)
+        let left = try FileManager.default.contentsOfDirectory(atPath: out)
+        #expect(left.allSatisfy { $0.hasPrefix(".") }, "\(left)")
     }
 
     @Test func ctrlCInsideAnEpochSavesThereAndResumesExactly() throws {

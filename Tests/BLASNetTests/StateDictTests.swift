@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import BLASNet
 
@@ -47,6 +48,7 @@ struct StateDictTests {
         #expect(throws: BLASNetError.self) { try bn.runningVar.assign(Tensor(shape: [5])) }
         #expect(throws: BLASNetError.self) { try SafeTensor(int64s: [], shape: []) }
         #expect(throws: BLASNetError.self) { try SafeTensor(int64s: [1, 2], shape: [3]) }
+        #expect(throws: BLASNetError.self) { try SafeTensor(dtype: .f64, shape: [1 << 61], bytes: Data()) }
         #expect(throws: BLASNetError.self) { try Trainer.predictions(Tensor(shape: [4])) }
     }
 

@@ -340,6 +340,8 @@ struct TrainCommandTests {
         let file = try SafeTensorsFile(contentsOf: good + "/last.safetensors")
         let edits: [(key: String, edit: (String) -> String, message: String)] = [
             ("completed_epochs", { _ in "-1" }, "completed_epochs -1"),
+            // Counted on from there, the next step's count would overflow.
+            ("optimizer_steps", { _ in "9223372036854775807" }, "optimizer_steps 9223372036854775807"),
             ("epoch_progress", { $0.replacingOccurrences(of: "\"steps\":0", with: "\"steps\":-1") }, "-1 steps"),
             ("settings", { $0.replacingOccurrences(of: "\"warmupEpochs\":0", with: "\"warmupEpochs\":1e300") }, "--warmup must be in"),
         ]

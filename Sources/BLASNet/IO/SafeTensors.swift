@@ -24,7 +24,7 @@ public struct SafeTensor: Sendable, Equatable {
 
     /// A tensor from raw little-endian bytes; throws if the byte count does not fit.
     public init(dtype: DType, shape: [Int], bytes: Data) throws {
-        guard let count = elementCount(shape), count * dtype.size == bytes.count else {
+        guard let count = elementCount(shape), count.multipliedReportingOverflow(by: dtype.size) == (bytes.count, false) else {
             throw BLASNetError.invalidArgument("\(dtype.rawValue) tensor of shape \(shape) cannot hold \(bytes.count) bytes")
         }
         self.dtype = dtype

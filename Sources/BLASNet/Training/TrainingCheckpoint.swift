@@ -68,8 +68,10 @@ public struct TrainingCheckpoint {
         // Counts that index batches and the schedule: a damaged file must not trap a resume.
         let progress = epochProgress ?? EpochProgress()
         let skipped = file.metadata["skipped_steps"].flatMap { Int($0) } ?? 0
-        guard epochs >= 0, steps >= 0, skipped >= 0, progress.steps >= 0, (0...progress.steps).contains(progress.skipped),
-              progress.correct >= 0, progress.seen >= progress.correct else {
+        // At most 2⁵³ (a Float64 integer, far past any run), so that counting on cannot overflow.
+        let counts = 0...(1 << 53)
+        guard [epochs, steps, skipped, progress.steps, progress.seen].allSatisfy(counts.contains),
+              (0...progress.steps).contains(progress.skipped), (0...progress.seen).contains(progress.correct) else {
             throw BLASNetError.malformedFile(path: path, reason: """
                 checkpoint counts are out of range (completed_epochs \(epochs), optimizer_steps \(steps), skipped_steps \(skipped), \
                 epoch progress \(progress.steps) steps, \(progress.skipped) skipped, \(progress.correct) of \(progress.seen) correct)
