@@ -44,11 +44,11 @@ extension TrainCommandTests {
         // checkpoint: best.safetensors if the epoch does better, else last.safetensors.
         let killed = try train(["--epochs", "3", "--out", out], environment: ["BLASNET_FAULT_INJECTION": "kill-in-write:5"])
         #expect(killed.status == 128 + SIGKILL)
-        let leftovers = try FileManager.default.contentsOfDirectory(atPath: out).filter { $0.contains(".safetensors.tmp-") }
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: out).filter { $0.contains(".safetensors.blasnet-tmp.") }
         #expect(leftovers.count == 1, "\(leftovers)")
         #expect(try TrainingCheckpoint(contentsOf: out + "/last.safetensors").completedEpochs == 1)
         try resume(out, epochs: 3)
-        #expect(try FileManager.default.contentsOfDirectory(atPath: out).allSatisfy { !$0.contains(".tmp-") })
+        #expect(try FileManager.default.contentsOfDirectory(atPath: out).allSatisfy { !$0.contains(".blasnet-tmp.") })
         #expect(try modelTensors(out + "/last.safetensors") == (try modelTensors(whole + "/last.safetensors")))
     }
 

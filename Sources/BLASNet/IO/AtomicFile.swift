@@ -7,15 +7,22 @@ import Glibc
 /// a torn mix, even if the process is killed or the machine loses power mid-write.
 public enum AtomicFile {
     /// Writes `data` to a temporary file beside `path`, fsyncs it, renames it over
-    /// `path`, and fsyncs the directory so the rename itself is durable.
+    /// `path`, and fsyncs the directory so the rename itself is durable. A file replaced
+    /// keeps its permissions.
     public static func write(_ data: Data, to path: String) throws {
         let url = URL(fileURLWithPath: path)
         let directory = url.deletingLastPathComponent().path
-        let temporary = directory + "/." + url.lastPathComponent + ".tmp-\(getpid())"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        let temporary = directory + "/" + temporaryName(for: url.lastPathComponent, pid: getpid())
+        // A file of that name is one an earlier process of this pid left; O_EXCL and
+        // O_NOFOLLOW then make sure the bytes go to a new file, not through a link.
+        unlink(temporary)
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw BLASNetError.io("cannot write \(path): \(String(cString: strerror(errno)))") }
         var failure: String?
+        var existing = stat()
+        if stat(path, &existing) == 0, fchmod(fd, existing.st_mode & 0o7777) != 0 { failure = String(cString: strerror(errno)) }
         data.withUnsafeBytes { raw in
+            guard failure == nil else { return }
             let half = raw.count / 2
             failure = writeAll(fd, raw.baseAddress, half)
             guard failure == nil else { return }
@@ -36,12 +43,28 @@ public enum AtomicFile {
         }
     }
 
-    /// Deletes the temporary files that writers killed mid-write left in `directory`
-    /// (those whose process is gone); the files they were replacing are intact.
+    /// `.<name>.blasnet-tmp.<host>.<pid>`: named apart from any other program's files, and
+    /// by host, since a folder shared over the network holds other machines' writers too.
+    static func temporaryName(for name: String, pid: Int32) -> String {
+        ".\(name)\(marker)\(hostName).\(pid)"
+    }
+
+    private static let marker = ".blasnet-tmp."
+    /// gethostname(2): Foundation's `hostName` may wait on a DNS lookup.
+    static let hostName: String = {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count - 1) == 0 else { return "localhost" }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }()
+
+    /// Deletes the temporary files that writers on this machine killed mid-write left in
+    /// `directory` (those whose process is gone); the files they were replacing are intact.
     public static func removeAbandonedTemporaries(in directory: String) {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         for name in names where name.hasPrefix(".") {
-            guard let range = name.range(of: ".tmp-", options: .backwards), let pid = Int32(name[range.upperBound...]),
+            guard let markerRange = name.range(of: marker, options: .backwards),
+                  let dot = name[markerRange.upperBound...].lastIndex(of: "."),
+                  name[markerRange.upperBound..<dot] == hostName, let pid = Int32(name[name.index(after: dot)...]),
                   pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
             unlink(directory + "/" + name)
         }
