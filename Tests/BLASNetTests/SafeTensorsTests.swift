@@ -46,6 +46,41 @@ struct SafeTensorsTests {
         }
         #expect(try SafeTensor(dtype: .u8, shape: [2], bytes: Data([3, 250])).floats().scalars == [3, 250])
         #expect(throws: BLASNetError.self) { try SafeTensor(dtype: .f32, shape: [1], bytes: Data([0])).integers() }
+        let unsigned: [(DType, [UInt8])] = [
+            (.u64, [UInt64(3), 65_535].withUnsafeBytes { Array($0) }),
+            (.u32, [UInt32(3), 65_535].withUnsafeBytes { Array($0) }),
+            (.u16, [UInt16(3), 65_535].withUnsafeBytes { Array($0) }),
+        ]
+        for (dtype, bytes) in unsigned {
+            let t = try SafeTensor(dtype: dtype, shape: [2], bytes: Data(bytes))
+            #expect(t.floats().scalars == [3, 65_535], "\(dtype)")
+            #expect(try t.integers() == [3, 65_535], "\(dtype)")
+        }
+        let huge = try SafeTensor(dtype: .u64, shape: [1], bytes: Data([UInt64.max].withUnsafeBytes { Array($0) }))
+        #expect(throws: BLASNetError.self) { try huge.integers() }
+    }
+
+    /// The two float8 formats, at their edges, as torch 2.15 reads these bytes
+    /// (`torch.tensor(bytes, dtype=torch.uint8).view(torch.float8_e4m3fn).float()`).
+    @Test func convertsFloat8() throws {
+        let e4m3 = try SafeTensor(dtype: .f8e4m3, shape: [7], bytes: Data([0x7E, 0x01, 0x38, 0xB8, 0x7F, 0x08, 0x0F])).floats()
+        #expect(Array(e4m3.scalars[0..<4]) == [448, 0.001953125, 1, -1])
+        #expect(e4m3[4].isNaN)
+        #expect(Array(e4m3.scalars[5...]) == [0.015625, 0.029296875])
+        let e5m2 = try SafeTensor(dtype: .f8e5m2, shape: [7], bytes: Data([0x3C, 0x7B, 0x7C, 0x01, 0xFC, 0x7D, 0x83])).floats()
+        #expect(Array(e5m2.scalars[0..<5]) == [1, 57_344, .infinity, 1.52587890625e-05, -.infinity])
+        #expect(e5m2[5].isNaN)
+        #expect(e5m2[6] == -4.57763671875e-05)
+    }
+
+    /// The header the Python `safetensors` library writes for these dtypes (safetensors
+    /// 0.8, torch 2.15): a file holding them is read, not refused as a whole.
+    @Test func readsTheUnsignedAndFloat8DTypesOfPython() throws {
+        let header = #"{"c":{"dtype":"U64","shape":[1],"data_offsets":[0,8]},"b":{"dtype":"U32","shape":[1],"data_offsets":[8,12]},"a":{"dtype":"U16","shape":[1],"data_offsets":[12,14]},"d":{"dtype":"F8_E4M3","shape":[1],"data_offsets":[14,15]},"e":{"dtype":"F8_E5M2","shape":[1],"data_offsets":[15,16]}}       "#
+        let data = [UInt64(5)].withUnsafeBytes { Array($0) } + [UInt32(4)].withUnsafeBytes { Array($0) }
+            + [UInt16(3)].withUnsafeBytes { Array($0) } + [0x38, 0x3C]
+        let file = try SafeTensorsFile(data: Self.file(header: header, data: data))
+        #expect(["a", "b", "c", "d", "e"].map { file[$0]?.floats().scalars } == [[3], [4], [5], [1], [1]])
     }
 
     /// Shapes whose element count overflows are refused by the throwing initializers, not trapped on.

@@ -3,15 +3,18 @@ import Foundation
 /// Element types of the safetensors format.
 public enum DType: String, Sendable, CaseIterable {
     case f64 = "F64", f32 = "F32", f16 = "F16", bf16 = "BF16"
-    case i64 = "I64", i32 = "I32", i16 = "I16", i8 = "I8", u8 = "U8", bool = "BOOL"
+    /// PyTorch's `float8_e4m3fn` (no infinities; 448 at most) and `float8_e5m2`.
+    case f8e4m3 = "F8_E4M3", f8e5m2 = "F8_E5M2"
+    case i64 = "I64", i32 = "I32", i16 = "I16", i8 = "I8"
+    case u64 = "U64", u32 = "U32", u16 = "U16", u8 = "U8", bool = "BOOL"
 
     /// Bytes per element.
     public var size: Int {
         switch self {
-        case .f64, .i64: 8
-        case .f32, .i32: 4
-        case .f16, .bf16, .i16: 2
-        case .i8, .u8, .bool: 1
+        case .f64, .i64, .u64: 8
+        case .f32, .i32, .u32: 4
+        case .f16, .bf16, .i16, .u16: 2
+        case .f8e4m3, .f8e5m2, .i8, .u8, .bool: 1
         }
     }
 }
@@ -67,10 +70,16 @@ public struct SafeTensor: Sendable, Equatable {
             case .f64: convert(Double.self) { Float($0) }
             case .f16: convert(UInt16.self) { Float(Float16(bitPattern: $0)) }
             case .bf16: convert(UInt16.self) { Float(bitPattern: UInt32($0) << 16) }
+            // E5M2 is the upper byte of an IEEE half.
+            case .f8e5m2: convert(UInt8.self) { Float(Float16(bitPattern: UInt16($0) << 8)) }
+            case .f8e4m3: convert(UInt8.self, Self.floatE4M3)
             case .i64: convert(Int64.self) { Float($0) }
             case .i32: convert(Int32.self) { Float($0) }
             case .i16: convert(Int16.self) { Float($0) }
             case .i8: convert(Int8.self) { Float($0) }
+            case .u64: convert(UInt64.self) { Float($0) }
+            case .u32: convert(UInt32.self) { Float($0) }
+            case .u16: convert(UInt16.self) { Float($0) }
             case .u8, .bool: convert(UInt8.self) { Float($0) }
             }
         }
@@ -78,20 +87,38 @@ public struct SafeTensor: Sendable, Equatable {
         return try! Tensor(shape: shape, scalars: out)
     }
 
-    /// The elements as integers; throws for floating-point dtypes.
+    /// 1 sign, 4 exponent (bias 7) and 3 mantissa bits; all ones in exponent and mantissa is NaN.
+    private static func floatE4M3(_ bits: UInt8) -> Float {
+        let exponent = Int(bits >> 3 & 0xF), mantissa = Float(bits & 7)
+        let sign: FloatingPointSign = bits & 0x80 == 0 ? .plus : .minus
+        if exponent == 0xF && mantissa == 7 { return .nan }
+        return exponent == 0 ? Float(sign: sign, exponent: -9, significand: mantissa)
+                             : Float(sign: sign, exponent: exponent - 7, significand: 1 + mantissa / 8)
+    }
+
+    /// The elements as integers; throws for floating-point dtypes and for a U64 past Int64.
     public func integers() throws -> [Int64] {
         let count = bytes.count / dtype.size
         return try bytes.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
-            func convert<T: BinaryInteger>(_: T.Type) -> [Int64] {
-                (0..<count).map { Int64(raw.loadUnaligned(fromByteOffset: $0 * MemoryLayout<T>.size, as: T.self)) }
+            func convert<T: BinaryInteger>(_: T.Type) throws -> [Int64] {
+                try (0..<count).map {
+                    let value = raw.loadUnaligned(fromByteOffset: $0 * MemoryLayout<T>.size, as: T.self)
+                    guard let exact = Int64(exactly: value) else {
+                        throw BLASNetError.invalidArgument("\(dtype.rawValue) value \(value) is past Int64")
+                    }
+                    return exact
+                }
             }
             switch dtype {
-            case .i64: return convert(Int64.self)
-            case .i32: return convert(Int32.self)
-            case .i16: return convert(Int16.self)
-            case .i8: return convert(Int8.self)
-            case .u8, .bool: return convert(UInt8.self)
-            case .f64, .f32, .f16, .bf16:
+            case .i64: return try convert(Int64.self)
+            case .i32: return try convert(Int32.self)
+            case .i16: return try convert(Int16.self)
+            case .i8: return try convert(Int8.self)
+            case .u64: return try convert(UInt64.self)
+            case .u32: return try convert(UInt32.self)
+            case .u16: return try convert(UInt16.self)
+            case .u8, .bool: return try convert(UInt8.self)
+            case .f64, .f32, .f16, .bf16, .f8e4m3, .f8e5m2:
                 throw BLASNetError.invalidArgument("expected an integer tensor, got \(dtype.rawValue)")
             }
         }
