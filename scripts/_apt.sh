@@ -16,6 +16,13 @@ ensure_packages() {
     fi
     # A fresh machine's boot-time apt jobs often hold the dpkg lock: wait for it rather than fail.
     local apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600)
-    "${apt[@]}" update -qq
+    # The package lists have a lock of their own, which apt-get update does not wait for.
+    local attempt
+    for attempt in $(seq 60); do
+        "${apt[@]}" update -qq && break
+        ((attempt < 60)) || return 1
+        echo "apt-get update failed (lists locked by a boot-time job?); trying again in 10 s" >&2
+        sleep 10
+    done
     "${apt[@]}" install -y -qq "${missing[@]}" >&2
 }

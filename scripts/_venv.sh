@@ -25,26 +25,24 @@ while [[ $# -gt 0 ]]; do
 done
 
 USER_PYTHON="$PYTHON"
+PACKAGES_IMPORT="import torch, torchvision, timm, safetensors, numpy"
 if [[ -z "$PYTHON" ]]; then
-    if [[ ! -x "$VENV_DIR/bin/python" ]]; then
-        echo "creating $VENV_DIR (one-time; downloads torch from PyPI)" >&2
+    PYTHON="$VENV_DIR/bin/python"
+    # Made in place (a venv's scripts hold its path, so one built aside and renamed has a
+    # broken bin/pip) and made again whenever torch and the rest do not import, as after
+    # an interrupted install.
+    if ! "$PYTHON" -c "$PACKAGES_IMPORT" 2>/dev/null; then
+        echo "creating $VENV_DIR (downloads torch from PyPI)" >&2
         source "$REPO_ROOT/scripts/_apt.sh"
         ensure_packages python3-venv
-        # Built aside and renamed when complete, so that an interrupted install is redone
-        # next time instead of leaving a venv without torch.
-        rm -rf "$VENV_DIR.partial"
-        python3 -m venv "$VENV_DIR.partial"
-        "$VENV_DIR.partial/bin/python" -m pip install torch torchvision timm safetensors numpy >&2
-        mv "$VENV_DIR.partial" "$VENV_DIR"
+        rm -rf "$VENV_DIR"
+        python3 -m venv "$VENV_DIR"
+        "$PYTHON" -m pip install torch torchvision timm safetensors numpy >&2
     fi
-    PYTHON="$VENV_DIR/bin/python"
 fi
 
 # Fail early with a clear message rather than with an ImportError traceback.
-if ! "$PYTHON" -c "import torch, torchvision, timm, safetensors, numpy" 2>/dev/null; then
+if ! "$PYTHON" -c "$PACKAGES_IMPORT" 2>/dev/null; then
     echo "error: $PYTHON lacks torch/torchvision/timm/safetensors/numpy" >&2
-    if [[ -z "$USER_PYTHON" ]]; then
-        echo "       (delete $VENV_DIR to recreate it, or pass --python PATH)" >&2
-    fi
     exit 2
 fi

@@ -403,8 +403,9 @@ def select_cases(args: argparse.Namespace, parser: argparse.ArgumentParser) -> l
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--blasnet", default=os.path.join(REPO, ".build", "release", "blasnet"), metavar="CMD",
-                        help="CLI to test; may include arguments, split like a shell would (default: %(default)s)")
+    parser.add_argument("--blasnet", metavar="CMD",
+                        help="CLI to test; may include arguments, split like a shell would (default: "
+                             ".build/release/blasnet, built first with swift build -c release)")
     parser.add_argument("--self-test", action="store_true",
                         help="test the plumbing: use scripts/torch_cli.py (PyTorch float32) as the CLI")
     parser.add_argument("--arch", action="append", metavar="ARCH[,ARCH...]", help="only these architectures")
@@ -449,13 +450,19 @@ def main() -> int:
 
     if args.self_test:
         cmd = [sys.executable, os.path.join(SCRIPTS, "torch_cli.py")]
-    else:
+    elif args.blasnet:
         cmd = shlex.split(args.blasnet)
         exe = cmd[0] if os.sep in cmd[0] else None
         if exe and not os.access(exe, os.X_OK):
-            print(f"error: {exe} not found or not executable; build it with "
-                  f"`swift build -c release` or pass --blasnet PATH (or --self-test)", file=sys.stderr)
+            print(f"error: {exe} not found or not executable", file=sys.stderr)
             return 2
+    else:
+        # Always: an incremental build is quick, and a stale binary would check old code.
+        if subprocess.run(["swift", "build", "-c", "release", "--product", "blasnet"], cwd=REPO,
+                          stdout=sys.stderr).returncode != 0:
+            print("error: swift build -c release failed", file=sys.stderr)
+            return 2
+        cmd = [os.path.join(REPO, ".build", "release", "blasnet")]
     if args.keep:
         os.makedirs(args.keep, exist_ok=True)
 
