@@ -111,8 +111,10 @@ def default_cases() -> list[Case]:
     for arch in ("resnet50", "seresnet50"):
         for mode in MODES:
             cases.append(Case(arch, arch, "imagenet", 3, 1000, 224, 224, 16, mode))
-    cases.append(Case("resnet18", "resnet18", "imagenet", 3, 1000, 224, 224, 32, "train"))
-    cases.append(Case("seresnet18-cifar", "seresnet18", "cifar", 1, 10, 28, 28, 128, "train"))
+    for mode in MODES:
+        cases.append(Case("resnet18", "resnet18", "imagenet", 3, 1000, 224, 224, 32, mode))
+    for mode in MODES:
+        cases.append(Case("seresnet18-cifar", "seresnet18", "cifar", 1, 10, 28, 28, 128, mode))
     return cases
 
 
@@ -289,7 +291,12 @@ def parse_report(stdout: str) -> dict:
     start = stdout.find("{")
     if start < 0:
         raise ValueError("no JSON object in the output")
-    return json.loads(stdout[start:])
+    report = json.loads(stdout[start:])
+    # blasnet writes a loss that diverged as the string "NaN" or "Infinity".
+    for key in LOSSES:
+        if isinstance(report.get(key), str):
+            report[key] = float(report[key])
+    return report
 
 
 def run_framework(framework: str, case: Case, rnd: int, files: tuple[str, str], args: argparse.Namespace,

@@ -6,10 +6,14 @@ import Foundation
 ///
 /// Install one with ``Profiler/run(_:)``. Not for concurrent use.
 public final class Profiler: LayerObserver {
-    /// One sgemm call's shape: `C[m×n] = op(A)[m×k] · op(B)[k×n]`.
+    /// One sgemm call as issued: `C[m×n] = op(A)[m×k] · op(B)[k×n] + β·C`, with the row
+    /// strides of A, B and C as stored.
     public struct GEMMShape: Hashable, Sendable {
         public var transA: Bool, transB: Bool
         public var m: Int, n: Int, k: Int
+        public var lda: Int, ldb: Int, ldc: Int
+        /// 0 overwrites C (OpenBLAS zeroes it first), 1 adds to it (a gradient summed over chunks).
+        public var beta: Float
         /// Multiply-adds ×2.
         public var flops: Double { 2 * Double(m) * Double(n) * Double(k) }
     }
@@ -113,9 +117,12 @@ public final class GEMMReplay {
 
     deinit { scratch.deallocate() }
 
-    private static func operandSizes(_ call: Profiler.GEMMCall) -> (a: Int, b: Int, total: Int) {
-        let (m, n, k) = (call.shape.m, call.shape.n, call.shape.k)
-        return (call.count * m * k, call.count * k * n, call.count * (m * k + k * n + m * n))
+    /// Floats of A, B and C as the call stores them (rows × row stride), for each of its
+    /// `count` products, and of all of them together.
+    private static func operandSizes(_ call: Profiler.GEMMCall) -> (a: Int, b: Int, c: Int, total: Int) {
+        let s = call.shape
+        let (a, b, c) = ((s.transA ? s.k : s.m) * s.lda, (s.transB ? s.n : s.k) * s.ldb, s.m * s.ldc)
+        return (a, b, c, call.count * (a + b + c))
     }
 
     /// Runs every call once; seconds per layer (0 for a layer without sgemms).
@@ -129,15 +136,13 @@ public final class GEMMReplay {
     }
 
     private func run(_ call: Profiler.GEMMCall) {
-        let shape = call.shape, (m, n, k) = (shape.m, shape.n, shape.k)
-        let (lda, ldb) = (shape.transA ? m : k, shape.transB ? k : n)
-        let sizes = Self.operandSizes(call)
-        let a = scratch.baseAddress!, b = a + sizes.a, c = b + sizes.b
+        let shape = call.shape, sizes = Self.operandSizes(call)
+        let a = scratch.baseAddress!, b = a + call.count * sizes.a, c = b + call.count * sizes.b
         guard call.count > 1 else {
-            return BLAS.sgemm(transA: shape.transA, transB: shape.transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: n)
+            return BLAS.sgemm(shape, a: a, b: b, c: c)
         }
         BLAS.sgemmBatch(shape, count: call.count) { i in
-            BLAS.serialSGEMM(shape, a: a + i * m * k, lda: lda, b: b + i * k * n, ldb: ldb, c: c + i * m * n, ldc: n)
+            BLAS.serialSGEMM(shape, a: a + i * sizes.a, b: b + i * sizes.b, c: c + i * sizes.c)
         }
     }
 }

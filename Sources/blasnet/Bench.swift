@@ -130,7 +130,7 @@ struct Bench: ParsableCommand {
         let report = BenchReport(
             arch: model.arch.rawValue, stem: model.stem.rawValue, mode: mode.rawValue, batch: x.shape[0], input: Array(x.shape[2...]),
             first_loss: losses.first, second_loss: losses.dropFirst().first,
-            threads: BLAS.threads, openblas_core: BLAS.coreName, openblas_config: BLAS.configuration,
+            threads: BLAS.threads, openblas_core: BLAS.coreName, openblas_threading: BLAS.threading, openblas_config: BLAS.configuration,
             step_seconds: stepSeconds, step_seconds_samples: stepTimes, images_per_second: Double(x.shape[0]) / stepSeconds,
             profiled_step_seconds: profiledStepSeconds,
             other_seconds: otherSeconds,
@@ -178,6 +178,8 @@ func median(_ samples: [Double]) -> Double {
 func printJSON(_ value: some Encodable) throws {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    // A diverged loss is still a result to report, as JSON's usual strings for it.
+    encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "Infinity", negativeInfinity: "-Infinity", nan: "NaN")
     print(String(decoding: try encoder.encode(value), as: UTF8.self))
 }
 
@@ -219,6 +221,7 @@ struct BenchReport: Codable {
     var second_loss: Float?
     var threads: Int
     var openblas_core: String
+    var openblas_threading: String
     var openblas_config: String
     var step_seconds: Double
     var step_seconds_samples: [Double]
@@ -240,7 +243,7 @@ struct BenchReport: Codable {
 
     func printTables() {
         func ms(_ s: Double) -> String { String(format: "%8.2f", s * 1000) }
-        print("OpenBLAS \(openblas_core) (\(openblas_config)), \(threads) threads")
+        print("OpenBLAS \(openblas_core) (\(openblas_config)), a \(openblas_threading) build called single-threaded; \(threads) worker threads")
         print("\(arch) \(stem) stem, \(mode), batch \(batch), input \(input[0])×\(input[1])\n")
         print("layer".padding(toLength: 36, withPad: " ", startingAt: 0) + "   fwd ms   bwd ms  gemm ms   eff  GFLOP/s")
         for l in layers {

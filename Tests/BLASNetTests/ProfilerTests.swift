@@ -22,15 +22,16 @@ struct ProfilerTests {
         // (kernels · inputs) and for the weight gradient (output gradients · inputsᵀ); the
         // network's input needs no gradient.
         #expect(layers["conv1"] == [
-            .init(shape: Shape(transA: false, transB: false, m: 8, n: 100, k: 2), count: 16),
-            .init(shape: Shape(transA: false, transB: true, m: 8, n: 2, k: 100), count: 16),
+            .init(shape: Shape(transA: false, transB: false, m: 8, n: 100, k: 2, lda: 2, ldb: 100, ldc: 100, beta: 0), count: 16),
+            .init(shape: Shape(transA: false, transB: true, m: 8, n: 2, k: 100, lda: 100, ldb: 100, ldc: 2, beta: 0), count: 16),
         ])
         // A stride-2 3×3 convolution by im2col: one sgemm each for the output, the weight
-        // gradient and the column gradient, which BLASNet splits over the workers itself.
+        // gradient (added to the gradient so far) and the column gradient, which BLASNet
+        // splits over the workers itself.
         #expect(layers["layer2.0.conv1"] == [
-            .init(shape: Shape(transA: false, transB: false, m: 16, n: 100, k: 72), count: 1),
-            .init(shape: Shape(transA: false, transB: true, m: 16, n: 72, k: 100), count: 1),
-            .init(shape: Shape(transA: true, transB: false, m: 72, n: 100, k: 16), count: 1),
+            .init(shape: Shape(transA: false, transB: false, m: 16, n: 100, k: 72, lda: 72, ldb: 100, ldc: 100, beta: 0), count: 1),
+            .init(shape: Shape(transA: false, transB: true, m: 16, n: 72, k: 100, lda: 100, ldb: 100, ldc: 72, beta: 1), count: 1),
+            .init(shape: Shape(transA: true, transB: false, m: 72, n: 100, k: 16, lda: 72, ldb: 100, ldc: 100, beta: 0), count: 1),
         ])
         let call = try #require(layers["conv1"]?.first)
         #expect(call.flops == 16 * 2 * 8 * 100 * 2)

@@ -208,6 +208,23 @@ struct RunCommandTests {
         #expect(abs(median - (samples[0] + samples[1]) / 2) <= 1e-12, "\(median) of \(samples)")
     }
 
+    /// A loss that diverged is a result too: `--json` writes it as "NaN" (JSON has no NaN),
+    /// where the encoder used to throw and lose the whole report.
+    @Test func benchReportsADivergedLoss() throws {
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = try SafeTensorsFile(contentsOf: weights)
+        let diverged = dir.appendingPathComponent("inf-bias.safetensors").path
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        try SafeTensorsFile(tensors: file.tensors.map {
+            $0.name == "fc.bias" ? ($0.name, SafeTensor(Tensor(shape: $0.tensor.shape, repeating: .infinity))) : $0
+        }).write(to: diverged)
+        let result = try Self.run(["bench", "--arch", "seresnet18", "--stem", "cifar", "--num-classes", "10", "--weights", diverged,
+                                   "--data", input, "--warmup", "0", "--steps", "1", "--json"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+        #expect(report["first_loss"] as? String == "NaN", "\(report["first_loss"] ?? "none")")
+    }
+
     /// Sizes whose arithmetic overflowed, or whose model no machine could hold, used to trap.
     @Test func hugeSizesAreRefused() throws {
         let cases: [(args: [String], firstLine: String)] = [

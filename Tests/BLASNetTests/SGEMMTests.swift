@@ -20,8 +20,8 @@ struct SGEMMTests {
         a.withUnsafeBufferPointer { a in
             b.withUnsafeBufferPointer { b in
                 c.withUnsafeMutableBufferPointer { c in
-                    BLAS.splitSGEMM(.init(transA: transA, transB: transB, m: m, n: n, k: k), workers: 3, alpha: 0.5,
-                                    a: a.baseAddress!, lda: lda, b: b.baseAddress!, ldb: ldb, beta: 2, c: c.baseAddress!, ldc: ldc)
+                    BLAS.splitSGEMM(.init(transA: transA, transB: transB, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc, beta: 2),
+                                    workers: 3, alpha: 0.5, a: a.baseAddress!, b: b.baseAddress!, c: c.baseAddress!)
                 }
             }
         }

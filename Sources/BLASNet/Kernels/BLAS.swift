@@ -16,23 +16,28 @@ public enum BLAS {
         beta: Float = 0,
         c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
-        guard m > 0, n > 0 else { return }
-        let shape = Profiler.GEMMShape(transA: transA, transB: transB, m: m, n: n, k: k)
+        sgemm(Profiler.GEMMShape(transA: transA, transB: transB, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc, beta: beta),
+              alpha: alpha, a: a, b: b, c: c)
+    }
+
+    /// The sgemm `shape` describes, recorded for the profiler and split over the workers.
+    static func sgemm(_ shape: Profiler.GEMMShape, alpha: Float = 1, a: UnsafePointer<Float>, b: UnsafePointer<Float>,
+                      c: UnsafeMutablePointer<Float>) {
+        guard shape.m > 0, shape.n > 0 else { return }
         Profiler.recordGEMM(shape)
         // Below about a million multiply-adds, waking a second worker costs more than it saves.
-        let workers = min(cachedThreads, m * n * k >= 1 << 20 ? max(m, n) / 16 : 1)
-        splitSGEMM(shape, workers: workers, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+        let workers = min(cachedThreads, shape.m * shape.n * shape.k >= 1 << 20 ? max(shape.m, shape.n) / 16 : 1)
+        splitSGEMM(shape, workers: workers, alpha: alpha, a: a, b: b, c: c)
     }
 
     /// `sgemm` over `workers` threads: each takes a block of C's columns (or rows, when C
     /// is tall), on single-threaded OpenBLAS. Blocks are multiples of 16 so the kernels'
     /// register tiles stay whole.
-    static func splitSGEMM(_ shape: Profiler.GEMMShape, workers: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int,
-                           b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
-        guard workers > 1 else {
-            return serialSGEMM(shape, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
-        }
+    static func splitSGEMM(_ shape: Profiler.GEMMShape, workers: Int, alpha: Float, a: UnsafePointer<Float>,
+                           b: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>) {
+        guard workers > 1 else { return serialSGEMM(shape, alpha: alpha, a: a, b: b, c: c) }
         let (m, n) = (shape.m, shape.n), (transA, transB) = (shape.transA, shape.transB)
+        let (lda, ldb, ldc) = (shape.lda, shape.ldb, shape.ldc)
         let splitsColumns = n >= m, extent = splitsColumns ? n : m
         let block = (extent + workers * 16 - 1) / (workers * 16) * 16
         Kernels.parallelFor(workers, workers: workers) { parts in
@@ -42,12 +47,10 @@ public enum BLAS {
                 var piece = shape
                 if splitsColumns {
                     piece.n = hi - lo
-                    serialSGEMM(piece, alpha: alpha, a: a, lda: lda, b: b + (transB ? lo * ldb : lo), ldb: ldb,
-                                beta: beta, c: c + lo, ldc: ldc)
+                    serialSGEMM(piece, alpha: alpha, a: a, b: b + (transB ? lo * ldb : lo), c: c + lo)
                 } else {
                     piece.m = hi - lo
-                    serialSGEMM(piece, alpha: alpha, a: a + (transA ? lo : lo * lda), lda: lda, b: b, ldb: ldb,
-                                beta: beta, c: c + lo * ldc, ldc: ldc)
+                    serialSGEMM(piece, alpha: alpha, a: a + (transA ? lo : lo * lda), b: b, c: c + lo * ldc)
                 }
             }
         }
@@ -65,15 +68,15 @@ public enum BLAS {
     }
 
     /// One sgemm on the calling thread: OpenBLAS itself always runs single-threaded.
-    static func serialSGEMM(_ s: Profiler.GEMMShape, alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
-                            b: UnsafePointer<Float>, ldb: Int, beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
+    static func serialSGEMM(_ s: Profiler.GEMMShape, alpha: Float = 1, a: UnsafePointer<Float>, b: UnsafePointer<Float>,
+                            c: UnsafeMutablePointer<Float>) {
         cblas_sgemm(
             CblasRowMajor,
             s.transA ? CblasTrans : CblasNoTrans,
             s.transB ? CblasTrans : CblasNoTrans,
             blasint(s.m), blasint(s.n), blasint(s.k),
-            alpha, a, blasint(lda), b, blasint(ldb),
-            beta, c, blasint(ldc))
+            alpha, a, blasint(s.lda), b, blasint(s.ldb),
+            s.beta, c, blasint(s.ldc))
     }
 
     /// Adds one batch to least-squares normal equations: `gram += Xᵀ·X` (upper triangle)
@@ -123,6 +126,17 @@ public enum BLAS {
     public static var coreName: String {
         guard let name = openblas_get_corename() else { return "unknown" }
         return String(cString: name)
+    }
+
+    /// How the OpenBLAS build threads (`openblas_get_parallel`): sequential, pthreads or
+    /// OpenMP. BLASNet calls it single-threaded either way and splits the work itself.
+    public static var threading: String {
+        switch openblas_get_parallel() {
+        case 0: "sequential"
+        case 1: "pthreads"
+        case 2: "OpenMP"
+        case let other: "unknown (\(other))"
+        }
     }
 
     /// The OpenBLAS build configuration string (version, threading, architecture).

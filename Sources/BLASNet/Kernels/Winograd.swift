@@ -58,10 +58,10 @@ extension Kernels {
         for images in chunks.ranges {
             let tiles = images.count * g.tilesPerImage
             winogradInput(x, v, g, images: images)
-            let shape = Profiler.GEMMShape(transA: false, transB: false, m: k, n: tiles, k: c)
+            let shape = Profiler.GEMMShape(transA: false, transB: false, m: k, n: tiles, k: c, lda: c, ldb: tiles, ldc: tiles, beta: 0)
             BLAS.sgemmBatch(shape, count: positions) { xi in
-                BLAS.serialSGEMM(shape, a: u + xi * kernelStride, lda: c, b: v + xi * positionStride(c * tiles), ldb: tiles,
-                                 c: m + xi * positionStride(k * tiles), ldc: tiles)
+                BLAS.serialSGEMM(shape, a: u + xi * kernelStride, b: v + xi * positionStride(c * tiles),
+                                 c: m + xi * positionStride(k * tiles))
             }
             winogradOutput(m, y, g, outputs: k, images: images)
         }
@@ -82,11 +82,11 @@ extension Kernels {
             let tiles = images.count * g.tilesPerImage
             winogradInput(x, v, g, images: images)
             winogradOutputGradient(dy, u, g, outputs: k, images: images)
-            let shape = Profiler.GEMMShape(transA: false, transB: true, m: k, n: c, k: tiles)
+            let shape = Profiler.GEMMShape(transA: false, transB: true, m: k, n: c, k: tiles, lda: tiles, ldb: tiles, ldc: c,
+                                           beta: index == 0 ? 0 : 1)
             BLAS.sgemmBatch(shape, count: positions) { xi in
-                BLAS.serialSGEMM(shape, a: u + xi * positionStride(k * tiles), lda: tiles,
-                                 b: v + xi * positionStride(c * tiles), ldb: tiles,
-                                 beta: index == 0 ? 0 : 1, c: m + xi * kernelStride, ldc: c)
+                BLAS.serialSGEMM(shape, a: u + xi * positionStride(k * tiles), b: v + xi * positionStride(c * tiles),
+                                 c: m + xi * kernelStride)
             }
         }
         winogradKernelGradient(m, dw, outputs: k, inputs: c)
