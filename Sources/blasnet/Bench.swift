@@ -128,7 +128,7 @@ struct Bench: ParsableCommand {
         let gemmSeconds = median(replays.map { $0.reduce(0, +) })
         let gflop = layers.reduce(0) { $0 + $1.gflop }
         let report = BenchReport(
-            arch: model.arch.rawValue, stem: model.stem.rawValue, mode: mode.rawValue, batch: x.shape[0], input: Array(x.shape[2...]),
+            arch: model.arch.rawValue, stem: model.resolvedStem.rawValue, mode: mode.rawValue, batch: x.shape[0], input: Array(x.shape[2...]),
             first_loss: losses.first, second_loss: losses.dropFirst().first,
             threads: BLAS.threads, openblas_core: BLAS.coreName, openblas_threading: BLAS.threading, openblas_config: BLAS.configuration,
             step_seconds: stepSeconds, step_seconds_samples: stepTimes, images_per_second: Double(x.shape[0]) / stepSeconds,

@@ -42,7 +42,7 @@ extension Bench {
         let stepSeconds = median(stepTimes)
         let gradientFloats = net.namedParameters().reduce(0) { $0 + $1.parameter.value.count }
         let report = DistributedBenchReport(
-            arch: model.arch.rawValue, stem: model.stem.rawValue, processes: processes.size, threads_per_process: BLAS.threads,
+            arch: model.arch.rawValue, stem: model.resolvedStem.rawValue, processes: processes.size, threads_per_process: BLAS.threads,
             batch: batch, input: Array(x.shape[2...]), sync_bn: syncBn, step_seconds: stepSeconds, step_seconds_samples: stepTimes,
             images_per_second: Double(batch) / stepSeconds, gradient_bytes: gradientFloats * 4,
             bucket_bytes: parallel.bucketCapacity * 4, allreduce_seconds: alone, allreduce_exposed_seconds: exposed,

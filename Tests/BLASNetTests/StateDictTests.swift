@@ -52,6 +52,30 @@ struct StateDictTests {
         #expect(throws: BLASNetError.self) { try Trainer.predictions(Tensor(shape: [4])) }
     }
 
+    /// Initialized as the library each model comes from: timm's SE-ResNets zero the last
+    /// norm's γ in every block (`zero_init_last`; in timm 1.0 exactly the `bn2.weight`s of
+    /// seresnet18 and the `bn3.weight`s of seresnet50 are zero), torchvision's ResNets and
+    /// the CIFAR family keep every γ at 1.
+    @Test(arguments: [("seresnet18", "bn2"), ("seresnet50", "bn3"), ("resnet18", nil), ("resnet50", nil), ("seresnet20", nil)])
+    func normsStartAsInTheirLibrary(arch: String, zeroed: String?) throws {
+        let model = try ResNet(try #require(Architecture(rawValue: arch)), numClasses: 3, width: 8)
+        let gammas = model.namedParameters().filter { $0.name.hasSuffix(".weight") && $0.parameter.value.shape.count == 1 }
+        #expect(gammas.count > 10)
+        for (name, gamma) in gammas where !name.hasPrefix("fc") {
+            let expected: Float = zeroed.map { name.hasSuffix(".\($0).weight") } == true ? 0 : 1
+            #expect(gamma.value.scalars.allSatisfy { $0 == expected }, "\(arch) \(name)")
+        }
+    }
+
+    /// The CIFAR family's own stem by default (3×3/1: He et al.'s stages run at 32, 16 and 8
+    /// on CIFAR), the ImageNet one for torchvision's and timm's.
+    @Test func stemsDefaultToThePublishedOnes() throws {
+        #expect(try ResNet(.resnet20, numClasses: 10).stem == .cifar)
+        #expect(try ResNet(.seresnet8, numClasses: 10, width: 4).conv1.weight.value.shape == [4, 3, 3, 3])
+        #expect(try ResNet(.resnet18, numClasses: 10, width: 4).stem == .imagenet)
+        #expect(try ResNet(.resnet20, numClasses: 10, stem: .imagenet).stem == .imagenet)
+    }
+
     @Test func seWidthsFollowTimm() {
         #expect([64, 128, 256, 512, 1024, 2048].map { SEBlock.reducedChannels($0) } == [8, 8, 16, 32, 64, 128])
     }

@@ -81,6 +81,15 @@ public struct Architecture: RawRepresentable, Hashable, CaseIterable, Sendable, 
 
     public var description: String { rawValue }
 
+    /// The published model's stem: `imagenet` for torchvision's and timm's, `cifar` (3×3/1,
+    /// no pooling) for the CIFAR family, whose stages run at 32, 16 and 8 on CIFAR.
+    public var defaultStem: Stem { defaultWidth == 16 ? .cifar : .imagenet }
+
+    /// Whether each block's last norm starts with γ = 0, so that every block starts as its
+    /// shortcut: timm's SE-ResNets do (`zero_init_last`), torchvision's ResNets
+    /// (`zero_init_residual=False`) and the CIFAR family, which neither library has, do not.
+    public var zeroInitializesLastNorm: Bool { squeezeExcitation && defaultWidth == 64 }
+
     /// Block kind of every stage.
     public var block: any ResidualBlockKind.Type {
         switch blockType {
@@ -118,10 +127,13 @@ public final class ResNet: Module {
     /// Kept, not rebuilt on every pass, so that a training step allocates nothing here.
     public private(set) var children: [(name: String, module: any Module)] = []
 
-    /// Builds the model with torchvision's initialization (Kaiming-normal convolutions,
-    /// norm γ = 1 and β = 0, PyTorch's default for `fc`), seeded for reproducibility.
+    /// Builds the model with the initialization of the library it comes from, seeded for
+    /// reproducibility: Kaiming-normal convolutions (fan-out), norm γ = 1 and β = 0,
+    /// PyTorch's default for `fc`; timm's SE-ResNets then zero each block's last γ
+    /// (``Architecture/zeroInitializesLastNorm``).
     ///
     /// - Parameters:
+    ///   - stem: nil picks the architecture's (``Architecture/defaultStem``).
     ///   - width: channels of the stem and of `layer1` (64 in the published models, 16 in
     ///     the CIFAR family; nil picks that); every stage doubles it. Smaller widths make
     ///     small-image models cheap.
@@ -131,9 +143,9 @@ public final class ResNet: Module {
     ///   - headGrid: the head's pooling grid. 1 is torchvision's head; with `g > 1`, `fc`
     ///     has `C·g²` inputs, as in torchvision after `model.avgpool = AdaptiveAvgPool2d(g)`
     ///     and `model.fc = Linear(C·g², K)` (same state_dict names).
-    public init(_ architecture: Architecture, numClasses: Int = 1000, inChannels: Int = 3, stem: Stem = .imagenet,
+    public init(_ architecture: Architecture, numClasses: Int = 1000, inChannels: Int = 3, stem: Stem? = nil,
                 width: Int? = nil, norm: Normalization = .batch, headGrid: Int = 1, seed: UInt64 = 0) throws {
-        let width = width ?? architecture.defaultWidth
+        let width = width ?? architecture.defaultWidth, stem = stem ?? architecture.defaultStem
         guard numClasses > 0, inChannels > 0, width > 0 else {
             throw BLASNetError.invalidArgument(
                 "ResNet: numClasses, inChannels and width must be positive, got \(numClasses), \(inChannels) and \(width)")
@@ -178,6 +190,13 @@ public final class ResNet: Module {
         for (_, p) in namedParameters() where p.value.shape.count == 4 {
             let fanOut = p.value.shape[0] * p.value.shape[2] * p.value.shape[3]
             p.value = .normal(shape: p.value.shape, std: (2 / Float(fanOut)).squareRoot(), using: &rng)
+        }
+        if architecture.zeroInitializesLastNorm {
+            for case let block as ResidualBlock in stages.flatMap(\.layers) {
+                for (name, gamma) in block.branch.last?.module.localParameters ?? [] where name == "weight" {
+                    gamma.value = Tensor(shape: gamma.value.shape)
+                }
+            }
         }
     }
 
