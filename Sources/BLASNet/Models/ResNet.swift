@@ -19,7 +19,10 @@ public enum Stem: String, CaseIterable, Sendable {
 /// - the CIFAR ResNets of He et al. (2016), `resnet<6n+2>` such as `resnet20`, `resnet32`,
 ///   `resnet56` (three stages of n basic blocks, width 16), and their SE variants
 ///   `seresnet20` …. Their shortcuts are 1×1 projections when the shape changes (the
-///   paper's option B), so every shortcut has torchvision's `downsample` names.
+///   paper's option B), so every shortcut has torchvision's `downsample` names. The paper's
+///   CIFAR networks used option A (parameter-free zero padding): `resnet20` (10 classes)
+///   has 272,474 parameters here, 1% more, and option-A checkpoints have no `downsample`
+///   keys to load.
 public struct Architecture: RawRepresentable, Hashable, CaseIterable, Sendable, CustomStringConvertible {
     /// Basic blocks (two 3×3 convolutions) or bottlenecks (1×1, 3×3, 1×1 ×4).
     public enum BlockType: Sendable { case basic, bottleneck }
