@@ -16,12 +16,16 @@ ensure_packages() {
     fi
     # A fresh machine's boot-time apt jobs often hold the dpkg lock: wait for it rather than fail.
     local apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600)
-    # The package lists have a lock of their own, which apt-get update does not wait for.
-    local attempt
+    # The package lists have a lock of their own, which apt-get update does not wait for:
+    # wait for that one, and fail at once on anything else.
+    local attempt output
     for attempt in $(seq 60); do
-        "${apt[@]}" update -qq && break
-        ((attempt < 60)) || return 1
-        echo "apt-get update failed (lists locked by a boot-time job?); trying again in 10 s" >&2
+        output="$("${apt[@]}" update -qq 2>&1)" && break
+        if ! grep -q "Could not get lock" <<<"$output" || ((attempt == 60)); then
+            echo "$output" >&2
+            return 1
+        fi
+        echo "apt-get update: the package lists are locked (a boot-time job?); trying again in 10 s" >&2
         sleep 10
     done
     "${apt[@]}" install -y -qq "${missing[@]}" >&2

@@ -29,20 +29,27 @@ PACKAGES_IMPORT="import torch, torchvision, timm, safetensors, numpy"
 if [[ -z "$PYTHON" ]]; then
     PYTHON="$VENV_DIR/bin/python"
     # Made in place (a venv's scripts hold its path, so one built aside and renamed has a
-    # broken bin/pip) and made again whenever torch and the rest do not import, as after
-    # an interrupted install.
-    if ! "$PYTHON" -c "$PACKAGES_IMPORT" 2>/dev/null; then
-        echo "creating $VENV_DIR (downloads torch from PyPI)" >&2
-        source "$REPO_ROOT/scripts/_apt.sh"
-        ensure_packages python3-venv
-        rm -rf "$VENV_DIR"
-        python3 -m venv "$VENV_DIR"
-        "$PYTHON" -m pip install torch torchvision timm safetensors numpy >&2
+    # broken bin/pip) and marked once pip has finished: an interrupted install is made
+    # again, a finished one is kept even if an import fails (that error is shown below).
+    if [[ ! -f "$VENV_DIR/.installed" ]]; then
+        if ! "$PYTHON" -c "$PACKAGES_IMPORT" 2>/dev/null; then
+            echo "creating $VENV_DIR (downloads torch from PyPI)" >&2
+            source "$REPO_ROOT/scripts/_apt.sh"
+            ensure_packages python3-venv
+            rm -rf "$VENV_DIR"
+            python3 -m venv "$VENV_DIR"
+            "$PYTHON" -m pip install torch torchvision timm safetensors numpy >&2
+        fi
+        touch "$VENV_DIR/.installed"
     fi
 fi
 
-# Fail early with a clear message rather than with an ImportError traceback.
-if ! "$PYTHON" -c "$PACKAGES_IMPORT" 2>/dev/null; then
-    echo "error: $PYTHON lacks torch/torchvision/timm/safetensors/numpy" >&2
+# Fail early with a clear message rather than later with an ImportError traceback.
+if ! import_error="$("$PYTHON" -c "$PACKAGES_IMPORT" 2>&1)"; then
+    echo "$import_error" | tail -3 >&2
+    echo "error: $PYTHON cannot import torch/torchvision/timm/safetensors/numpy" >&2
+    if [[ -z "$USER_PYTHON" ]]; then
+        echo "       (delete $VENV_DIR to make it again, or pass --python PATH)" >&2
+    fi
     exit 2
 fi

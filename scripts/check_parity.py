@@ -458,9 +458,14 @@ def main() -> int:
             return 2
     else:
         # Always: an incremental build is quick, and a stale binary would check old code.
-        if subprocess.run(["swift", "build", "-c", "release", "--product", "blasnet"], cwd=REPO,
-                          stdout=sys.stderr).returncode != 0:
-            print("error: swift build -c release failed", file=sys.stderr)
+        try:
+            built = subprocess.run(["swift", "build", "-c", "release", "--product", "blasnet"], cwd=REPO,
+                                   stdout=sys.stderr).returncode == 0
+        except FileNotFoundError:
+            built = False
+        if not built:
+            print("error: swift build -c release failed (or swift is not on PATH); pass --blasnet PATH",
+                  file=sys.stderr)
             return 2
         cmd = [os.path.join(REPO, ".build", "release", "blasnet")]
     if args.keep:

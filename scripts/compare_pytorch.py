@@ -399,7 +399,9 @@ class CaseResult:
         ref, pairs = self.reference_loss(key), self.losses(key)
         if ref is None or not pairs:
             return None
-        return max(rel_diff(b, ref) for _, _, b in pairs), max(rel_diff(t, ref) for _, t, _ in pairs)
+        # max() passes over a NaN after the first element: a diverged round must not.
+        ours, theirs = [rel_diff(b, ref) for _, _, b in pairs], [rel_diff(t, ref) for _, t, _ in pairs]
+        return tuple(max(e) if all(math.isfinite(x) for x in e) else math.inf for e in (ours, theirs))
 
     def loss_ok(self, tolerance: float) -> bool | None:
         """True/False for training cases, None for inference. A training case whose losses

@@ -96,4 +96,25 @@ struct ModelOptions: ParsableArguments {
         if let threads { BLAS.threads = threads }
         return try ResNet(arch, numClasses: numClasses, inChannels: inChans, stem: resolvedStem, width: width, norm: norm, headGrid: headGrid)
     }
+
+    /// The model for `weights`, read from `path`, with their state loaded. Without `--stem`
+    /// the stem is the one the file records, else the one its conv1 shows; the
+    /// architecture's default would load a strided stem's weights as cifar's, silently.
+    func makeModel(loading weights: SafeTensorsFile, path: String) throws -> ResNet {
+        var options = self
+        if let recorded = weights.metadata["stem"] {
+            guard let stem = Stem(rawValue: recorded) else {
+                throw BLASNetError.malformedFile(path: path, reason: "unknown stem '\(recorded)' in its metadata")
+            }
+            if let given = self.stem, given != stem {
+                throw ValidationError("--stem \(given.rawValue) contradicts \(path), which records stem \(recorded)")
+            }
+            options.stem = stem
+        } else if stem == nil {
+            options.stem = try RecordedModelOptions.unrecordedStem(of: weights, path: path)
+        }
+        let net = try options.makeModel()
+        try net.loadStateDict(weights)
+        return net
+    }
 }

@@ -64,9 +64,8 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         if distributed { return try runDistributed() }
-        let net = try model.makeModel()
+        let net = try weights.map { try model.makeModel(loading: SafeTensorsFile(contentsOf: $0), path: $0) } ?? model.makeModel()
         net.setConvolutionAlgorithm(convAlgorithm)
-        if let weights { try net.loadStateDict(SafeTensorsFile(contentsOf: weights)) }
         let (x, targets) = try batchTensors(count: batch)
         let sgd = try SGD(net.namedParameters().map(\.parameter), learningRate: 0.01, momentum: 0.9, weightDecay: 1e-4)
         if mode == .train { net.train() } else { net.eval() }
@@ -128,7 +127,7 @@ struct Bench: ParsableCommand {
         let gemmSeconds = median(replays.map { $0.reduce(0, +) })
         let gflop = layers.reduce(0) { $0 + $1.gflop }
         let report = BenchReport(
-            arch: model.arch.rawValue, stem: model.resolvedStem.rawValue, mode: mode.rawValue, batch: x.shape[0], input: Array(x.shape[2...]),
+            arch: model.arch.rawValue, stem: net.stem.rawValue, mode: mode.rawValue, batch: x.shape[0], input: Array(x.shape[2...]),
             first_loss: losses.first, second_loss: losses.dropFirst().first,
             threads: BLAS.threads, openblas_core: BLAS.coreName, openblas_threading: BLAS.threading, openblas_config: BLAS.configuration,
             step_seconds: stepSeconds, step_seconds_samples: stepTimes, images_per_second: Double(x.shape[0]) / stepSeconds,

@@ -58,10 +58,18 @@ struct RecordedModelOptions: ParsableArguments {
             return grid
         } ?? 1
         if let stem = try pick("--stem", stem, Stem.init(rawValue:)) { return (arch, width, stem, norm, headGrid) }
-        // Any conv1 but a 3×3 one is imagenet's, or fails to load with its shape named.
-        guard file["conv1.weight"]?.shape.last != 3 else {
+        return (arch, width, try Self.unrecordedStem(of: file, path: path) ?? .imagenet, norm, headGrid)
+    }
+
+    /// The stem of weights that record none, from their conv1: any but a 3×3 one is
+    /// imagenet's (or fails to load with its shape named); a 3×3 one fits both cifar
+    /// (stride 1) and strided (stride 2), so it is refused rather than loaded into a guess.
+    /// Nil without a conv1.
+    static func unrecordedStem(of file: SafeTensorsFile, path: String) throws -> Stem? {
+        guard let kernel = file["conv1.weight"]?.shape.last else { return nil }
+        guard kernel != 3 else {
             throw ValidationError("\(path) does not record its stem, and its 3×3 conv1 fits both cifar (stride 1) and strided (stride 2); pass --stem")
         }
-        return (arch, width, .imagenet, norm, headGrid)
+        return .imagenet
     }
 }

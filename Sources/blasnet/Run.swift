@@ -34,8 +34,7 @@ struct Run: ParsableCommand {
         try loss.checkFocalOptions(for: lossName)
         let lossFunction = try LossOptions.make(lossName, focalGamma: loss.focalGamma, focalAlpha: loss.focalAlpha,
                                                 labelSmoothing: 0)
-        let net = try model.makeModel()
-        try net.loadStateDict(SafeTensorsFile(contentsOf: weights))
+        let net = try model.makeModel(loading: SafeTensorsFile(contentsOf: weights), path: weights)
         let batch = try SafeTensorsFile(contentsOf: input)
         guard let x = batch["input"] else { throw BLASNetError.invalidArgument("\(input): no tensor named 'input'") }
         var results: [(name: String, tensor: SafeTensor)] = []

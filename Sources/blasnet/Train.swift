@@ -120,10 +120,10 @@ struct Train: ParsableCommand {
         if syncBn && !distributed { throw ValidationError("--sync-bn synchronizes the processes of a --distributed run") }
         let target = out ?? resume ?? Self.defaultOut
         if !resumesInPlace {
-            for file in [TrainingRun.File.last, .best] {
-                try OutputDirectory.checkNothingReplaced(TrainingRun.path(file, in: target), overwrite: overwrite,
-                                                         otherwise: "continue that run with --resume \(target)")
-            }
+            try OutputDirectory.checkNothingReplaced(TrainingRun.path(.last, in: target), overwrite: overwrite,
+                                                     otherwise: "continue that run with --resume \(target)")
+            try OutputDirectory.checkNothingReplaced(TrainingRun.path(.best, in: target), overwrite: overwrite,
+                                                     otherwise: "it holds an earlier run's best weights, and no checkpoint to resume")
         }
         if let preset, resume != nil {
             throw ValidationError("--preset \(preset.rawValue) picks a new run's settings; a resumed run keeps its own (set --epochs and the like instead)")
@@ -132,8 +132,13 @@ struct Train: ParsableCommand {
 
     /// Whether the run continues in the directory it was resumed from.
     private var resumesInPlace: Bool {
-        resume.map { URL(fileURLWithPath: $0).standardizedFileURL }
-            == URL(fileURLWithPath: out ?? resume ?? Self.defaultOut).standardizedFileURL
+        // Through symlinks: --overwrite must not take the resumed run's files for an earlier run's.
+        func canonical(_ path: String) -> String {
+            guard let resolved = realpath(path, nil) else { return URL(fileURLWithPath: path).standardizedFileURL.path }
+            defer { free(resolved) }
+            return String(cString: resolved)
+        }
+        return resume.map(canonical) == canonical(out ?? resume ?? Self.defaultOut)
     }
 
     func run() throws {

@@ -177,7 +177,8 @@ struct OptimizerTests {
         }
     }
 
-    /// AdamW's moments as PyTorch's, to the bit:
+    /// AdamW's moments as PyTorch's, to the bit at these values (PyTorch's lerp is one fused
+    /// multiply-add, which elsewhere can round one ulp away from these two roundings):
     /// - the first is `exp_avg.lerp_(grad, 1 − β1)`, and ATen's lerp takes a weight of ½ or
     ///   more from the far end, `g − (g − m)·(1 − w)`: at β1 = 0 that is the gradient
     ///   exactly, where `m + w·(g − m)` rounds 1 + (1e-8 − 1) to 0, and at β1 = 0.3 the two

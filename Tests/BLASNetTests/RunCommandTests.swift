@@ -161,6 +161,28 @@ struct RunCommandTests {
         }
     }
 
+    /// Without `--stem`, `run` takes the stem the weights record; weights that record none
+    /// and whose 3×3 conv1 fits both the cifar and the strided stem are refused, not loaded
+    /// into the architecture's default, which would be a silent guess.
+    @Test func runTakesTheRecordedStem() throws {
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let withoutStem = base.filter { $0 != "--stem" && $0 != "cifar" }
+        let guessed = try Self.run(withoutStem)
+        #expect(guessed.status != 0)
+        #expect(guessed.stderr.contains("pass --stem"), "\(guessed.stderr)")
+
+        let recorded = dir.appendingPathComponent("recorded.safetensors").path
+        try SafeTensorsFile(tensors: try SafeTensorsFile(contentsOf: weights).tensors, metadata: ["stem": "cifar"]).write(to: recorded)
+        let read = try Self.run(withoutStem.map { $0 == weights ? recorded : $0 })
+        #expect(read.status == 0, "\(read.stderr)")
+        let fixture = try PyTorchParityTests.Fixture("seresnet18_cifar")
+        try fixture.expectClose(try #require(try SafeTensorsFile(contentsOf: output)["logits"]).floats(), "eval.logits",
+                                floor: PyTorchParityTests.outputFloor)
+        let contradicted = try Self.run(base.map { $0 == weights ? recorded : $0 == "cifar" ? "strided" : $0 })
+        #expect(contradicted.status != 0)
+        #expect(contradicted.stderr.contains("records stem cifar"), "\(contradicted.stderr)")
+    }
+
     /// `bench` reports its own peak memory, not the high-water mark Linux carries into a
     /// child from the process that started it (as `ru_maxrss` does, which made every
     /// inference figure of the PyTorch comparison at least its driver's memory): started

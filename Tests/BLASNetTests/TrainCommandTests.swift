@@ -45,6 +45,21 @@ struct TrainCommandTests {
         Dictionary(uniqueKeysWithValues: try SafeTensorsFile(contentsOf: path).tensors.filter { !$0.name.hasPrefix("optimizer.") })
     }
 
+    /// A resume through a symlink to the run's own directory is a resume in place:
+    /// `--overwrite` must not remove that run's files as an earlier run's.
+    @Test func overwriteKeepsTheRunResumedThroughALink() throws {
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let real = dir.appendingPathComponent("real").path, link = dir.appendingPathComponent("link").path
+        #expect(try train(["--epochs", "1", "--out", real]).status == 0)
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: real)
+        let resumed = try RunCommandTests.run(["train", "--resume", link, "--out", real, "--overwrite", "--epochs", "1",
+                                               "--threads", "1", "--data", data])
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        for file in ["last.safetensors", "best.safetensors", "metrics.csv"] {
+            #expect(FileManager.default.fileExists(atPath: real + "/" + file), "\(file)")
+        }
+    }
+
     @Test func twoEpochsEqualOneEpochPlusResume() throws {
         defer { try? FileManager.default.removeItem(at: dir) }
         let whole = dir.appendingPathComponent("whole").path, split = dir.appendingPathComponent("split").path

@@ -37,7 +37,9 @@ extension Kernels {
                           squareMean v: UnsafeMutablePointer<Float>, maxSquareMean vMax: UnsafeMutablePointer<Float>?,
                           count: Int, decay: Float, meanWeight: Float, beta2: Float, squareWeight: Float,
                           biasCorrection2Root: Float, epsilon: Float, negativeStepSize: Float) {
-        // ATen's lerp: from m for a weight under ½, from g beyond, so that β1 = 0 gives m = g exactly.
+        // ATen's lerp: from m for a weight under ½, from g beyond, so that β1 = 0 gives m = g
+        // exactly. ATen fuses the multiply-add (one ulp apart at most); a fused one here
+        // would call libm's fmaf per element, since the build does not assume FMA.
         let fromMean = meanWeight.magnitude < 0.5, remaining = 1 - meanWeight
         parallelFor(count, grain: elementGrain) { range in
             for i in range {
