@@ -36,9 +36,6 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Stem: imagenet (7×7/2 conv + max-pool), cifar (3×3/1 conv) or strided (3×3/2 conv) (default: the architecture's, imagenet or for 6n+2 depths cifar).")
     var stem: Stem?
 
-    /// `--stem`, or the architecture's own.
-    var resolvedStem: Stem { stem ?? arch.defaultStem }
-
     @Option(help: "Normalization of every norm slot: batch, group (32 groups), group:G, layer or instance.",
             transform: Normalization.init(parsing:))
     var norm: Normalization = .batch
@@ -94,7 +91,7 @@ struct ModelOptions: ParsableArguments {
 
     func makeModel() throws -> ResNet {
         if let threads { BLAS.threads = threads }
-        return try ResNet(arch, numClasses: numClasses, inChannels: inChans, stem: resolvedStem, width: width, norm: norm, headGrid: headGrid)
+        return try ResNet(arch, numClasses: numClasses, inChannels: inChans, stem: stem, width: width, norm: norm, headGrid: headGrid)
     }
 
     /// The model for `weights`, read from `path`, with their state loaded. Without `--stem`

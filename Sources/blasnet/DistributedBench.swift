@@ -13,9 +13,8 @@ extension Bench {
         guard batch % processes.size == 0 else {
             throw ValidationError("--batch \(batch) does not split evenly over \(processes.size) processes")
         }
-        let net = try model.makeModel()
+        let net = try weights.map { try model.makeModel(loading: SafeTensorsFile(contentsOf: $0), path: $0) } ?? model.makeModel()
         net.setConvolutionAlgorithm(convAlgorithm)
-        if let weights { try net.loadStateDict(SafeTensorsFile(contentsOf: weights)) }
         let (x, targets) = try batchTensors(count: batch / processes.size)
         let parallel = MPIDataParallel(group: processes)
         if syncBn { for case let norm as BatchNorm in net.modules { norm.synchronization = processes } }
@@ -42,7 +41,7 @@ extension Bench {
         let stepSeconds = median(stepTimes)
         let gradientFloats = net.namedParameters().reduce(0) { $0 + $1.parameter.value.count }
         let report = DistributedBenchReport(
-            arch: model.arch.rawValue, stem: model.resolvedStem.rawValue, processes: processes.size, threads_per_process: BLAS.threads,
+            arch: model.arch.rawValue, stem: net.stem.rawValue, processes: processes.size, threads_per_process: BLAS.threads,
             batch: batch, input: Array(x.shape[2...]), sync_bn: syncBn, step_seconds: stepSeconds, step_seconds_samples: stepTimes,
             images_per_second: Double(batch) / stepSeconds, gradient_bytes: gradientFloats * 4,
             bucket_bytes: parallel.bucketCapacity * 4, allreduce_seconds: alone, allreduce_exposed_seconds: exposed,
