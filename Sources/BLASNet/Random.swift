@@ -4,6 +4,7 @@ import Foundation
 public struct SeededGenerator: RandomNumberGenerator, Sendable {
     private var state: UInt64
 
+    /// A generator whose sequence is a function of `seed` alone, on every machine.
     public init(seed: UInt64) { state = seed }
 
     public mutating func next() -> UInt64 {

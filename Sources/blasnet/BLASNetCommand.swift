@@ -111,7 +111,8 @@ struct ModelOptions: ParsableArguments {
             options.stem = try RecordedModelOptions.unrecordedStem(of: weights, path: path)
         }
         let net = try options.makeModel()
-        try net.loadStateDict(weights)
+        // A `train` checkpoint loads as its weights.
+        try net.loadStateDict(weights.withoutOptimizerState)
         return net
     }
 }

@@ -68,11 +68,7 @@ struct Eval: ParsableCommand {
         let model = try ResNet(arch, numClasses: testSet.numClasses, inChannels: testSet.channels,
                                stem: stem, width: width, norm: norm,
                                headGrid: headGrid, seed: 0)
-        let report = try model.loadStateDict(file, strict: false)
-        let ignored = report.unexpectedKeys.filter { !$0.hasPrefix("optimizer.") }
-        guard report.missingKeys.filter({ !$0.hasSuffix("num_batches_tracked") }).isEmpty, ignored.isEmpty else {
-            throw BLASNetError.stateDictMismatch(missing: report.missingKeys, unexpected: ignored, wrongShape: [])
-        }
+        try model.loadStateDict(file.withoutOptimizerState)
         let loader = try DataLoader(dataset: testSet, batchSize: batchSize, shuffle: false, seed: 0, mean: mean, std: std)
         let result = try Trainer.evaluate(model, on: loader, numClasses: testSet.numClasses)
         print(String(format: "%@ on %@ test split (%d images): accuracy %.2f%%, loss %.4f",

@@ -122,8 +122,7 @@ struct Finetune: ParsableCommand {
         let model = try ResNet(arch, numClasses: pretrainedClasses, inChannels: trainSet.channels,
                                stem: stem, width: width, norm: norm,
                                headGrid: recordedGrid, seed: seed)
-        let report = try model.loadStateDict(SafeTensorsFile(tensors: file.tensors.filter { !$0.name.hasPrefix("optimizer.") }),
-                                             strict: false)
+        let report = try model.loadStateDict(file.withoutOptimizerState, strict: false)
         let missing = report.missingKeys.filter { !$0.hasSuffix("num_batches_tracked") }
         // Only the head is replaced: a backbone the file does not hold (another model, keys
         // under a prefix) would be fine-tuned from random weights without a word.

@@ -25,8 +25,9 @@ struct RecordedModelOptions: ParsableArguments {
         if let width { try ModelOptions.check(width: width) }
     }
 
-    /// The shape of the model in `file`, read from `path`: its record, else these flags
-    /// (the head's pooling grid only from the record, 1 without one).
+    /// The shape of the model in `file`, read from `path`: its record, else these flags.
+    /// The head's pooling grid is the recorded one, else the one `fc.weight` has room for
+    /// (a PyTorch state_dict of a model with `AdaptiveAvgPool2d(2)` records none), else 1.
     func resolve(_ file: SafeTensorsFile, path: String)
         throws -> (arch: Architecture, width: Int?, stem: Stem, norm: Normalization, headGrid: Int) {
         let meta = file.metadata
@@ -56,9 +57,16 @@ struct RecordedModelOptions: ParsableArguments {
                 throw BLASNetError.malformedFile(path: path, reason: "its metadata records head_grid '\(recorded)'")
             }
             return grid
-        } ?? 1
+        } ?? Self.headGrid(of: file, channels: arch.featureChannels(width: width))
         if let stem = try pick("--stem", stem, Stem.init(rawValue:)) { return (arch, width, stem, norm, headGrid) }
         return (arch, width, try Self.unrecordedStem(of: file, path: path) ?? .imagenet, norm, headGrid)
+    }
+
+    /// The grid `g` whose `channels·g²` features `fc.weight` reads; 1 when none fits, so
+    /// that loading names the shape that does not.
+    static func headGrid(of file: SafeTensorsFile, channels: Int) -> Int {
+        guard let shape = file["fc.weight"]?.shape, shape.count == 2, shape[1] % channels == 0 else { return 1 }
+        return ModelOptions.headGrids.first { $0 * $0 == shape[1] / channels } ?? 1
     }
 
     /// The stem of weights that record none, from their conv1: any but a 3×3 one is

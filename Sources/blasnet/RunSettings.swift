@@ -83,6 +83,9 @@ struct RunSettings: Codable, Equatable {
         seed = 0
     }
 
+    /// AdamW's learning rate and weight decay when the flags give none: torch.optim.AdamW's defaults.
+    static let adamW: (learningRate: Float, weightDecay: Float) = (1e-3, 1e-2)
+
     /// The settings saved in a checkpoint's metadata.
     init(checkpoint: TrainingCheckpoint, path: String) throws {
         guard let json = checkpoint.metadata["settings"],

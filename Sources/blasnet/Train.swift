@@ -25,68 +25,70 @@ struct Train: ParsableCommand {
 
     enum OptimizerName: String, ExpressibleByArgument, CaseIterable { case sgd, adamw }
     enum Preset: String, ExpressibleByArgument, CaseIterable { case quick, long }
+    /// The settings a flag not given takes, named in the help texts.
+    private static let quick = RunSettings(preset: .quick), long = RunSettings(preset: .long)
 
     @Option(help: "Settings bundle: quick (the default: 5 epochs at half resolution, about 92% in under 5 minutes) or long (30 epochs at full resolution with random crops, 94.2% measured).")
     var preset: Preset?
 
-    @Option(help: "Architecture (default: the preset's): resnet/seresnet 18…152, or CIFAR-style 6n+2 (up to \(Architecture.maximumCIFARDepth)) such as seresnet20.")
+    @Option(help: "Architecture (default: \(quick.archName)): resnet/seresnet 18…152, or CIFAR-style 6n+2 (up to \(Architecture.maximumCIFARDepth)) such as seresnet20.")
     var arch: Architecture?
 
-    @Option(parsing: .unconditional, help: "Channels of the stem and first stage (default: the preset's).")
+    @Option(parsing: .unconditional, help: "Channels of the stem and first stage (default: \(quick.width), for every architecture; torchvision's ResNets have 64).")
     var width: Int?
 
-    @Option(help: "Stem: imagenet (7×7/2 conv + max-pool), cifar (3×3/1 conv) or strided (3×3/2 conv).")
+    @Option(help: "Stem: imagenet (7×7/2 conv + max-pool), cifar (3×3/1 conv) or strided (3×3/2 conv) (default: \(quick.stemName), or \(long.stemName) with --preset long).")
     var stem: Stem?
 
     @Option(help: "Normalization of every norm slot (default batch): batch, group (32 groups), group:G, layer or instance.",
             transform: Normalization.init(parsing:))
     var norm: Normalization?
 
-    @Option(help: "Dataset: \(DatasetName.allCases.map(\.rawValue).joined(separator: ", ")).")
+    @Option(help: "Dataset: \(DatasetName.allCases.map(\.rawValue).joined(separator: ", ")) (default: \(quick.datasetName)).")
     var dataset: DatasetName?
 
-    @Option(help: "Directory holding the dataset's files (default: the Debian package's location).")
+    @Option(help: "Directory holding the dataset's files (default for fashion-mnist: /usr/share/datasets/fashion-mnist, from Debian's dataset-fashion-mnist; for mnist: /usr/share/datasets/mnist; the CIFAR datasets need it).")
     var data: String?
 
     @Option(help: "Only these classes, relabelled in the order given: a list (5,6,7) or a range (0-4).")
     var classes: ClassList?
 
-    @Option(parsing: .unconditional, help: "Total epochs of the run (the schedule spans them).")
+    @Option(parsing: .unconditional, help: "Total epochs of the run (the schedule spans them) (default: \(quick.epochs), or \(long.epochs) with --preset long).")
     var epochs: Int?
 
-    @Option(parsing: .unconditional, help: "Images per training step.")
+    @Option(parsing: .unconditional, help: "Images per training step (default: \(quick.batchSize)).")
     var batchSize: Int?
 
-    @Option(parsing: .unconditional, help: "Peak learning rate.")
+    @Option(parsing: .unconditional, help: "Peak learning rate (default: \(quick.learningRate) for sgd, \(RunSettings.adamW.learningRate) for adamw, torch.optim.AdamW's).")
     var lr: Float?
 
-    @Option(help: "Optimizer: sgd (momentum 0.9, Nesterov) or adamw.")
+    @Option(help: "Optimizer: sgd (momentum 0.9, Nesterov) or adamw (default: \(quick.optimizer)).")
     var optimizer: OptimizerName?
 
-    @Option(help: "Learning-rate schedule, per step: constant, cosine[:minimum=M], step:every=N[,gamma=G], onecycle[:pct-start=P,div-factor=D,final-div-factor=F].")
+    @Option(help: "Learning-rate schedule, per step: constant, cosine[:minimum=M], step:every=N[,gamma=G], onecycle[:pct-start=P,div-factor=D,final-div-factor=F] (default: \(quick.schedule)).")
     var schedule: String?
 
-    @Option(parsing: .unconditional, help: "Linear warm-up, in epochs (fractions allowed); not with onecycle, which warms up by itself.")
+    @Option(parsing: .unconditional, help: "Linear warm-up, in epochs (fractions allowed); not with onecycle, which warms up by itself (default: none).")
     var warmup: Double?
 
-    @Option(parsing: .unconditional, help: "Weight decay (decoupled for adamw).")
+    @Option(parsing: .unconditional, help: "Weight decay, decoupled for adamw (default: \(quick.weightDecay) for sgd, \(RunSettings.adamW.weightDecay) for adamw, torch.optim.AdamW's).")
     var weightDecay: Float?
 
-    @Option(parsing: .unconditional, help: "Label smoothing for cross-entropy, in [0, 1).")
+    @Option(parsing: .unconditional, help: "Label smoothing for cross-entropy, in [0, 1) (default: \(quick.labelSmoothing); none for focal loss).")
     var labelSmoothing: Float?
 
     @OptionGroup var loss: LossOptions
 
-    @Option(parsing: .unconditional, help: "Random crop after zero padding by this many pixels (0: off).")
+    @Option(parsing: .unconditional, help: "Random crop after zero padding by this many pixels (0: off) (default: \(quick.cropPadding), or \(long.cropPadding) with --preset long).")
     var cropPadding: Int?
 
-    @Option(help: "Random horizontal flips: true or false.")
+    @Option(help: "Random horizontal flips: true or false (default: \(quick.flip)).")
     var flip: Bool?
 
     @Option(parsing: .unconditional, help: "Probability of random erasing (torchvision's RandomErasing: 2–33% of the image, aspect 0.3–3.3; 0: off).")
     var randomErasing: Double?
 
-    @Option(parsing: .unconditional, help: "Seed for initialization, batch order and augmentation.")
+    @Option(parsing: .unconditional, help: "Seed for initialization, batch order and augmentation (default: \(quick.seed)).")
     var seed: UInt64?
 
     @Option(parsing: .unconditional, help: "Worker threads for the sgemms and kernels (default: OpenBLAS's choice, one per core; with --distributed, the cores divided among the ranks on each machine).")
@@ -211,6 +213,11 @@ struct Train: ParsableCommand {
         apply(batchSize, to: \.batchSize)
         apply(lr, to: \.learningRate)
         apply(optimizer?.rawValue, to: \.optimizer)
+        // The presets' rate and decay are SGD's; a new AdamW run takes torch's.
+        if checkpoint == nil && s.optimizer == OptimizerName.adamw.rawValue {
+            s.learningRate = lr ?? RunSettings.adamW.learningRate
+            s.weightDecay = weightDecay ?? RunSettings.adamW.weightDecay
+        }
         apply(schedule, to: \.schedule)
         apply(warmup, to: \.warmupEpochs)
         apply(weightDecay, to: \.weightDecay)

@@ -330,6 +330,19 @@ struct LayerGradientTests {
         try GradientCheck.check(Flatten(), input: GradientCheck.random([3, 2, 2, 3], seed: 18))
     }
 
+    /// PyTorch's head `pool, flatten, linear` composes although the pool already flattens:
+    /// `torch.flatten(x, 1)` of `[N, F]` is itself, and so is Flatten of `[F, N]`.
+    @Test func flattenPassesFeatureVectorsThrough() throws {
+        var rng = SeededGenerator(seed: 21)
+        let x = GradientCheck.random([3, 2, 4, 5], seed: 22)
+        let head = Sequential([try AdaptiveAvgPool2d(), Flatten(), try Linear(3, 4, rng: &rng)])
+        let pooled = try AdaptiveAvgPool2d().forward(x)
+        #expect(try Flatten().forward(pooled).scalars == pooled.scalars)
+        #expect(try head.forward(x).shape == [4, 2])
+        try GradientCheck.check(head, input: x)
+        #expect(throws: BLASNetError.self) { try Flatten().forward(Tensor(shape: [2, 3, 4])) }
+    }
+
     @Test func adaptiveAvgPoolUsesPyTorchsBinsAndHeadOrder() throws {
         // torch.nn.functional.adaptive_avg_pool2d(torch.arange(9.).view(1, 1, 3, 3), 2) = [[2, 3], [5, 6]]
         // (overlapping bins rows/columns 0..<2 and 1..<3). Plane (c, n) here is that plus 100c + 10n.

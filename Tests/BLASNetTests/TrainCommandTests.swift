@@ -45,6 +45,56 @@ struct TrainCommandTests {
         Dictionary(uniqueKeysWithValues: try SafeTensorsFile(contentsOf: path).tensors.filter { !$0.name.hasPrefix("optimizer.") })
     }
 
+    /// The presets' rate and decay are SGD's: a new AdamW run takes torch.optim.AdamW's
+    /// where no flag sets them (here the rate), and keeps the one given (the decay).
+    @Test func adamWTakesTorchsDefaults() throws {
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let out = dir.appendingPathComponent("adamw").path
+        let result = try RunCommandTests.run(["train", "--data", data, "--arch", "resnet8", "--width", "4", "--batch-size", "16",
+                                              "--schedule", "constant", "--threads", "1", "--epochs", "1",
+                                              "--optimizer", "adamw", "--weight-decay", "0.05", "--out", out])
+        #expect(result.status == 0, "\(result.stderr)")
+        let json = try #require(try SafeTensorsFile(contentsOf: out + "/last.safetensors").metadata["settings"])
+        let settings = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
+        #expect((settings["learningRate"] as? Double).map(Float.init) == 1e-3)
+        #expect((settings["weightDecay"] as? Double).map(Float.init) == 0.05)
+    }
+
+    /// `run --weights` takes a `train` checkpoint as its weights: the optimizer state
+    /// beside them is not an unexpected key.
+    @Test func runReadsATrainCheckpoint() throws {
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let out = dir.appendingPathComponent("run").path
+        #expect(try train(["--epochs", "1", "--out", out]).status == 0)
+        let checkpoint = out + "/last.safetensors", input = out + "/batch.safetensors", output = out + "/logits.safetensors"
+        let x = GradientCheck.random([2, 1, 10, 10], seed: 3)
+        try SafeTensorsFile(tensors: [("input", SafeTensor(x))]).write(to: input)
+        let result = try RunCommandTests.run(["run", "--arch", "resnet8", "--width", "4", "--in-chans", "1", "--num-classes", "10",
+                                              "--threads", "1", "--weights", checkpoint, "--input", input, "--output", output])
+        #expect(result.status == 0, "\(result.stderr)")
+        let model = try ResNet(.resnet8, numClasses: 10, inChannels: 1, stem: .strided, width: 4)
+        try model.loadStateDict(try TrainingCheckpoint(contentsOf: checkpoint).modelStateDict)
+        model.eval()
+        let expected = try withoutGradients { try model.forward(x) }
+        // Other thread counts may split the sums differently: equal to rounding.
+        let logits = try #require(try SafeTensorsFile(contentsOf: output)["logits"]).floats()
+        #expect(logits.shape == expected.shape)
+        #expect(zip(logits.scalars, expected.scalars).allSatisfy { abs($0 - $1) <= 1e-5 * max(1, abs($1)) })
+    }
+
+    /// A PyTorch state_dict records no head grid: `eval` reads it from `fc.weight`'s shape,
+    /// as the model README's finetune section tells PyTorch users to build.
+    @Test func evalReadsTheHeadGridOfAPlainStateDict() throws {
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let weights = dir.appendingPathComponent("grid2.safetensors").path
+        let model = try ResNet(.resnet8, numClasses: 10, inChannels: 1, stem: .cifar, width: 4, headGrid: 2)
+        try SafeTensorsFile(tensors: model.stateDict()).write(to: weights)
+        let e = try RunCommandTests.run(["eval", "--weights", weights, "--arch", "resnet8", "--width", "4", "--stem", "cifar",
+                                         "--data", data, "--threads", "1"])
+        #expect(e.status == 0, "\(e.stderr)")
+        #expect(e.stdout.contains("accuracy"), "\(e.stdout)")
+    }
+
     /// A resume through a symlink to the run's own directory is a resume in place:
     /// `--overwrite` must not remove that run's files as an earlier run's.
     @Test func overwriteKeepsTheRunResumedThroughALink() throws {

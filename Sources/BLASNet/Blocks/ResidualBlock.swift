@@ -68,9 +68,9 @@ public enum BasicBlock: ResidualBlockKind {
 
     public static func branch(inChannels: Int, planes: Int, stride: Int, norm: Normalization, workspace: Workspace,
                               rng: inout SeededGenerator) throws -> [(name: String, module: any Module)] {
-        [("conv1", try Conv2d(inChannels, planes, kernelSize: 3, stride: stride, padding: 1, workspace: workspace, rng: &rng)),
+        [("conv1", try Conv2d(inChannels, planes, kernelSize: 3, stride: stride, padding: 1, bias: false, workspace: workspace, rng: &rng)),
          ("bn1", try norm.layer(planes, fusesReLU: true, slot: "bn1")),
-         ("conv2", try Conv2d(planes, planes, kernelSize: 3, padding: 1, workspace: workspace, rng: &rng)),
+         ("conv2", try Conv2d(planes, planes, kernelSize: 3, padding: 1, bias: false, workspace: workspace, rng: &rng)),
          ("bn2", try norm.layer(planes, slot: "bn2"))]
     }
 }
@@ -82,11 +82,11 @@ public enum Bottleneck: ResidualBlockKind {
 
     public static func branch(inChannels: Int, planes: Int, stride: Int, norm: Normalization, workspace: Workspace,
                               rng: inout SeededGenerator) throws -> [(name: String, module: any Module)] {
-        [("conv1", try Conv2d(inChannels, planes, kernelSize: 1, workspace: workspace, rng: &rng)),
+        [("conv1", try Conv2d(inChannels, planes, kernelSize: 1, bias: false, workspace: workspace, rng: &rng)),
          ("bn1", try norm.layer(planes, fusesReLU: true, slot: "bn1")),
-         ("conv2", try Conv2d(planes, planes, kernelSize: 3, stride: stride, padding: 1, workspace: workspace, rng: &rng)),
+         ("conv2", try Conv2d(planes, planes, kernelSize: 3, stride: stride, padding: 1, bias: false, workspace: workspace, rng: &rng)),
          ("bn2", try norm.layer(planes, fusesReLU: true, slot: "bn2")),
-         ("conv3", try Conv2d(planes, planes * expansion, kernelSize: 1, workspace: workspace, rng: &rng)),
+         ("conv3", try Conv2d(planes, planes * expansion, kernelSize: 1, bias: false, workspace: workspace, rng: &rng)),
          ("bn3", try norm.layer(planes * expansion, slot: "bn3"))]
     }
 }
@@ -97,7 +97,7 @@ extension ResidualBlockKind {
                       workspace: Workspace, rng: inout SeededGenerator) throws -> ResidualBlock {
         let out = planes * expansion
         let downsample = stride != 1 || inChannels != out
-            ? Sequential([try Conv2d(inChannels, out, kernelSize: 1, stride: stride, workspace: workspace, rng: &rng),
+            ? Sequential([try Conv2d(inChannels, out, kernelSize: 1, stride: stride, bias: false, workspace: workspace, rng: &rng),
                           try norm.layer(out, slot: "downsample.1")])
             : nil
         return ResidualBlock(

@@ -6,7 +6,6 @@ extension Kernels {
     @inline(__always)
     static func span(_ o: Int, stride: Int, padding: Int, kernel: Int, dilation: Int, size: Int) -> (start: Int, first: Int, last: Int) {
         let start = o * stride - padding
-        // First and one-past-last kernel taps that land inside 0..<size.
         let first = start >= 0 ? 0 : (-start + dilation - 1) / dilation
         let last = min(kernel, (size - start + dilation - 1) / dilation)
         return (start, first, max(first, last))

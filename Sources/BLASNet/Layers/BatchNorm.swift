@@ -41,6 +41,10 @@ public final class BatchNorm: Module {
     private var normalization = PlaneNormalization()
     private let name: String
 
+    /// `nn.BatchNorm2d(channels, eps, momentum)`: γ = 1, β = 0, running mean 0 and
+    /// variance 1; each training step moves the running statistics by `momentum`
+    /// (`running = (1 − momentum)·running + momentum·batch`). PyTorch's `momentum=None`
+    /// (a cumulative average) is not offered.
     public init(_ channels: Int, eps: Float = 1e-5, momentum: Float = 0.1, fusesReLU: Bool = false) throws {
         guard channels > 0 else { throw BLASNetError.invalidArgument("BatchNorm: channels must be positive, got \(channels)") }
         self.channels = channels

@@ -10,7 +10,7 @@ public final class Conv2d: Module {
     public let window: Window
     public let weight: Parameter
     public let bias: Parameter?
-    /// False for a network's first layer: skips the input-gradient sgemm and col2im.
+    /// False for a network's first layer: its backward computes no input gradient.
     public var propagatesInputGradient = true
     /// How 3×3 stride-1 convolutions are computed (forward, input and weight gradients);
     /// every other window uses im2col.
@@ -19,10 +19,14 @@ public final class Conv2d: Module {
     private let workspace: Workspace
     private var input: Tensor?
 
+    /// A convolution initialized as `nn.Conv2d` is: weight and bias from U(±1/√fan_in).
+    ///
     /// - Parameters:
+    ///   - bias: a learned bias per output channel (PyTorch's default; ResNets have none).
     ///   - workspace: scratch memory for the column matrix, shared by the layers of a model.
+    ///   - rng: draws the initial weights (there is no global generator: seed it for reproducible runs).
     public init(_ inChannels: Int, _ outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0,
-                dilation: Int = 1, bias: Bool = false, workspace: Workspace = Workspace(),
+                dilation: Int = 1, bias: Bool = true, workspace: Workspace = Workspace(),
                 rng: inout SeededGenerator) throws {
         let window = Window(kernel: kernelSize, stride: stride, padding: padding, dilation: dilation)
         try window.validate("Conv2d")
@@ -127,9 +131,10 @@ public final class Conv2d: Module {
     }
 
     /// With stride 1 the input gradient is itself a convolution: of `dy` with each kernel
-    /// flipped and the channel axes swapped, padded by `k − 1 − p`. Done that way it is
-    /// im2col and an sgemm of the forward's good shape, instead of a thin `Wᵀ·dY` sgemm
-    /// that writes a column matrix, col2im's scattered adds and zeroing `dx`.
+    /// flipped and the channel axes swapped, padded by `k − 1 − p`. Done that way it runs
+    /// as the forward does (Winograd for 3×3, else im2col and an sgemm of the forward's
+    /// good shape), instead of a thin `Wᵀ·dY` sgemm that writes a column matrix, col2im's
+    /// scattered adds and zeroing `dx`.
     private var transposedWindow: Window? {
         let w = window
         guard w.stride == (1, 1), w.dilation == (1, 1), !w.isPointwise,

@@ -26,6 +26,8 @@ public final class InstanceNorm2d: Module {
 
     private var normalization = PlaneNormalization()
 
+    /// `nn.InstanceNorm2d`'s arguments and defaults: no affine parameters and no running
+    /// statistics unless asked for.
     public init(_ channels: Int, eps: Float = 1e-5, momentum: Float = 0.1, affine: Bool = false,
                 trackRunningStats: Bool = false) throws {
         guard channels > 0 else { throw BLASNetError.invalidArgument("InstanceNorm2d: channels must be positive, got \(channels)") }

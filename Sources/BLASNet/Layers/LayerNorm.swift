@@ -1,6 +1,6 @@
 /// Layer normalization of feature vectors with PyTorch's semantics (`nn.LayerNorm(F)`).
 ///
-/// `x: [F, N] -> y: [F, N]` (channel-major `[N, F]`): each sample's `F` features are
+/// `x: [F, N] -> y: [F, N]` (PyTorch's `[N, F]`, channel-major): each sample's `F` features are
 /// normalized with their mean and biased variance, then scaled and shifted elementwise
 /// by `weight` and `bias` of shape `[F]`.
 ///

@@ -8,6 +8,8 @@ public final class Linear: Module {
     public let bias: Parameter?
     private var input: Tensor?
 
+    /// A layer initialized as `nn.Linear` is: weight and bias from U(±1/√inFeatures);
+    /// `rng` draws them (there is no global generator: seed it for reproducible runs).
     public init(_ inFeatures: Int, _ outFeatures: Int, bias: Bool = true, rng: inout SeededGenerator) throws {
         guard inFeatures > 0, outFeatures > 0 else {
             throw BLASNetError.invalidArgument("Linear: sizes must be positive, got \(inFeatures) -> \(outFeatures)")

@@ -89,7 +89,7 @@ struct PlaneNormalization {
             for s in 0..<n {
                 groupMean[s] = totals[1 + s] / count
                 let variance = totals[1 + n + s] / count - groupMean[s] * groupMean[s]
-                groupVariance[s] = variance < 0 ? 0 : variance // keeps a NaN, as above
+                groupVariance[s] = variance < 0 ? 0 : variance // keeps a NaN (see Kernels' plane statistics)
             }
         }
         self.synchronization = synchronization

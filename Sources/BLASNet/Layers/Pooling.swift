@@ -14,6 +14,8 @@ public final class MaxPool2d: Module {
     private var inputShape: [Int] = []
     private var argmax: [Int32] = []
 
+    /// `nn.MaxPool2d`'s arguments and defaults: `stride` nil is `kernelSize`; padding pads
+    /// with −∞ and must be at most half the kernel.
     public init(kernelSize: Int, stride: Int? = nil, padding: Int = 0, dilation: Int = 1) throws {
         window = Window(kernel: kernelSize, stride: stride ?? kernelSize, padding: padding, dilation: dilation)
         try window.validate("MaxPool2d")
@@ -111,6 +113,7 @@ public final class AdaptiveAvgPool2d: Module {
     public let grid: Int
     private var inputShape: [Int] = []
 
+    /// Pools each plane to a `grid × grid` of bin means (1: global average pooling).
     public init(_ grid: Int = 1) throws {
         guard grid > 0 else { throw BLASNetError.invalidArgument("AdaptiveAvgPool2d: the output grid must be positive, got \(grid)") }
         self.grid = grid

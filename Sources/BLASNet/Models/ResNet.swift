@@ -93,6 +93,11 @@ public struct Architecture: RawRepresentable, Hashable, CaseIterable, Sendable, 
     /// (`zero_init_residual=False`) and the CIFAR family, which neither library has, do not.
     public var zeroInitializesLastNorm: Bool { squeezeExcitation && defaultWidth == 64 }
 
+    /// Channels of the last stage, which the head pools: 512 for resnet18, 2048 for resnet50.
+    public func featureChannels(width: Int? = nil) -> Int {
+        ((width ?? defaultWidth) << (depths.count - 1)) * block.expansion
+    }
+
     /// Block kind of every stage.
     public var block: any ResidualBlockKind.Type {
         switch blockType {
@@ -164,10 +169,10 @@ public final class ResNet: Module {
         pool = try AdaptiveAvgPool2d(headGrid)
         switch stem {
         case .imagenet:
-            conv1 = try Conv2d(inChannels, width, kernelSize: 7, stride: 2, padding: 3, workspace: workspace, rng: &rng)
+            conv1 = try Conv2d(inChannels, width, kernelSize: 7, stride: 2, padding: 3, bias: false, workspace: workspace, rng: &rng)
             maxpool = try MaxPool2d(kernelSize: 3, stride: 2, padding: 1)
         case .cifar, .strided:
-            conv1 = try Conv2d(inChannels, width, kernelSize: 3, stride: stem == .strided ? 2 : 1, padding: 1,
+            conv1 = try Conv2d(inChannels, width, kernelSize: 3, stride: stem == .strided ? 2 : 1, padding: 1, bias: false,
                                workspace: workspace, rng: &rng)
             maxpool = nil
         }
@@ -188,7 +193,7 @@ public final class ResNet: Module {
             stages.append(Sequential(blocks))
         }
         self.stages = stages
-        fc = try Self.head(channels, grid: headGrid, numClasses: numClasses, rng: &rng)
+        fc = try Self.head(architecture.featureChannels(width: width), grid: headGrid, numClasses: numClasses, rng: &rng)
         listChildren()
         for (_, p) in namedParameters() where p.value.shape.count == 4 {
             let fanOut = p.value.shape[0] * p.value.shape[2] * p.value.shape[3]

@@ -35,7 +35,7 @@ public enum FineTuningStrategy: Equatable, Sendable, CustomStringConvertible {
                 self = .freezing(layers: names)
             } else {
                 throw BLASNetError.invalidArgument(
-                    "fine-tuning strategy '\(text)': expected head, partial:K, partial:NAME,NAME,…, full, scratch or auto")
+                    "fine-tuning strategy '\(text)': expected head, partial:K, partial:NAME,NAME,…, full or scratch")
             }
         }
     }

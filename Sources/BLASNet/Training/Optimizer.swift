@@ -29,8 +29,10 @@ public protocol Optimizer: AnyObject {
 }
 
 extension Optimizer {
-    /// Zeroes the gradients of ``parameters``, as PyTorch's `optimizer.zero_grad()`: once
-    /// per step, over the list the optimizer already holds.
+    /// Zeroes the gradients of ``parameters`` in place, as PyTorch's
+    /// `optimizer.zero_grad(set_to_none=False)` (since torch 2.0 the default sets them to
+    /// None instead; the next step's gradients are the same either way): once per step,
+    /// over the list the optimizer already holds.
     public func zeroGrad() {
         for p in parameters { p.zeroGrad() }
     }

@@ -190,6 +190,8 @@ public final class Trainer {
 
     /// Cross-entropy loss (without label smoothing, whatever the training loss), accuracy and
     /// confusion matrix in inference mode; with `combinedBy`, of the shards of all processes together.
+    ///
+    /// Leaves `model` in inference mode, as `model.eval()` would; call `train()` before training on.
     public static func evaluate(_ model: any Module, on loader: DataLoader, numClasses: Int,
                                 combinedBy processes: (any CrossProcessSum)? = nil) throws -> Evaluation {
         guard numClasses > 0 else { throw BLASNetError.invalidArgument("evaluate: numClasses must be positive, got \(numClasses)") }

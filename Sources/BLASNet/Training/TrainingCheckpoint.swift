@@ -91,9 +91,7 @@ public struct TrainingCheckpoint {
     }
 
     /// The model's tensors alone, as `load_state_dict` expects them.
-    public var modelStateDict: SafeTensorsFile {
-        SafeTensorsFile(tensors: file.tensors.filter { !$0.name.hasPrefix(Self.optimizerPrefix) }, metadata: file.metadata)
-    }
+    public var modelStateDict: SafeTensorsFile { file.withoutOptimizerState }
 
     /// Puts the model weights, optimizer state and epoch count back into `trainer`.
     public func restore(into trainer: Trainer) throws {
@@ -115,5 +113,14 @@ public struct TrainingCheckpoint {
     /// Writes atomically: a temporary file beside `path`, fsynced, then renamed over it.
     public func write(to path: String) throws {
         try file.write(to: path)
+    }
+}
+
+extension SafeTensorsFile {
+    /// This file without a training checkpoint's optimizer state (its `optimizer.*`
+    /// tensors): the weights alone, which a strict ``Module/loadStateDict(_:strict:)`` accepts.
+    /// Any other file is returned as it is.
+    public var withoutOptimizerState: SafeTensorsFile {
+        SafeTensorsFile(tensors: tensors.filter { !$0.name.hasPrefix(TrainingCheckpoint.optimizerPrefix) }, metadata: metadata)
     }
 }
