@@ -16,7 +16,7 @@ struct Bench: ParsableCommand {
     @Option(parsing: .upToNextOption, help: "Input height and width.")
     var input: [Int] = [224, 224]
 
-    @Option(parsing: .unconditional, help: "Images per step.")
+    @Option(name: [.customLong("batch"), .customLong("batch-size")], parsing: .unconditional, help: "Images per step.")
     var batch = 16
 
     @Option(help: "train (forward, loss, backward, SGD update) or inference.")
@@ -31,7 +31,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Weights to load (.safetensors by state_dict name) instead of a random initialization.")
     var weights: String?
 
-    @Option(help: "Batch to use (.safetensors with `input` [N, C, H, W] and `target` [N]) instead of random data.")
+    @Option(help: "Batch to use (.safetensors with `input` [N, C, H, W] and `target` [N]) instead of random data; its N, C, H and W replace --batch, --in-chans and --input.")
     var data: String?
 
     @Option(help: "How 3×3 stride-1 convolutions run: automatic (Winograd where it pays), winograd (F(2×2, 3×3)) or im2col.")

@@ -50,10 +50,10 @@ struct Finetune: ParsableCommand {
     @Option(parsing: .unconditional, help: "Images per step.")
     var batchSize = 64
 
-    @Option(parsing: .unconditional, help: "Random crop after zero padding by this many pixels (0: off).")
+    @Option(parsing: .unconditional, help: "Random crop after zero padding by this many pixels while SGD trains (0: off); the closed-form head fit sees the images unaugmented.")
     var cropPadding = 0
 
-    @Option(help: "Random horizontal flips while training: true or false.")
+    @Option(help: "Random horizontal flips while SGD trains: true or false; the closed-form head fit sees the images unaugmented.")
     var flip = true
 
     @Option(parsing: .unconditional, help: "The new head's pooling grid: fc reads each channel's mean over a G×G grid of the last feature map (default: 2 for head, whose frozen features lose where things are under a global average; 1 otherwise).")
