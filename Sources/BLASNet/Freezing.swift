@@ -6,6 +6,23 @@ public protocol RunningStatistics: Module {
     var freezesStatistics: Bool { get set }
 }
 
+/// The mode of a layer with running statistics: the model's, unless the layer is frozen.
+struct StatisticsMode {
+    /// The mode the model was last put in, whatever ``frozen`` says.
+    private var model = true
+    /// Batch statistics and running-average updates when true.
+    var training = true
+    /// Inference mode whatever mode the model is put in; cleared, the model's mode again.
+    var frozen = false {
+        didSet { if frozen != oldValue { training = model && !frozen } }
+    }
+
+    mutating func setModel(training: Bool) {
+        model = training
+        self.training = training && !frozen
+    }
+}
+
 /// Freezing, for fine-tuning: a frozen part of a model computes no parameter gradients,
 /// its optimizer state never starts, and its normalizations use and keep their running
 /// statistics; ``ResNet`` ends its backward pass at the first layer that still trains.

@@ -88,6 +88,28 @@ public enum BLAS {
                     y, Int32(k), 1, &rhs, Int32(k))
     }
 
+    /// `[X 1]` in Float64, row-major `[rows, features + 1]`, from Float32 `X: [rows, features]`.
+    static func augmentedRows(_ x: UnsafePointer<Float>, rows: Int, features f: Int) -> [Double] {
+        let n = f + 1
+        return [Double](unsafeUninitializedCapacity: rows * n) { out, initialized in
+            let o = out.baseAddress!
+            for r in 0..<rows {
+                for j in 0..<f { o[r * n + j] = Double(x[r * f + j]) }
+                o[r * n + f] = 1
+            }
+            initialized = rows * n
+        }
+    }
+
+    /// Copies the upper triangle of row-major `a: [n, n]` into its lower one (dsyrk and
+    /// dposv fill and read the upper alone).
+    static func mirrorUpperTriangle(_ a: inout [Double], n: Int) {
+        a.withUnsafeMutableBufferPointer { buffer in
+            let p = buffer.baseAddress!
+            for i in 0..<n { for j in 0..<i { p[i * n + j] = p[j * n + i] } }
+        }
+    }
+
     /// `A·B` of row-major Float64 `A: [m, k]` and `B: [k, n]`.
     static func multiply(_ a: [Double], _ b: [Double], m: Int, n: Int, k: Int) -> [Double] {
         var c = [Double](repeating: 0, count: m * n)

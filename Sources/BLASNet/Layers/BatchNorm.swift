@@ -17,15 +17,18 @@ public final class BatchNorm: Module {
     public let runningVar: Buffer
     public let numBatchesTracked: Buffer
     /// Batch statistics and running-average updates when true; running statistics when false.
-    public var training = true
+    public var training: Bool {
+        get { mode.training }
+        set { mode.training = newValue }
+    }
     /// Inference mode whatever mode the model is put in (set by ``Module/freeze()``), so
     /// a frozen layer uses and keeps its running statistics; cleared, the layer is back
     /// in the model's mode.
-    public var freezesStatistics = false {
-        didSet { if freezesStatistics != oldValue { training = modelTraining && !freezesStatistics } }
+    public var freezesStatistics: Bool {
+        get { mode.frozen }
+        set { mode.frozen = newValue }
     }
-    /// The mode the model was last put in, whatever ``freezesStatistics`` says.
-    private var modelTraining = true
+    private var mode = StatisticsMode()
     /// Applies `max(·, 0)` to the output, as `BatchNorm2d` followed by `ReLU` would.
     public let fusesReLU: Bool
 
@@ -64,10 +67,7 @@ public final class BatchNorm: Module {
         [("running_mean", runningMean), ("running_var", runningVar), ("num_batches_tracked", numBatchesTracked)]
     }
 
-    public func setTraining(_ training: Bool) {
-        modelTraining = training
-        self.training = training && !freezesStatistics
-    }
+    public func setTraining(_ training: Bool) { mode.setModel(training: training) }
 
     public func forward(_ x: Tensor) throws -> Tensor {
         guard x.shape.count >= 2, x.shape[0] == channels else {

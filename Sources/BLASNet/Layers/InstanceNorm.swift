@@ -22,7 +22,10 @@ public final class InstanceNorm2d: Module {
     public let numBatchesTracked: Buffer?
     /// Instance statistics (and running-average updates) when true; in inference, the
     /// running statistics if tracked, else still the instance statistics.
-    public var training = true
+    public var training: Bool {
+        get { mode.training }
+        set { mode.training = newValue }
+    }
 
     private var normalization = PlaneNormalization()
 
@@ -49,19 +52,14 @@ public final class InstanceNorm2d: Module {
             .compactMap { name, b in b.map { (name, $0) } }
     }
 
-    /// Inference mode whatever mode the model is put in (set by ``Module/freeze()``), so
-    /// a frozen layer uses and keeps its running statistics; cleared, the layer is back
-    /// in the model's mode.
-    public var freezesStatistics = false {
-        didSet { if freezesStatistics != oldValue { training = modelTraining && !freezesStatistics } }
+    /// Inference mode whatever mode the model is put in (set by ``Module/freeze()``).
+    public var freezesStatistics: Bool {
+        get { mode.frozen }
+        set { mode.frozen = newValue }
     }
-    /// The mode the model was last put in, whatever ``freezesStatistics`` says.
-    private var modelTraining = true
+    private var mode = StatisticsMode()
 
-    public func setTraining(_ training: Bool) {
-        modelTraining = training
-        self.training = training && !freezesStatistics
-    }
+    public func setTraining(_ training: Bool) { mode.setModel(training: training) }
 
     private var name: String { "InstanceNorm2d(\(channels))" }
 

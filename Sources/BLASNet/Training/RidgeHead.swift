@@ -39,10 +39,7 @@ public enum RidgeHead {
         for batch in loader.batches(epoch: 0) {
             let x = try withoutGradients { try model.features(batch.images) }
             let rows = x.shape[0]
-            var augmented = [Double](repeating: 1, count: rows * n)
-            x.withUnsafePointer { p in
-                for r in 0..<rows { for j in 0..<f { augmented[r * n + j] = Double(p[r * f + j]) } }
-            }
+            let augmented = x.withUnsafePointer { BLAS.augmentedRows($0, rows: rows, features: f) }
             var targets = [Double](repeating: 0, count: rows * k)
             for (r, label) in batch.labels.enumerated() {
                 guard (0..<k).contains(label) else {
@@ -54,7 +51,7 @@ public enum RidgeHead {
             count += rows
         }
         guard count > 0 else { throw BLASNetError.invalidArgument("RidgeHead: the loader has no images") }
-        for i in 0..<n { for j in 0..<i { gram[i * n + j] = gram[j * n + i] } }   // dsyrk filled the upper triangle
+        BLAS.mirrorUpperTriangle(&gram, n: n)
         let normalEquations = NormalEquations(gram: gram, rhs: rhs, n: n, k: k, count: count)
         let chosen = try ridge ?? zip(ridgeGrid, ridgeGrid.map(normalEquations.gcv)).min { $0.1 < $1.1 }!.0
         let solution = try normalEquations.solve(ridge: chosen, withHat: false).weights
@@ -82,10 +79,17 @@ public enum RidgeHead {
             var a = gram
             for j in 0..<f { a[j * n + j] += ridge * meanSquaredNorm * Double(count) }
             let columns = k + (withHat ? n : 0)
+            // Row i of `[B G]` (or of `B`).
             var b = [Double](repeating: 0, count: n * columns)
-            for i in 0..<n {
-                for c in 0..<k { b[i * columns + c] = rhs[i * k + c] }
-                if withHat { for j in 0..<n { b[i * columns + k + j] = gram[i * n + j] } }
+            b.withUnsafeMutableBufferPointer { out in
+                rhs.withUnsafeBufferPointer { r in
+                    gram.withUnsafeBufferPointer { g in
+                        for i in 0..<n {
+                            (out.baseAddress! + i * columns).update(from: r.baseAddress! + i * k, count: k)
+                            if withHat { (out.baseAddress! + i * columns + k).update(from: g.baseAddress! + i * n, count: n) }
+                        }
+                    }
+                }
             }
             try BLAS.solvePositiveDefinite(&a, &b, n: n, nrhs: columns)
             let weights = (0..<n).flatMap { i in b[(i * columns)..<(i * columns + k)] }
