@@ -46,6 +46,7 @@ import timm
 import torch
 import torch.nn as nn
 import torchvision
+from timm.models.resnet import make_blocks
 
 # Toggling oneDNN (torch.backends.mkldnn.flags) makes torch warn about an
 # unrelated Intel-GPU TF32 feature on every toggle.
@@ -91,14 +92,41 @@ def replace_norms(model: nn.Module, norm: str) -> nn.Module:
     return model
 
 
+def narrowed(arch: str, num_classes: int, in_chans: int, width: int) -> nn.Module:
+    """`arch` with `width` channels in the stem and layer1, doubling per stage
+    (BLASNet's `ResNet(width:)`; the published models have 64).
+
+    Neither library narrows the 7x7 stem (timm's `channels` leaves it 64 wide), so
+    this is timm's ResNet with `channels`, a `width`-channel stem, and its stages
+    made again by timm's own make_blocks from that stem's width.  timm's resnetN
+    is torchvision's (same blocks, the stride on the 3x3, same state_dict names:
+    at width 64 both give identical float64 outputs for the same weights)."""
+    channels = tuple(width << i for i in range(4))
+    model = timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_chans, channels=channels)
+    model.conv1 = nn.Conv2d(in_chans, width, kernel_size=7, stride=2, padding=3, bias=False)
+    model.bn1 = nn.BatchNorm2d(width)
+    depths = [len(getattr(model, f"layer{i + 1}")) for i in range(len(channels))]
+    block_args = {"attn_layer": "se"} if arch in SERESNETS else {}
+    stages, _ = make_blocks((type(model.layer1[0]),) * len(channels), channels, depths, width,
+                            act_layer=nn.ReLU, norm_layer=nn.BatchNorm2d, **block_args)
+    for name, stage in stages:
+        setattr(model, name, stage)
+    return model
+
+
 def build(arch: str, num_classes: int, in_chans: int = 3, stem: str = "imagenet", norm: str = "batch",
-          head_grid: int = 1) -> nn.Module:
+          head_grid: int = 1, width: int = 64) -> nn.Module:
     """Build an untrained model (weights are expected to be overwritten) with BLASNet's
-    --norm `norm` in every norm slot and its --head-grid: fc reads
-    flatten(adaptive_avg_pool2d(x, head_grid), 1)."""
+    --norm `norm` in every norm slot, its --head-grid (fc reads
+    flatten(adaptive_avg_pool2d(x, head_grid), 1)) and `width` channels in the stem
+    and layer1 (64: the library's own model; any other: `narrowed`)."""
     if stem not in STEMS:
         raise ValueError(f"unknown stem {stem!r}; expected one of {STEMS}")
-    if arch in RESNETS:
+    if width != 64:
+        if arch not in ARCHS:
+            raise ValueError(f"unknown arch {arch!r}; expected one of {ARCHS}")
+        model = narrowed(arch, num_classes, in_chans, width)
+    elif arch in RESNETS:
         model = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
         if in_chans != 3:
             # torchvision has no in_chans argument; same conv, different input width.
@@ -110,7 +138,7 @@ def build(arch: str, num_classes: int, in_chans: int = 3, stem: str = "imagenet"
 
     if stem == "cifar":
         # Small images: keep full resolution into layer1 (3x3 stride-1 stem, no max-pool).
-        model.conv1 = nn.Conv2d(in_chans, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        model.conv1 = nn.Conv2d(in_chans, width, kernel_size=3, stride=1, padding=1, bias=False)
         model.maxpool = nn.Identity()
     if head_grid != 1:
         features = model.fc.in_features * head_grid * head_grid
@@ -158,7 +186,7 @@ def reference_outputs(arch: str, num_classes: int, in_chans: int, stem: str,
                       weights: dict[str, torch.Tensor], x: torch.Tensor,
                       target: torch.Tensor | None, train: bool,
                       dtype: torch.dtype = torch.float64, norm: str = "batch",
-                      loss: str = "cross-entropy", head_grid: int = 1) -> dict[str, torch.Tensor]:
+                      loss: str = "cross-entropy", head_grid: int = 1, width: int = 64) -> dict[str, torch.Tensor]:
     """Run one forward (and, if `train`, backward) pass and name the results
     exactly like the `blasnet run` CLI output file does:
 
@@ -170,7 +198,7 @@ def reference_outputs(arch: str, num_classes: int, in_chans: int, stem: str,
     converted to `dtype` (float32 -> float64 is exact, so the float64 run
     sees bit-identical starting values).
     """
-    model = build(arch, num_classes, in_chans, stem, norm, head_grid)
+    model = build(arch, num_classes, in_chans, stem, norm, head_grid, width)
     model.load_state_dict(weights, strict=True)  # strict: a partial load would make a useless reference
     model = model.to(dtype)  # leaves num_batches_tracked as int64
     x = x.to(dtype)
@@ -301,7 +329,7 @@ def _max_pool_near_ties(pool: nn.MaxPool2d, x: torch.Tensor, tol: float) -> int:
 
 def count_near_kinks(arch: str, num_classes: int, in_chans: int, stem: str,
                      weights: dict[str, torch.Tensor], x: torch.Tensor,
-                     tol: float = KINK_TOL, norm: str = "batch", head_grid: int = 1) -> tuple[int, int]:
+                     tol: float = KINK_TOL, norm: str = "batch", head_grid: int = 1, width: int = 64) -> tuple[int, int]:
     """(ReLU inputs, max-pool windows) near a kink in the float64 training-mode
     forward pass: the ReLU inputs that kink_errors would analyse, and the
     max-pool windows with a near tie (see _max_pool_near_ties).  If both are
@@ -313,7 +341,7 @@ def count_near_kinks(arch: str, num_classes: int, in_chans: int, stem: str,
     used to search for well-conditioned seeds.  Eval mode needs no such
     check: a flipped kink changes a forward value by |x| ~ 1e-7 * rms.
     """
-    model = build(arch, num_classes, in_chans, stem, norm, head_grid)
+    model = build(arch, num_classes, in_chans, stem, norm, head_grid, width)
     model.load_state_dict(weights, strict=True)
     model = model.to(torch.float64).train()
     counts = [0, 0]
@@ -340,7 +368,7 @@ def kink_errors(arch: str, num_classes: int, in_chans: int, stem: str,
                 ref: dict[str, torch.Tensor],
                 transform: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] = lambda d: d,
                 tol: float = KINK_TOL, max_kinks: int = 64, norm: str = "batch",
-                loss: str = "cross-entropy", head_grid: int = 1) -> tuple[dict[str, float], int, int]:
+                loss: str = "cross-entropy", head_grid: int = 1, width: int = 64) -> tuple[dict[str, float], int, int]:
     """Gradient error that ReLU-mask flips near the kink can legitimately cause.
 
     Finds the training-mode ReLU inputs with |x| < tol * rms(x) in float64
@@ -356,7 +384,7 @@ def kink_errors(arch: str, num_classes: int, in_chans: int, stem: str,
     elements (the closest to zero) are analysed, since each costs a partial
     backward pass.
     """
-    model = build(arch, num_classes, in_chans, stem, norm, head_grid)
+    model = build(arch, num_classes, in_chans, stem, norm, head_grid, width)
     model.load_state_dict(weights, strict=True)
     model = model.to(torch.float64).train()
 
