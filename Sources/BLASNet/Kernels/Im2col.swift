@@ -186,3 +186,20 @@ extension Kernels {
         }
     }
 }
+
+/// Consecutive runs of `size` images over a batch, the last one shorter if need be.
+struct ImageChunks: Sequence, IteratorProtocol {
+    let batch: Int
+    let size: Int
+    private var start = 0
+
+    init(batch: Int, size: Int) {
+        (self.batch, self.size) = (batch, size)
+    }
+
+    mutating func next() -> Range<Int>? {
+        guard start < batch else { return nil }
+        defer { start += size }
+        return start..<Swift.min(start + size, batch)
+    }
+}

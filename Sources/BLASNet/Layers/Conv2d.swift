@@ -215,23 +215,6 @@ public final class Conv2d: Module {
     }
 }
 
-/// Consecutive runs of `size` images over a batch, the last one shorter if need be.
-struct ImageChunks: Sequence, IteratorProtocol {
-    let batch: Int
-    let size: Int
-    private var start = 0
-
-    init(batch: Int, size: Int) {
-        (self.batch, self.size) = (batch, size)
-    }
-
-    mutating func next() -> Range<Int>? {
-        guard start < batch else { return nil }
-        defer { start += size }
-        return start..<Swift.min(start + size, batch)
-    }
-}
-
 /// How ``Conv2d`` computes a convolution.
 public enum ConvolutionAlgorithm: String, CaseIterable, Sendable {
     /// Lay receptive fields out as columns and multiply by the weights in one sgemm.

@@ -1,0 +1,52 @@
+import Foundation
+
+/// One step's sgemm calls, layer by layer, to run alone on scratch operands, scheduled
+/// as in the step, at the current thread count.
+///
+/// All calls share one scratch buffer, as large as the largest call's operands, so the
+/// replay adds no more resident memory than that call. Its contents do not change the
+/// time, as long as they are ordinary numbers (uninitialized memory could hold denormals
+/// or NaNs, which run slower).
+public final class GEMMReplay {
+    /// Each layer's calls of one step.
+    public let calls: [[Profiler.GEMMCall]]
+    private let scratch: UnsafeMutableBufferPointer<Float>
+
+    /// The calls of one step of `layers`, whose records summed `steps` steps.
+    public init(_ layers: [Profiler.LayerRecord], steps: Int) {
+        calls = layers.map { Array($0.gemms.prefix($0.gemms.count / max(steps, 1))) }
+        scratch = .allocate(capacity: max(1, calls.joined().map { Self.operandSizes($0).total }.max() ?? 1))
+        scratch.initialize(repeating: 0.01)
+    }
+
+    deinit { scratch.deallocate() }
+
+    /// Floats of A, B and C as the call stores them (rows × row stride), for each of its
+    /// `count` products, and of all of them together.
+    private static func operandSizes(_ call: Profiler.GEMMCall) -> (a: Int, b: Int, c: Int, total: Int) {
+        let s = call.shape
+        let (a, b, c) = ((s.transA ? s.k : s.m) * s.lda, (s.transB ? s.n : s.k) * s.ldb, s.m * s.ldc)
+        return (a, b, c, call.count * (a + b + c))
+    }
+
+    /// Runs every call once; seconds per layer (0 for a layer without sgemms).
+    public func run() -> [Double] {
+        calls.map { layer in
+            guard !layer.isEmpty else { return 0 }
+            let start = DispatchTime.now().uptimeNanoseconds
+            for call in layer { run(call) }
+            return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        }
+    }
+
+    private func run(_ call: Profiler.GEMMCall) {
+        let shape = call.shape, sizes = Self.operandSizes(call)
+        let a = scratch.baseAddress!, b = a + call.count * sizes.a, c = b + call.count * sizes.b
+        guard call.count > 1 else {
+            return BLAS.sgemm(shape, a: a, b: b, c: c)
+        }
+        BLAS.sgemmBatch(shape, count: call.count) { i in
+            BLAS.serialSGEMM(shape, a: a + i * sizes.a, b: b + i * sizes.b, c: c + i * sizes.c)
+        }
+    }
+}
