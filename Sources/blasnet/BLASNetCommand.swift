@@ -43,9 +43,6 @@ struct ModelOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "The head's pooling grid: fc reads each channel's mean over a G×G grid (1: global average, torchvision's head).")
     var headGrid = 1
 
-    @Option(parsing: .unconditional, help: "Worker threads for the sgemms and kernels (default: OpenBLAS's choice, one per core; bench --distributed: the cores divided among the ranks on each machine).")
-    var threads: Int?
-
     func validate() throws {
         try Self.check(headGrid: headGrid)
         guard (1...Self.maximumClasses).contains(numClasses) else {
@@ -55,7 +52,6 @@ struct ModelOptions: ParsableArguments {
             throw ValidationError("--in-chans must be in 1...\(Self.maximumInputChannels), got \(inChans)")
         }
         if let width { try Self.check(width: width) }
-        if let threads, threads <= 0 { throw ValidationError("--threads must be positive, got \(threads)") }
     }
 
     /// Widths past this many channels would ask for more memory than a machine has
@@ -90,8 +86,7 @@ struct ModelOptions: ParsableArguments {
     }
 
     func makeModel() throws -> ResNet {
-        if let threads { BLAS.threads = threads }
-        return try ResNet(arch, numClasses: numClasses, inChannels: inChans, stem: stem, width: width, norm: norm, headGrid: headGrid)
+        try ResNet(arch, numClasses: numClasses, inChannels: inChans, stem: stem, width: width, norm: norm, headGrid: headGrid)
     }
 
     /// The model for `weights`, read from `path`, with their state loaded. Without `--stem`

@@ -12,6 +12,7 @@ struct Bench: ParsableCommand {
     enum Mode: String, ExpressibleByArgument, CaseIterable { case train, inference }
 
     @OptionGroup var model: ModelOptions
+    @OptionGroup var threading: ThreadOptions
 
     @Option(parsing: .upToNextOption, help: "Input height and width.")
     var input: [Int] = [224, 224]
@@ -64,6 +65,7 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         if distributed { return try runDistributed() }
+        threading.apply()
         let net = try weights.map { try model.makeModel(loading: SafeTensorsFile(contentsOf: $0), path: $0) } ?? model.makeModel()
         net.setConvolutionAlgorithm(convAlgorithm)
         let (x, targets) = try batchTensors(count: batch)

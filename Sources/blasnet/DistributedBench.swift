@@ -8,8 +8,8 @@ import Foundation
 extension Bench {
     func runDistributed() throws {
         let processes = try MPIProcessGroup()
-        if !processes.isRoot { dup2(open("/dev/null", O_WRONLY), STDOUT_FILENO) }
-        if model.threads == nil { BLAS.threads = processes.coresPerProcess }
+        processes.reportFromRootOnly()
+        threading.apply(processes: processes)
         guard batch % processes.size == 0 else {
             throw ValidationError("--batch \(batch) does not split evenly over \(processes.size) processes")
         }

@@ -32,16 +32,14 @@ struct Eval: ParsableCommand {
     @Option(parsing: .unconditional, help: "Images per forward pass.")
     var batchSize = 500
 
-    @Option(parsing: .unconditional, help: "Worker threads for the sgemms and kernels (default: OpenBLAS's choice, one per core).")
-    var threads: Int?
+    @OptionGroup var threading: ThreadOptions
 
     func validate() throws {
         guard batchSize > 0 else { throw ValidationError("--batch-size must be positive, got \(batchSize)") }
-        if let threads, threads <= 0 { throw ValidationError("--threads must be positive, got \(threads)") }
     }
 
     func run() throws {
-        if let threads { BLAS.threads = threads }
+        threading.apply()
         let file = try SafeTensorsFile(contentsOf: weights)
         let meta = file.metadata
         let datasetName = try dataset ?? meta["dataset"].map {

@@ -65,8 +65,7 @@ struct Finetune: ParsableCommand {
     @Option(parsing: .unconditional, help: "Seed for sampling, the new head, batch order.")
     var seed: UInt64 = 0
 
-    @Option(parsing: .unconditional, help: "Worker threads for the sgemms and kernels (default: OpenBLAS's choice, one per core).")
-    var threads: Int?
+    @OptionGroup var threading: ThreadOptions
 
     @Option(help: "Where to write finetuned.safetensors (created if needed).")
     var out = "runs/finetune"
@@ -83,7 +82,6 @@ struct Finetune: ParsableCommand {
         if let perClass, perClass <= 0 { throw ValidationError("--per-class must be positive, got \(perClass)") }
         if let epochs, !(0...1_000_000).contains(epochs) { throw ValidationError("--epochs must be in 0...1000000, got \(epochs)") }
         guard batchSize >= 2 else { throw ValidationError("--batch-size must be at least 2, got \(batchSize)") }
-        if let threads, threads <= 0 { throw ValidationError("--threads must be positive, got \(threads)") }
         if let headGrid { try ModelOptions.check(headGrid: headGrid) }
         try OutputDirectory.checkNothingReplaced(URL(fileURLWithPath: out).appendingPathComponent("finetuned.safetensors").path,
                                                  overwrite: overwrite,
@@ -91,7 +89,7 @@ struct Finetune: ParsableCommand {
     }
 
     func run() throws {
-        if let threads { BLAS.threads = threads }
+        threading.apply()
         let outputDirectory = try OutputDirectory.prepare(out)
         let file = try SafeTensorsFile(contentsOf: weights)
         let meta = file.metadata

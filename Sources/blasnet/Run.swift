@@ -14,6 +14,7 @@ struct Run: ParsableCommand {
     )
 
     @OptionGroup var model: ModelOptions
+    @OptionGroup var threading: ThreadOptions
 
     @Option(help: "Weights by PyTorch state_dict name (.safetensors).")
     var weights: String
@@ -34,6 +35,7 @@ struct Run: ParsableCommand {
         try loss.checkFocalOptions(for: lossName)
         let lossFunction = try LossOptions.make(lossName, focalGamma: loss.focalGamma, focalAlpha: loss.focalAlpha,
                                                 labelSmoothing: 0)
+        threading.apply()
         let net = try model.makeModel(loading: SafeTensorsFile(contentsOf: weights), path: weights)
         let batch = try SafeTensorsFile(contentsOf: input)
         guard let x = batch["input"] else { throw BLASNetError.invalidArgument("\(input): no tensor named 'input'") }

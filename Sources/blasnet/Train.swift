@@ -91,8 +91,7 @@ struct Train: ParsableCommand {
     @Option(parsing: .unconditional, help: "Seed for initialization, batch order and augmentation (default: \(quick.seed)).")
     var seed: UInt64?
 
-    @Option(parsing: .unconditional, help: "Worker threads for the sgemms and kernels (default: OpenBLAS's choice, one per core; with --distributed, the cores divided among the ranks on each machine).")
-    var threads: Int?
+    @OptionGroup var threading: ThreadOptions
 
     @Option(help: "Directory for metrics, chart and checkpoints, created if needed (default: runs/latest, or the --resume directory).")
     var out: String?
@@ -118,7 +117,6 @@ struct Train: ParsableCommand {
 
     func validate() throws {
         // The settings' ranges are checked once flags and any resumed run's settings are merged.
-        if let threads, threads <= 0 { throw ValidationError("--threads must be positive, got \(threads)") }
         if syncBn && !distributed { throw ValidationError("--sync-bn synchronizes the processes of a --distributed run") }
         let target = out ?? resume ?? Self.defaultOut
         if !resumesInPlace {
@@ -145,15 +143,8 @@ struct Train: ParsableCommand {
 
     func run() throws {
         let processes = distributed ? try MPIProcessGroup() : nil
-        if let processes, !processes.isRoot {
-            // Rank 0 reports for the job; the others' errors still reach stderr.
-            dup2(open("/dev/null", O_WRONLY), STDOUT_FILENO)
-        }
-        if let threads {
-            BLAS.threads = threads
-        } else if let processes {
-            BLAS.threads = processes.coresPerProcess
-        }
+        processes?.reportFromRootOnly()
+        threading.apply(processes: processes)
         let checkpoint = try resume.map { directory in
             let path = Self.checkpointPath(directory)
             guard let processes else { return try TrainingCheckpoint(contentsOf: path) }

@@ -1,0 +1,32 @@
+import ArgumentParser
+import BLASNet
+import BLASNetDistributed
+import Foundation
+
+/// `--threads`, shared by the commands that compute.
+struct ThreadOptions: ParsableArguments {
+    @Option(parsing: .unconditional, help: "Worker threads for the sgemms and kernels (default: one per core; with --distributed, the cores divided among the ranks on each machine).")
+    var threads: Int?
+
+    func validate() throws {
+        if let threads, threads <= 0 { throw ValidationError("--threads must be positive, got \(threads)") }
+    }
+
+    /// Sets ``BLAS/threads`` to the flag's count; without one, a rank of `processes` takes
+    /// its share of the machine's cores and a lone process keeps OpenBLAS's choice.
+    func apply(processes: MPIProcessGroup? = nil) {
+        if let threads {
+            BLAS.threads = threads
+        } else if let processes {
+            BLAS.threads = processes.coresPerProcess
+        }
+    }
+}
+
+extension MPIProcessGroup {
+    /// Rank 0 reports for the job: the other ranks' stdout goes to /dev/null (their
+    /// errors still reach stderr).
+    func reportFromRootOnly() {
+        if !isRoot { dup2(open("/dev/null", O_WRONLY), STDOUT_FILENO) }
+    }
+}
