@@ -47,10 +47,11 @@ public struct Tensor: @unchecked Sendable {
     /// Number of elements.
     public var count: Int { storage.count }
 
-    /// The product of non-negative `shape`, or nil when it overflows `Int`.
+    /// The product of `shape`, or nil when a dimension is negative or the product overflows `Int`.
     static func elementCount(_ shape: [Int]) -> Int? {
         var product = 1
         for n in shape {
+            guard n >= 0 else { return nil }
             let (next, overflow) = product.multipliedReportingOverflow(by: n)
             if overflow { return nil }
             product = next
@@ -81,7 +82,7 @@ public struct Tensor: @unchecked Sendable {
 
     /// The same elements under a new shape with the same element count.
     public func reshaped(_ newShape: [Int]) throws -> Tensor {
-        guard newShape.allSatisfy({ $0 >= 0 }), Self.elementCount(newShape) == count else {
+        guard Self.elementCount(newShape) == count else {
             throw BLASNetError.invalidArgument("cannot reshape \(shape) (\(count) elements) to \(newShape)")
         }
         var t = self

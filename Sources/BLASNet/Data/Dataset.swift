@@ -40,12 +40,9 @@ public struct ImageDataset: Sendable {
             throw BLASNetError.invalidArgument("image dataset: images of \(channels)×\(height)×\(width) have no pixels")
         }
         guard !classNames.isEmpty else { throw BLASNetError.invalidArgument("image dataset: no classes") }
-        let (imageSize, o1) = channels.multipliedReportingOverflow(by: height)
-        let (plane, o2) = imageSize.multipliedReportingOverflow(by: width)
-        let (total, o3) = plane.multipliedReportingOverflow(by: labels.count)
-        guard !o1, !o2, !o3, total == pixels.count else {
+        guard Tensor.elementCount([labels.count, channels, height, width]) == pixels.count else {
             throw BLASNetError.invalidArgument(
-                "image dataset: \(labels.count) images of \(channels)×\(height)×\(width) need \(labels.count)×\(plane) pixels, got \(pixels.count)")
+                "image dataset: \(labels.count) images of \(channels)×\(height)×\(width) need as many pixels, got \(pixels.count)")
         }
         if let i = labels.firstIndex(where: { !(0..<classNames.count).contains($0) }) {
             throw BLASNetError.invalidArgument("image dataset: label \(labels[i]) of image \(i) is not in 0..<\(classNames.count)")

@@ -84,14 +84,9 @@ public enum IDX {
 
     /// Bytes of a file of unsigned bytes with dimensions `dims`.
     private static func byteCount(_ dims: [Int], path: String) throws -> Int {
-        var count = 1
-        for d in dims {
-            let (product, overflow) = count.multipliedReportingOverflow(by: d)
-            guard !overflow else {
-                throw BLASNetError.malformedFile(
-                    path: path, reason: "dimensions \(dims.map(String.init).joined(separator: "×")) overflow a 64-bit size")
-            }
-            count = product
+        guard let count = Tensor.elementCount(dims) else {
+            throw BLASNetError.malformedFile(
+                path: path, reason: "dimensions \(dims.map(String.init).joined(separator: "×")) overflow a 64-bit size")
         }
         return count
     }

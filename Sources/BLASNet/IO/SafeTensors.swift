@@ -27,7 +27,7 @@ public struct SafeTensor: Sendable, Equatable {
 
     /// A tensor from raw little-endian bytes; throws if the byte count does not fit.
     public init(dtype: DType, shape: [Int], bytes: Data) throws {
-        guard let count = elementCount(shape), count.multipliedReportingOverflow(by: dtype.size) == (bytes.count, false) else {
+        guard let count = Tensor.elementCount(shape), count.multipliedReportingOverflow(by: dtype.size) == (bytes.count, false) else {
             throw BLASNetError.invalidArgument("\(dtype.rawValue) tensor of shape \(shape) cannot hold \(bytes.count) bytes")
         }
         self.dtype = dtype
@@ -44,7 +44,7 @@ public struct SafeTensor: Sendable, Equatable {
 
     /// An I64 tensor holding `values`; throws unless they are as many as `shape` holds.
     public init(int64s values: [Int64], shape: [Int]) throws {
-        guard shape.allSatisfy({ $0 >= 0 }), Tensor.elementCount(shape) == values.count else {
+        guard Tensor.elementCount(shape) == values.count else {
             throw BLASNetError.invalidArgument("SafeTensor: \(values.count) values for shape \(shape)")
         }
         self.init(uncheckedInt64s: values, shape: shape)
@@ -125,18 +125,6 @@ public struct SafeTensor: Sendable, Equatable {
     }
 }
 
-/// Element count of `shape`, or nil if a dimension is negative or the product overflows.
-private func elementCount(_ shape: [Int]) -> Int? {
-    var count = 1
-    for d in shape {
-        guard d >= 0 else { return nil }
-        let (product, overflow) = count.multipliedReportingOverflow(by: d)
-        guard !overflow else { return nil }
-        count = product
-    }
-    return count
-}
-
 /// A safetensors file (huggingface/safetensors): named tensors and string metadata.
 ///
 /// Layout: an 8-byte little-endian header length N, N bytes of JSON
@@ -197,7 +185,7 @@ public struct SafeTensorsFile: Sendable {
                 throw fail("tensor '\(name)' has an unknown dtype \(info["dtype"].map { "\($0)" } ?? "(none)")")
             }
             guard let shape = (info["shape"] as? [Any])?.compactMap(Self.integer), shape.count == (info["shape"] as? [Any])?.count,
-                  let count = elementCount(shape) else {
+                  let count = Tensor.elementCount(shape) else {
                 throw fail("tensor '\(name)' has an invalid shape")
             }
             guard let offsets = (info["data_offsets"] as? [Any])?.compactMap(Self.integer), offsets.count == 2,
