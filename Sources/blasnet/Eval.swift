@@ -19,6 +19,7 @@ struct Eval: ParsableCommand {
     var weights: String
 
     @OptionGroup var shape: RecordedModelOptions
+    @OptionGroup var normalization: InputNormalizationOptions
 
     @Option(help: "Dataset (default: the checkpoint's, else fashion-mnist); another than the checkpoint's is scored with the checkpoint's input normalization.")
     var dataset: DatasetName?
@@ -55,9 +56,8 @@ struct Eval: ParsableCommand {
             throw ValidationError("--classes contradicts \(weights), whose head was trained on classes \(meta["classes"]!)")
         }
         if let subset = classes ?? recordedClasses { testSet = try testSet.selecting(classes: subset.values) }
-        var (mean, std) = (metadataFloats(meta["mean"]), metadataFloats(meta["std"]))
-        if mean.count != testSet.channels || std.count != testSet.channels {
-            (mean, std) = try ImageDataset.load(datasetName, split: .train, directory: directory).channelStatistics()
+        let (mean, std) = try normalization.resolve(channels: testSet.channels, metadata: meta) {
+            try ImageDataset.load(datasetName, split: .train, directory: directory).channelStatistics()
         }
         if let outputs = file["fc.weight"]?.shape.first, outputs != testSet.numClasses {
             throw ValidationError("\(weights) has \(outputs) outputs but the \(datasetName.rawValue) test split has "

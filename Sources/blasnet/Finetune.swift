@@ -28,6 +28,7 @@ struct Finetune: ParsableCommand {
     var freeze: String?
 
     @OptionGroup var shape: RecordedModelOptions
+    @OptionGroup var normalization: InputNormalizationOptions
 
     @Option(help: "Dataset to fine-tune on.")
     var dataset: DatasetName = .fashionMNIST
@@ -106,9 +107,8 @@ struct Finetune: ParsableCommand {
             (trainSet, testSet) = (try trainSet.selecting(classes: classes.values), try testSet.selecting(classes: classes.values))
         }
         if let perClass { trainSet = try trainSet.sampling(perClass: perClass, seed: seed) }
-        // The pretrained network's input normalization, when the checkpoint records it.
-        var (mean, std) = (metadataFloats(meta["mean"]), metadataFloats(meta["std"]))
-        if mean.count != trainSet.channels || std.count != trainSet.channels { (mean, std) = try trainSet.channelStatistics() }
+        // The pretrained network's input normalization, when the flags give it or the checkpoint records it.
+        let (mean, std) = try normalization.resolve(channels: trainSet.channels, metadata: meta) { try trainSet.channelStatistics() }
 
         var pretrainedClasses = trainSet.numClasses
         if let fcShape = file["fc.weight"]?.shape {

@@ -95,6 +95,30 @@ struct TrainCommandTests {
         #expect(e.stdout.contains("accuracy"), "\(e.stdout)")
     }
 
+    /// `--mean` and `--std` replace the normalization a file records or the training split
+    /// gives (torchvision's ImageNet constants for its weights); finetune records them.
+    @Test func normalizationFlagsReplaceTheDefault() throws {
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let weights = dir.appendingPathComponent("plain.safetensors").path, out = dir.appendingPathComponent("tuned").path
+        try SafeTensorsFile(tensors: try ResNet(.resnet8, numClasses: 10, inChannels: 1, stem: .cifar, width: 4).stateDict())
+            .write(to: weights)
+        let common = ["--weights", weights, "--arch", "resnet8", "--width", "4", "--stem", "cifar", "--data", data, "--threads", "1"]
+        let loss = { (text: String) in text.firstMatch(of: #/loss ([0-9.]+)/#).map { String($0.output.1) } }
+        let computed = try RunCommandTests.run(["eval"] + common)
+        let given = try RunCommandTests.run(["eval"] + common + ["--mean", "0.7", "--std", "0.05"])
+        #expect(computed.status == 0 && given.status == 0, "\(computed.stderr) \(given.stderr)")
+        #expect(loss(computed.stdout) != nil && loss(computed.stdout) != loss(given.stdout), "\(computed.stdout) \(given.stdout)")
+        let wrongCount = try RunCommandTests.run(["eval"] + common + ["--mean", "0.5,0.5,0.5", "--std", "0.2,0.2,0.2"])
+        #expect(wrongCount.status != 0 && wrongCount.stderr.contains("one value per input channel (1)"), "\(wrongCount.stderr)")
+        let alone = try RunCommandTests.run(["eval"] + common + ["--mean", "0.5"])
+        #expect(alone.status != 0 && alone.stderr.contains("--mean and --std go together"), "\(alone.stderr)")
+        let tuned = try RunCommandTests.run(["finetune"] + common + ["--classes", "5-9", "--strategy", "head", "--mean", "0.7",
+                                                                     "--std", "0.05", "--out", out])
+        #expect(tuned.status == 0, "\(tuned.stderr)")
+        let meta = try SafeTensorsFile(contentsOf: out + "/finetuned.safetensors").metadata
+        #expect(meta["mean"] == "0.7" && meta["std"] == "0.05", "\(meta)")
+    }
+
     /// A resume through a symlink to the run's own directory is a resume in place:
     /// `--overwrite` must not remove that run's files as an earlier run's.
     @Test func overwriteKeepsTheRunResumedThroughALink() throws {

@@ -1,0 +1,43 @@
+import ArgumentParser
+import BLASNet
+import Foundation
+
+/// `--mean` and `--std` of the commands that read weights (`eval`, `finetune`): how the
+/// images are normalized before the network, per channel on the 0–1 pixel scale, as
+/// torchvision's `Normalize` does.
+struct InputNormalizationOptions: ParsableArguments {
+    @Option(help: "Per-channel input mean on the 0–1 pixel scale, comma-separated: 0.485,0.456,0.406 for torchvision's ImageNet weights (default: the weights' record, else the training split's).",
+            transform: InputNormalizationOptions.values)
+    var mean: [Float]?
+
+    @Option(help: "Per-channel input standard deviation, as --mean: 0.229,0.224,0.225 for torchvision's ImageNet weights.",
+            transform: InputNormalizationOptions.values)
+    var std: [Float]?
+
+    static func values(_ text: String) throws -> [Float] {
+        let values = text.split(separator: ",", omittingEmptySubsequences: false).map { Float($0.trimmingCharacters(in: .whitespaces)) }
+        guard !values.isEmpty, values.allSatisfy({ $0?.isFinite == true }) else {
+            throw ValidationError("expected comma-separated finite numbers, got '\(text)'")
+        }
+        return values.map { $0! }
+    }
+
+    func validate() throws {
+        guard (mean == nil) == (std == nil) else { throw ValidationError("--mean and --std go together") }
+        if let std, !std.allSatisfy({ $0 > 0 }) { throw ValidationError("--std must be positive, got \(std)") }
+    }
+
+    /// The statistics for images of `channels` channels: the flags', else those `metadata`
+    /// records, else `computed()`.
+    func resolve(channels: Int, metadata: [String: String],
+                 computed: () throws -> (mean: [Float], std: [Float])) throws -> (mean: [Float], std: [Float]) {
+        if let mean, let std {
+            guard mean.count == channels, std.count == channels else {
+                throw ValidationError("--mean and --std need one value per input channel (\(channels)), got \(mean.count) and \(std.count)")
+            }
+            return (mean, std)
+        }
+        let recorded = (metadataFloats(metadata["mean"]), metadataFloats(metadata["std"]))
+        return recorded.0.count == channels && recorded.1.count == channels ? recorded : try computed()
+    }
+}
