@@ -107,6 +107,10 @@ extension Module {
         for child in children { child.module.setTraining(training) }
     }
 
+    /// Every parameter of this module and its descendants, in state_dict order (what an
+    /// optimizer takes, as `model.parameters()`).
+    public func parameters() -> [Parameter] { namedParameters().map(\.parameter) }
+
     /// Every parameter of this module and its descendants, by state_dict key.
     public func namedParameters(prefix: String = "") -> [(name: String, parameter: Parameter)] {
         localParameters.map { (prefix + $0.name, $0.parameter) }

@@ -69,7 +69,7 @@ struct Bench: ParsableCommand {
         let net = try weights.map { try model.makeModel(loading: SafeTensorsFile(contentsOf: $0), path: $0) } ?? model.makeModel()
         net.setConvolutionAlgorithm(convAlgorithm)
         let (x, targets) = try batchTensors(count: batch)
-        let sgd = try SGD(net.namedParameters().map(\.parameter), learningRate: 0.01, momentum: 0.9, weightDecay: 1e-4)
+        let sgd = try SGD(net.parameters(), learningRate: 0.01, momentum: 0.9, weightDecay: 1e-4)
         if mode == .train { net.train() } else { net.eval() }
         // The first two losses: before any update, and after one SGD update on the same batch.
         // Reserved, so that recording the second does not allocate inside a timed step.

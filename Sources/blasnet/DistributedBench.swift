@@ -18,7 +18,7 @@ extension Bench {
         let (x, targets) = try batchTensors(count: batch / processes.size)
         let parallel = MPIDataParallel(group: processes)
         if syncBn { for case let norm as BatchNorm in net.modules { norm.synchronization = processes } }
-        let sgd = try SGD(net.namedParameters().map(\.parameter), learningRate: 0.01, momentum: 0.9, weightDecay: 1e-4)
+        let sgd = try SGD(net.parameters(), learningRate: 0.01, momentum: 0.9, weightDecay: 1e-4)
         net.train()
         let step = {
             let logits = try net.forward(x)

@@ -171,7 +171,7 @@ struct Finetune: ParsableCommand {
         let epochs = self.epochs ?? (chosen == .head ? 0 : max(10, (200 + loader.batchesPerEpoch - 1) / loader.batchesPerEpoch))
         if epochs > 0 {
             let rate = lr ?? Self.defaultRate(chosen)
-            let optimizer = try SGD(net.namedParameters().map(\.parameter), learningRate: rate, momentum: 0.9,
+            let optimizer = try SGD(net.parameters(), learningRate: rate, momentum: 0.9,
                                     weightDecay: 5e-4, nesterov: true)
             let schedule = try LearningRateSchedule(kind: .cosine(), baseLR: rate, totalSteps: epochs * loader.batchesPerEpoch)
             let trainer = Trainer(model: net, optimizer: optimizer, schedule: schedule, loss: try CrossEntropyLoss(),

@@ -64,7 +64,7 @@ final class TrainingRun {
             shard: shard)
         testLoader = try DataLoader(dataset: testSet, batchSize: 500, shuffle: false, seed: 0, mean: settings.mean, std: settings.std,
                                     shard: shard)
-        let parameters = model.namedParameters().map(\.parameter)
+        let parameters = model.parameters()
         let optimizer: any Optimizer = switch settings.optimizer {
         case "adamw": try AdamW(parameters, learningRate: settings.learningRate, weightDecay: settings.weightDecay)
         default: try SGD(parameters, learningRate: settings.learningRate, momentum: 0.9,

@@ -26,7 +26,7 @@ struct FreezingTests {
         net.train()
         let before = Self.state(frozen)
         let trainableBefore = Self.state([net.stages[2], net.fc])
-        let sgd = try SGD(net.namedParameters().map(\.parameter), learningRate: 0.1, momentum: 0.9, weightDecay: 1e-3)
+        let sgd = try SGD(net.parameters(), learningRate: 0.1, momentum: 0.9, weightDecay: 1e-3)
         let profiler = Profiler(net)
         try profiler.run {
             for step in 0..<3 {

@@ -67,7 +67,7 @@ struct OptimizerTests {
                 learningRate = float("lr", 1e-3)
                 let betas = config["betas"] as? [Double] ?? [0.9, 0.999]
                 optimizer = try AdamW(parameters, learningRate: learningRate, betas: (betas[0], betas[1]),
-                                      epsilon: float("eps", 1e-8), weightDecay: float("weight_decay", 1e-2),
+                                      eps: float("eps", 1e-8), weightDecay: float("weight_decay", 1e-2),
                                       amsgrad: config["amsgrad"] as? Bool ?? false)
             default:
                 throw BLASNetError.invalidArgument("\(name): unknown optimizer \(config)")
@@ -228,7 +228,7 @@ struct OptimizerTests {
         #expect(throws: BLASNetError.self) { try AdamW(p, learningRate: .nan) }
         #expect(throws: BLASNetError.self) { try AdamW(p, betas: (1, 0.999)) }
         #expect(throws: BLASNetError.self) { try AdamW(p, betas: (0.9, -0.1)) }
-        #expect(throws: BLASNetError.self) { try AdamW(p, epsilon: -1) }
+        #expect(throws: BLASNetError.self) { try AdamW(p, eps: -1) }
         #expect(throws: BLASNetError.self) { try AdamW(p, weightDecay: -1) }
         #expect(throws: BLASNetError.self) { try CrossEntropyLoss(labelSmoothing: -0.1) }
         #expect(throws: BLASNetError.self) { try CrossEntropyLoss(labelSmoothing: 1.5) }

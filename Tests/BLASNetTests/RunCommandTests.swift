@@ -217,7 +217,7 @@ struct RunCommandTests {
         try model.loadStateDict(SafeTensorsFile(contentsOf: weights))
         model.train()
         let (x, targets) = (try #require(fixture.file["input"]).floats(), try #require(fixture.file["target"]).integers().map { Int($0) })
-        let sgd = try SGD(model.namedParameters().map(\.parameter), learningRate: 0.01, momentum: 0.9, weightDecay: 1e-4)
+        let sgd = try SGD(model.parameters(), learningRate: 0.01, momentum: 0.9, weightDecay: 1e-4)
         _ = try model.backward(try CrossEntropyLoss()(try model.forward(x), targets: targets).gradient)
         sgd.step()
         let (expected, _) = try CrossEntropyLoss()(try model.forward(x), targets: targets)

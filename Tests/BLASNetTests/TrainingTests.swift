@@ -22,7 +22,7 @@ struct TrainingTests {
         let loader = try DataLoader(dataset: data, batchSize: batchSize, shuffle: true, seed: 7, mean: [0.5], std: [0.25],
                                     augmentation: augment ? Augmentation(cropPadding: 1, horizontalFlip: true) : .none,
                                     dropLast: true)
-        let parameters = model.namedParameters().map(\.parameter)
+        let parameters = model.parameters()
         let opt: any Optimizer = optimizer == "adamw"
             ? try AdamW(parameters, learningRate: 0.01, weightDecay: 1e-4)
             : try SGD(parameters, learningRate: 0.05, momentum: 0.9, weightDecay: 5e-4, nesterov: true)

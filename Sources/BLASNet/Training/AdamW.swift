@@ -20,7 +20,7 @@ public final class AdamW: Optimizer {
     /// 0.001 at β2 = 0.999, but 0.000999987 from Float32's 0.999 (1.3·10⁻⁵ off).
     public let beta1: Double
     public let beta2: Double
-    public let epsilon: Float
+    public let eps: Float
     public let weightDecay: Float
     public let amsgrad: Bool
     public private(set) var stepCount = 0
@@ -50,10 +50,10 @@ public final class AdamW: Optimizer {
 
     /// PyTorch's defaults: `lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 1e-2`.
     public init(_ parameters: [Parameter], learningRate: Float = 1e-3, betas: (Double, Double) = (0.9, 0.999),
-                epsilon: Float = 1e-8, weightDecay: Float = 1e-2, amsgrad: Bool = false) throws {
-        guard learningRate >= 0, epsilon >= 0, weightDecay >= 0 else {
+                eps: Float = 1e-8, weightDecay: Float = 1e-2, amsgrad: Bool = false) throws {
+        guard learningRate >= 0, eps >= 0, weightDecay >= 0 else {
             throw BLASNetError.invalidArgument(
-                "AdamW: learning rate \(learningRate), epsilon \(epsilon) and weight decay \(weightDecay) must be non-negative")
+                "AdamW: learning rate \(learningRate), eps \(eps) and weight decay \(weightDecay) must be non-negative")
         }
         guard (0..<1).contains(betas.0), (0..<1).contains(betas.1) else {
             throw BLASNetError.invalidArgument("AdamW: betas (\(betas.0), \(betas.1)) must lie in [0, 1)")
@@ -61,7 +61,7 @@ public final class AdamW: Optimizer {
         self.parameters = parameters
         self.learningRate = learningRate
         (beta1, beta2) = betas
-        self.epsilon = epsilon
+        self.eps = eps
         self.weightDecay = weightDecay
         self.amsgrad = amsgrad
         moments = Array(repeating: nil, count: parameters.count)
@@ -91,7 +91,7 @@ public final class AdamW: Optimizer {
                                                   decay: Float(1 - lr * Double(weightDecay)),
                                                   meanWeight: Float(1 - b1), beta2: Float(b2), squareWeight: Float(1 - b2),
                                                   biasCorrection2Root: Float(biasCorrection2.squareRoot()),
-                                                  epsilon: epsilon, negativeStepSize: Float(-(lr / biasCorrection1)))
+                                                  epsilon: eps, negativeStepSize: Float(-(lr / biasCorrection1)))
                             }
                         }
                     }
