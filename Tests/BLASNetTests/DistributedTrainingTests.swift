@@ -25,15 +25,16 @@ extension TrainCommandTests {
                        "--lr", "0.05", "--schedule", "constant", "--threads", "1"] + extra, faultInLastRank: fault)
     }
 
-    /// Largest difference between the two checkpoints' model tensors, relative to each tensor's largest value.
+    /// Largest difference between the two checkpoints' model tensors, relative to each
+    /// tensor's largest value; NaN when any value is NaN, so that no comparison with it passes.
     func largestRelativeDifference(_ a: String, _ b: String) throws -> Float {
         let (x, y) = (try modelTensors(a), try modelTensors(b))
         #expect(Set(x.keys) == Set(y.keys))
         return x.keys.map { key -> Float in
             let (p, q) = (x[key]!.floats().scalars, y[key]!.floats().scalars)
-            let scale = max(p.map(abs).max() ?? 0, 1e-12)
-            return zip(p, q).map { abs($0 - $1) }.max().map { $0 / scale } ?? 0
-        }.max() ?? 0
+            let scale = nanMax(p.map(abs).maxOrNaN() ?? 0, 1e-12)
+            return zip(p, q).map { abs($0 - $1) }.maxOrNaN().map { $0 / scale } ?? 0
+        }.maxOrNaN() ?? 0
     }
 
     @Test func twoRanksWithSyncBatchNormTrainLikeOneProcess() throws {

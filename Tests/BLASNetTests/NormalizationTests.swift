@@ -25,8 +25,10 @@ struct NormalizationTests {
 
     static func expectClose(_ y: Tensor, _ reference: [Double], tolerance: Double = 1e-5,
                             sourceLocation: SourceLocation = #_sourceLocation) {
-        let error = zip(y.scalars, reference).map { abs(Double($0) - $1) }.max() ?? 0
-        #expect(error <= tolerance, "max error \(error)", sourceLocation: sourceLocation)
+        // allSatisfy, not max(): max() skips a NaN after the first element.
+        let errors = zip(y.scalars, reference).map { abs(Double($0) - $1) }
+        #expect(y.count == reference.count && errors.allSatisfy { $0 <= tolerance },
+                "\(y.count) values for \(reference.count); largest error \(errors.maxOrNaN() ?? 0)", sourceLocation: sourceLocation)
     }
 
     static func randomAffine(_ weight: Parameter?, _ bias: Parameter?, seed: UInt64) {
@@ -78,14 +80,59 @@ struct NormalizationTests {
         let bn = try BatchNorm2d(3)
         let twins = TwinProcesses()
         bn.synchronization = twins
-        // Identical values in both processes: zero variance, so the output is β.
+        // Identical values in both processes: zero variance, so the output is β, and x̂ = 0:
+        // dx = γ/σ·(dy − mean(dy) − x̂·mean(dy·x̂)) = 0 (each channel's two dy are equal),
+        // dγ = Σ dy·x̂ = 0 and dβ = dy (this process's: parameter gradients are not summed).
         #expect(try bn.forward(x).scalars == bn.bias.value.scalars)
-        _ = try bn.backward(GradientCheck.random([3, 1, 1, 1], seed: 48))
+        let dy = GradientCheck.random([3, 1, 1, 1], seed: 48)
+        let dx = try bn.backward(dy)
+        #expect(dx.shape == x.shape && dx.scalars.allSatisfy { abs($0) <= 1e-4 }, "dx \(dx.scalars)")
+        let dGamma = try bn.weight.requiredGrad().scalars
+        #expect(dGamma.allSatisfy { abs($0) <= 1e-6 }, "dγ \(dGamma)")
+        #expect(try bn.bias.requiredGrad().scalars == dy.scalars)
+        #expect(twins.calls == 2)
         bn.eval()
         _ = try bn.forward(x)
         let before = twins.calls
         _ = try bn.backward(GradientCheck.random([3, 1, 1, 1], seed: 49))
         #expect(twins.calls == before)
+    }
+
+    /// Twin processes holding the same batch: the global mean and variance are the local
+    /// ones, so the synchronized output and input gradient are an unsynchronized
+    /// BatchNorm's on the same x and dy, to float rounding. γ and β keep this process's
+    /// gradients (data parallelism averages them afterwards), the same as alone; only the
+    /// running variance differs, its unbiased correction taken over the global count 2m.
+    @Test(arguments: [false, true])
+    func synchronizedBatchNormOfTwinsMatchesOneProcess(relu: Bool) throws {
+        let x = GradientCheck.random([5, 3, 4, 3], scale: 2, seed: 70), dy = GradientCheck.random([5, 3, 4, 3], seed: 71)
+        let (alone, synchronized) = (try BatchNorm2d(5, fusesReLU: relu), try BatchNorm2d(5, fusesReLU: relu))
+        Self.randomAffine(alone.weight, alone.bias, seed: 72)
+        (synchronized.weight.value, synchronized.bias.value) = (alone.weight.value, alone.bias.value)
+        let twins = TwinProcesses()
+        synchronized.synchronization = twins
+        func expectClose(_ a: Tensor, _ b: Tensor, _ what: String) {
+            let scale = b.scalars.map { Double(abs($0)) }.maxOrNaN() ?? 0
+            #expect(a.shape == b.shape && scale.isFinite && scale > 0
+                    && zip(a.scalars, b.scalars).allSatisfy { abs(Double($0) - Double($1)) <= 1e-6 * scale },
+                    "\(what): \(a.scalars.prefix(6)) … against \(b.scalars.prefix(6)) …")
+        }
+        let y = try synchronized.forward(x)
+        expectClose(y, try alone.forward(x), "output")
+        expectClose(try synchronized.backward(dy), try alone.backward(dy), "dx")
+        expectClose(try synchronized.weight.requiredGrad(), try alone.weight.requiredGrad(), "dγ")
+        expectClose(try synchronized.bias.requiredGrad(), try alone.bias.requiredGrad(), "dβ")
+        #expect(twins.calls == 2, "statistics summed forward and backward")
+        if relu { #expect(y.scalars.contains(0) && y.scalars.contains { $0 > 0 }) }
+
+        expectClose(synchronized.runningMean.value, alone.runningMean.value, "running mean")
+        let m = Double(x.count / 5), v = x.scalars.map(Double.init)
+        let runningVar = (0..<5).map { c -> Float in
+            let plane = v[(c * Int(m))..<((c + 1) * Int(m))], mean = plane.reduce(0, +) / m
+            let biased = plane.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / m
+            return Float(0.9 + 0.1 * biased * 2 * m / (2 * m - 1))
+        }
+        expectClose(synchronized.runningVar.value, try Tensor(shape: [5], scalars: runningVar), "running variance")
     }
 
     /// As in PyTorch, training on an empty batch returns an empty output and gradient, adds
@@ -159,16 +206,25 @@ struct NormalizationTests {
         }
     }
 
+    /// The fused ReLU's kink is at `γ·x̂ + β = 0`: β puts it in the widest gap between each
+    /// channel's values, and no step of the check moves any of them a tenth of the way there.
     @Test func groupNormFusedReLU() throws {
         let gn = try GroupNorm(groups: 2, channels: 4, fusesReLU: true)
-        Self.randomAffine(gn.weight, gn.bias, seed: 44)
-        var x = GradientCheck.random([4, 3, 3, 2], seed: 45)
-        x.scalars = x.scalars.map { $0 >= 0 ? $0 + 0.1 : $0 - 0.1 }
+        let x = GradientCheck.random([4, 3, 3, 2], seed: 45), h: Float = 1e-3
+        func preActivation(_ x: Tensor, _ gamma: [Float], _ beta: [Float]) -> [Double] {
+            Self.reference(x, gamma: gamma, beta: beta) { c, n in (c / 2 * 2..<c / 2 * 2 + 2).map { ($0, n) } }
+        }
+        let gamma: [Float] = [0.7, -0.5, 0.9, 0.4]
+        let beta = GradientCheck.betaBetweenValues(preActivation(x, gamma, [0, 0, 0, 0]), channels: 4)
+        (gn.weight!.value, gn.bias!.value) = (try Tensor(shape: [4], scalars: gamma), try Tensor(shape: [4], scalars: beta))
+        GradientCheck.expectClearOfKink(x: x, gamma: gamma, beta: beta, h: h, preActivation: preActivation)
         let plain = try GroupNorm(groups: 2, channels: 4)
         plain.weight!.value = gn.weight!.value
         plain.bias!.value = gn.bias!.value
-        #expect(try gn.forward(x).scalars == plain.forward(x).scalars.map { max($0, 0) })
-        try GradientCheck.check(gn, input: x, h: 1e-3, tolerance: 2e-2)
+        let y = try gn.forward(x).scalars
+        #expect(try y == plain.forward(x).scalars.map { max($0, 0) })
+        #expect(y.contains(0) && y.contains { $0 > 0 })
+        try GradientCheck.check(gn, input: x, h: h, tolerance: 2e-2)
     }
 
     @Test func groupNormWithoutAffineAndOnVectors() throws {
@@ -308,7 +364,7 @@ struct NormalizationTests {
                                          workspace: Workspace(), rng: &rng)
         let gn = try #require(block.branch[1].module as? GroupNorm)
         #expect(gn.fusesReLU && gn.groups == 2)
-        try GradientCheck.checkDirectional(block, input: GradientCheck.random([4, 2, 5, 4], seed: 56), h: 1e-4,
+        try GradientCheck.checkDirectional(block, input: GradientCheck.random([4, 2, 5, 4], seed: 56), h: 1e-3,
                                            tolerance: 2e-2)
     }
 }

@@ -93,9 +93,11 @@ struct OptimizerTests {
     static func expectClose(_ ours: Tensor, _ reference: Tensor, tolerance: Double, _ what: String,
                             sourceLocation: SourceLocation = #_sourceLocation) {
         #expect(ours.shape == reference.shape, "\(what): shape \(ours.shape), reference \(reference.shape)", sourceLocation: sourceLocation)
-        let scale = reference.scalars.map { Double(abs($0)) }.max() ?? 0
-        let error = zip(ours.scalars, reference.scalars).map { abs(Double($0) - Double($1)) }.max() ?? 0
-        #expect(error <= tolerance * scale, "\(what): max error \(error), scale \(scale)", sourceLocation: sourceLocation)
+        // A NaN anywhere, in ours or in the reference, fails: max() would skip it after the first element.
+        let scale = reference.scalars.map { Double(abs($0)) }.maxOrNaN() ?? 0
+        let errors = zip(ours.scalars, reference.scalars).map { abs(Double($0) - Double($1)) }
+        #expect(scale.isFinite && errors.allSatisfy { $0 <= tolerance * scale },
+                "\(what): max error \(errors.maxOrNaN() ?? 0), scale \(scale)", sourceLocation: sourceLocation)
     }
 
     @Test func fixtureHasNoOtherScenarios() throws {
