@@ -24,31 +24,33 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Architecture: \(Architecture.allCases.map(\.rawValue).joined(separator: ", ")), or any resnet/seresnet of depth 6n+2 up to \(Architecture.maximumCIFARDepth).")
     var arch: Architecture
 
-    @Option(parsing: .unconditional, help: "Channels of the stem and first stage (default: the architecture's, 64 or 16); each stage doubles it.")
+    @Option(parsing: .unconditional, help: "Channels of the stem and first stage (default: what --weights records, else the architecture's, 64 or 16); each stage doubles it.")
     var width: Int?
 
-    @Option(parsing: .unconditional, help: "Number of output classes.")
-    var numClasses = 1000
+    @Option(parsing: .unconditional, help: "Number of output classes (default: what --weights records or its fc.weight shows, else 1000).")
+    var numClasses: Int?
+    var classCount: Int { numClasses ?? 1000 }
 
-    @Option(parsing: .unconditional, help: "Number of input channels.")
-    var inChans = 3
+    @Option(parsing: .unconditional, help: "Number of input channels (default: what --weights records, else 3).")
+    var inChans: Int?
+    var inputChannels: Int { inChans ?? 3 }
 
-    @Option(help: "Stem: imagenet (7×7/2 conv + max-pool), cifar (3×3/1 conv) or strided (3×3/2 conv) (default: the architecture's, imagenet or for 6n+2 depths cifar).")
+    @Option(help: "Stem: imagenet (7×7/2 conv + max-pool), cifar (3×3/1 conv) or strided (3×3/2 conv) (default: what --weights records, else the architecture's, imagenet or for 6n+2 depths cifar).")
     var stem: Stem?
 
-    @Option(help: "Normalization of every norm slot: batch, group (32 groups), group:G, layer or instance.",
+    @Option(help: "Normalization of every norm slot: batch, group (32 groups), group:G, layer or instance (default: what --weights records, else batch).",
             transform: Normalization.init(parsing:))
-    var norm: Normalization = .batch
+    var norm: Normalization?
 
-    @Option(parsing: .unconditional, help: "The head's pooling grid: fc reads each channel's mean over a G×G grid (1: global average, torchvision's head).")
-    var headGrid = 1
+    @Option(parsing: .unconditional, help: "The head's pooling grid: fc reads each channel's mean over a G×G grid (default: what --weights records or its fc.weight shows, else 1: global average, torchvision's head).")
+    var headGrid: Int?
 
     func validate() throws {
-        try Self.check(headGrid: headGrid)
-        guard (1...Self.maximumClasses).contains(numClasses) else {
+        if let headGrid { try Self.check(headGrid: headGrid) }
+        if let numClasses, !(1...Self.maximumClasses).contains(numClasses) {
             throw ValidationError("--num-classes must be in 1...\(Self.maximumClasses), got \(numClasses)")
         }
-        guard (1...Self.maximumInputChannels).contains(inChans) else {
+        if let inChans, !(1...Self.maximumInputChannels).contains(inChans) {
             throw ValidationError("--in-chans must be in 1...\(Self.maximumInputChannels), got \(inChans)")
         }
         if let width { try Self.check(width: width) }
@@ -86,25 +88,32 @@ struct ModelOptions: ParsableArguments {
     }
 
     func makeModel() throws -> ResNet {
-        try ResNet(arch, numClasses: numClasses, inChannels: inChans, stem: stem, width: width, norm: norm, headGrid: headGrid)
+        try ResNet(arch, numClasses: classCount, inChannels: inputChannels, stem: stem, width: width, norm: norm ?? .batch,
+                   headGrid: headGrid ?? 1)
     }
 
-    /// The model for `weights`, read from `path`, with their state loaded. Without `--stem`
-    /// the stem is the one the file records, else the one its conv1 shows; the
-    /// architecture's default would load a strided stem's weights as cifar's, silently.
+    /// The model for `weights`, read from `path`, with their state loaded. What the file
+    /// records (a `blasnet` checkpoint's shape) fills in the flags not given, and a flag
+    /// that contradicts it is refused: the norm variants share their weights' shapes, and
+    /// so do the cifar and strided stems, so a wrong one would load and compute another
+    /// network. Without a record, the stem is the one conv1 shows and the head grid the
+    /// one `fc.weight` has room for.
     func makeModel(loading weights: SafeTensorsFile, path: String) throws -> ResNet {
-        var options = self
-        if let recorded = weights.metadata["stem"] {
-            guard let stem = Stem(rawValue: recorded) else {
-                throw BLASNetError.malformedFile(path: path, reason: "unknown stem '\(recorded)' in its metadata")
-            }
-            if let given = self.stem, given != stem {
-                throw ValidationError("--stem \(given.rawValue) contradicts \(path), which records stem \(recorded)")
-            }
-            options.stem = stem
-        } else if stem == nil {
-            options.stem = try RecordedModelOptions.unrecordedStem(of: weights, path: path)
+        func recorded<T: Equatable>(_ flag: String, _ given: T?, _ parse: (String) throws -> T?) throws -> T? {
+            try RecordedModelOptions.recorded(flag, given, in: weights, path: path, parse)
         }
+        var options = self
+        _ = try recorded("--arch", arch, Architecture.init(rawValue:))
+        let classes = { (n: Int) in (1...Self.maximumClasses).contains(n) ? n : nil }
+        options.numClasses = try recorded("--num-classes", numClasses) { Int($0).flatMap(classes) }
+            ?? weights["fc.weight"]?.shape.first.flatMap(classes)
+        options.width = try recorded("--width", width) { Int($0).flatMap { (try? Self.check(width: $0)) != nil ? $0 : nil } }
+        options.inChans = try recorded("--in-chans", inChans) { Int($0).flatMap { (1...Self.maximumInputChannels).contains($0) ? $0 : nil } }
+        options.norm = try recorded("--norm", norm, Normalization.init(parsing:))
+        options.stem = try recorded("--stem", stem, Stem.init(rawValue:))
+            ?? (stem == nil ? RecordedModelOptions.unrecordedStem(of: weights, path: path) : nil)
+        options.headGrid = try recorded("--head-grid", headGrid) { Int($0).flatMap { Self.headGrids.contains($0) ? $0 : nil } }
+            ?? RecordedModelOptions.headGrid(of: weights, channels: arch.featureChannels(width: options.width))
         let net = try options.makeModel()
         // A `train` checkpoint loads as its weights.
         try net.loadStateDict(weights.withoutOptimizerState)

@@ -32,7 +32,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Weights to load (.safetensors by state_dict name) instead of a random initialization.")
     var weights: String?
 
-    @Option(help: "Batch to use (.safetensors with `input` [N, C, H, W] and `target` [N]) instead of random data; its N, C, H and W replace --batch, --in-chans and --input.")
+    @Option(help: "Batch to use (.safetensors with `input` [N, C, H, W] and `target` [N]) instead of random data; its N, H and W replace --batch and --input, and its C must be the model's input channels.")
     var data: String?
 
     @Option(help: "How 3×3 stride-1 convolutions run: automatic (Winograd where it pays), winograd (F(2×2, 3×3)) or im2col.")
@@ -51,9 +51,9 @@ struct Bench: ParsableCommand {
         try ModelOptions.check(input: input)
         guard batch > 0 else { throw ValidationError("--batch must be positive, got \(batch)") }
         // The random input batch alone, in Float64 to stay clear of overflow: at most 8 GB.
-        let inputBytes = 4 * Double(batch) * Double(model.inChans) * Double(input[0]) * Double(input[1])
+        let inputBytes = 4 * Double(batch) * Double(model.inputChannels) * Double(input[0]) * Double(input[1])
         guard inputBytes <= Double(1 << 33) else {
-            throw ValidationError("an input batch of \(batch)×\(model.inChans)×\(input[0])×\(input[1]) floats needs more than 8 GB")
+            throw ValidationError("an input batch of \(batch)×\(model.inputChannels)×\(input[0])×\(input[1]) floats needs more than 8 GB")
         }
         guard steps > 0, warmup >= 0 else { throw ValidationError("--steps must be positive and --warmup non-negative") }
         if mode == .train && batch < 2 { throw ValidationError("training needs --batch of at least 2 (BatchNorm statistics)") }
@@ -68,7 +68,7 @@ struct Bench: ParsableCommand {
         threading.apply()
         let net = try weights.map { try model.makeModel(loading: SafeTensorsFile(contentsOf: $0), path: $0) } ?? model.makeModel()
         net.setConvolutionAlgorithm(convAlgorithm)
-        let (x, targets) = try batchTensors(count: batch)
+        let (x, targets) = try batchTensors(count: batch, for: net)
         let sgd = try SGD(net.parameters(), learningRate: 0.01, momentum: 0.9, weightDecay: 1e-4)
         if mode == .train { net.train() } else { net.eval() }
         // The first two losses: before any update, and after one SGD update on the same batch.
@@ -147,19 +147,23 @@ struct Bench: ParsableCommand {
         }
     }
 
-    /// The batch from `--data`, or uniform noise and random labels for `count` images.
-    func batchTensors(count batch: Int) throws -> (Tensor, [Int]) {
+    /// The batch from `--data`, or uniform noise and random labels for `count` images, for `net`.
+    func batchTensors(count batch: Int, for net: ResNet) throws -> (Tensor, [Int]) {
         if let data {
             let file = try SafeTensorsFile(contentsOf: data)
             guard let x = file["input"], let t = file["target"] else {
                 throw BLASNetError.invalidArgument("\(data): needs tensors 'input' and 'target'")
             }
+            guard x.shape.count == 4, x.shape[1] == net.inChannels else {
+                throw ValidationError("\(data) holds an input of shape \(x.shape); the model takes [N, \(net.inChannels), H, W] (--in-chans)")
+            }
             return (x.floats(), try t.integers().map { Int($0) })
         }
         var rng = SystemRandomNumberGenerator()
-        let x = try Tensor(shape: [batch, model.inChans, input[0], input[1]],
-                           scalars: (0..<(batch * model.inChans * input[0] * input[1])).map { _ in Float.random(in: -1..<1, using: &rng) })
-        return (x, (0..<batch).map { _ in Int.random(in: 0..<model.numClasses, using: &rng) })
+        let c = net.inChannels
+        let x = try Tensor(shape: [batch, c, input[0], input[1]],
+                           scalars: (0..<(batch * c * input[0] * input[1])).map { _ in Float.random(in: -1..<1, using: &rng) })
+        return (x, (0..<batch).map { _ in Int.random(in: 0..<net.numClasses, using: &rng) })
     }
 
     func seconds(_ body: () throws -> Void) rethrows -> Double {

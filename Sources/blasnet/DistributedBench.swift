@@ -15,7 +15,7 @@ extension Bench {
         }
         let net = try weights.map { try model.makeModel(loading: SafeTensorsFile(contentsOf: $0), path: $0) } ?? model.makeModel()
         net.setConvolutionAlgorithm(convAlgorithm)
-        let (x, targets) = try batchTensors(count: batch / processes.size)
+        let (x, targets) = try batchTensors(count: batch / processes.size, for: net)
         let parallel = MPIDataParallel(group: processes)
         if syncBn { for case let norm as BatchNorm in net.modules { norm.synchronization = processes } }
         let sgd = try SGD(net.parameters(), learningRate: 0.01, momentum: 0.9, weightDecay: 1e-4)

@@ -21,7 +21,7 @@ struct Eval: ParsableCommand {
     @OptionGroup var shape: RecordedModelOptions
     @OptionGroup var normalization: InputNormalizationOptions
 
-    @Option(help: "Dataset (default: the checkpoint's, else fashion-mnist); another than the checkpoint's is scored with the checkpoint's input normalization.")
+    @Option(help: "Dataset (default: the checkpoint's, else fashion-mnist); another than the checkpoint's is scored with the checkpoint's input normalization, unless --mean and --std are given.")
     var dataset: DatasetName?
 
     @Option(help: "Only these classes, in the order of the weights' outputs, when the file does not record them (default: all).")

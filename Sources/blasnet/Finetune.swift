@@ -220,7 +220,10 @@ struct Finetune: ParsableCommand {
             return .freezing(layers: layers)
         case ("partial", nil): throw ValidationError("--strategy partial needs a stage count (partial:K) or --freeze NAME,…")
         case (_, _?): throw ValidationError("--freeze goes with --strategy partial, not \(strategy)")
-        default: return try FineTuningStrategy(parsing: strategy)
+        default:
+            do { return try FineTuningStrategy(parsing: strategy) } catch {
+                throw ValidationError("--strategy '\(strategy)': expected head, partial:K, partial with --freeze, full, scratch or auto")
+            }
         }
     }
 

@@ -6,11 +6,11 @@ import Foundation
 /// images are normalized before the network, per channel on the 0–1 pixel scale, as
 /// torchvision's `Normalize` does.
 struct InputNormalizationOptions: ParsableArguments {
-    @Option(help: "Per-channel input mean on the 0–1 pixel scale, comma-separated: 0.485,0.456,0.406 for torchvision's ImageNet weights (default: the weights' record, else the training split's).",
+    @Option(parsing: .unconditional, help: "Per-channel input mean on the 0–1 pixel scale, comma-separated (one value: every channel): 0.485,0.456,0.406 for torchvision's ImageNet weights (default: the weights' record, else the training split's).",
             transform: InputNormalizationOptions.values)
     var mean: [Float]?
 
-    @Option(help: "Per-channel input standard deviation, as --mean: 0.229,0.224,0.225 for torchvision's ImageNet weights.",
+    @Option(parsing: .unconditional, help: "Per-channel input standard deviation, as --mean: 0.229,0.224,0.225 for torchvision's ImageNet weights.",
             transform: InputNormalizationOptions.values)
     var std: [Float]?
 
@@ -24,16 +24,20 @@ struct InputNormalizationOptions: ParsableArguments {
 
     func validate() throws {
         guard (mean == nil) == (std == nil) else { throw ValidationError("--mean and --std go together") }
-        if let std, !std.allSatisfy({ $0 > 0 }) { throw ValidationError("--std must be positive, got \(std)") }
+        // A subnormal deviation would scale pixels to infinity.
+        if let std, !std.allSatisfy({ $0 > 0 && $0.isNormal }) { throw ValidationError("--std must be positive, got \(std)") }
     }
 
-    /// The statistics for images of `channels` channels: the flags', else those `metadata`
-    /// records, else `computed()`.
+    /// The statistics for images of `channels` channels: the flags' (one value serves every
+    /// channel, as torchvision's `Normalize` broadcasts it), else those `metadata` records,
+    /// else `computed()`.
     func resolve(channels: Int, metadata: [String: String],
                  computed: () throws -> (mean: [Float], std: [Float])) throws -> (mean: [Float], std: [Float]) {
-        if let mean, let std {
+        if var mean, var std {
+            if mean.count == 1 { mean = Array(repeating: mean[0], count: channels) }
+            if std.count == 1 { std = Array(repeating: std[0], count: channels) }
             guard mean.count == channels, std.count == channels else {
-                throw ValidationError("--mean and --std need one value per input channel (\(channels)), got \(mean.count) and \(std.count)")
+                throw ValidationError("--mean and --std need one value, or one per input channel (\(channels)), got \(mean.count) and \(std.count)")
             }
             return (mean, std)
         }

@@ -30,36 +30,35 @@ struct RecordedModelOptions: ParsableArguments {
     /// (a PyTorch state_dict of a model with `AdaptiveAvgPool2d(2)` records none), else 1.
     func resolve(_ file: SafeTensorsFile, path: String)
         throws -> (arch: Architecture, width: Int?, stem: Stem, norm: Normalization, headGrid: Int) {
-        let meta = file.metadata
         func pick<T: Equatable>(_ flag: String, _ given: T?, _ parse: (String) throws -> T?) throws -> T? {
-            let key = String(flag.dropFirst(2))
-            guard let recorded = meta[key] else { return given }
-            guard let value = try? parse(recorded) else {
-                throw BLASNetError.malformedFile(path: path, reason: "unknown \(key) '\(recorded)' in its metadata")
-            }
-            if let given, given != value {
-                throw ValidationError("\(flag) \(given) contradicts \(path), which records \(key) \(recorded)")
-            }
-            return value
+            try Self.recorded(flag, given, in: file, path: path, parse)
         }
         guard let arch = try pick("--arch", arch, Architecture.init(rawValue:)) else {
             throw ValidationError("\(path) does not name its architecture; pass --arch")
         }
-        let width = try pick("--width", width) { Int($0) }
-        if let width {
-            do { try ModelOptions.check(width: width) } catch {
-                throw BLASNetError.malformedFile(path: path, reason: "its metadata records width \(width)")
-            }
-        }
+        let width = try pick("--width", width) { Int($0).flatMap { (try? ModelOptions.check(width: $0)) != nil ? $0 : nil } }
         let norm = try pick("--norm", norm, Normalization.init(parsing:)) ?? .batch
-        let headGrid = try meta["head_grid"].map { recorded in
-            guard let grid = Int(recorded), ModelOptions.headGrids.contains(grid) else {
-                throw BLASNetError.malformedFile(path: path, reason: "its metadata records head_grid '\(recorded)'")
-            }
-            return grid
+        let headGrid = try Self.recorded("--head-grid", nil as Int?, in: file, path: path) {
+            Int($0).flatMap { ModelOptions.headGrids.contains($0) ? $0 : nil }
         } ?? Self.headGrid(of: file, channels: arch.featureChannels(width: width))
         if let stem = try pick("--stem", stem, Stem.init(rawValue:)) { return (arch, width, stem, norm, headGrid) }
         return (arch, width, try Self.unrecordedStem(of: file, path: path) ?? .imagenet, norm, headGrid)
+    }
+
+    /// What `file` records under the metadata key of `flag` (`--head-grid`: `head_grid`),
+    /// else `given`. A record that does not parse is a malformed file; a flag that
+    /// contradicts the record is refused, since the weights fit only the recorded model.
+    static func recorded<T: Equatable>(_ flag: String, _ given: T?, in file: SafeTensorsFile, path: String,
+                                       _ parse: (String) throws -> T?) throws -> T? {
+        let key = flag.dropFirst(2).replacingOccurrences(of: "-", with: "_")
+        guard let recorded = file.metadata[key] else { return given }
+        guard let value = try? parse(recorded) else {
+            throw BLASNetError.malformedFile(path: path, reason: "unknown \(key) '\(recorded)' in its metadata")
+        }
+        if let given, given != value {
+            throw ValidationError("\(flag) \(given) contradicts \(path), which records \(key) \(recorded)")
+        }
+        return value
     }
 
     /// The grid `g` whose `channels·g²` features `fc.weight` reads; 1 when none fits, so

@@ -60,6 +60,6 @@ struct Run: ParsableCommand {
             net.eval()
             results.append(("logits", SafeTensor(try withoutGradients { try net.forward(x.floats()) })))
         }
-        try SafeTensorsFile(tensors: results, metadata: ["arch": model.arch.rawValue, "norm": model.norm.description]).write(to: output)
+        try SafeTensorsFile(tensors: results, metadata: ["arch": model.arch.rawValue, "norm": net.normalization.description]).write(to: output)
     }
 }

@@ -5,7 +5,7 @@ import Foundation
 
 /// `--threads`, shared by the commands that compute.
 struct ThreadOptions: ParsableArguments {
-    @Option(parsing: .unconditional, help: "Worker threads for the sgemms and kernels (default: one per core; with --distributed, the cores divided among the ranks on each machine).")
+    @Option(parsing: .unconditional, help: "Worker threads for the sgemms and kernels (default: OpenBLAS's choice, one per core; under MPI, train --distributed and bench --distributed, the cores divided among the ranks on each machine).")
     var threads: Int?
 
     func validate() throws {

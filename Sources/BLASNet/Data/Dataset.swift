@@ -40,9 +40,10 @@ public struct ImageDataset: Sendable {
             throw BLASNetError.invalidArgument("image dataset: images of \(channels)×\(height)×\(width) have no pixels")
         }
         guard !classNames.isEmpty else { throw BLASNetError.invalidArgument("image dataset: no classes") }
-        guard Tensor.elementCount([labels.count, channels, height, width]) == pixels.count else {
+        let needed = Tensor.elementCount([labels.count, channels, height, width])
+        guard needed == pixels.count else {
             throw BLASNetError.invalidArgument(
-                "image dataset: \(labels.count) images of \(channels)×\(height)×\(width) need as many pixels, got \(pixels.count)")
+                "image dataset: \(labels.count) images of \(channels)×\(height)×\(width) need \(needed.map(String.init) ?? "more than \(Int.max)") pixels, got \(pixels.count)")
         }
         if let i = labels.firstIndex(where: { !(0..<classNames.count).contains($0) }) {
             throw BLASNetError.invalidArgument("image dataset: label \(labels[i]) of image \(i) is not in 0..<\(classNames.count)")
