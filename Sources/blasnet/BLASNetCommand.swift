@@ -108,7 +108,10 @@ struct ModelOptions: ParsableArguments {
         options.numClasses = try recorded("--num-classes", numClasses) { Int($0).flatMap(classes) }
             ?? weights["fc.weight"]?.shape.first.flatMap(classes)
         options.width = try recorded("--width", width) { Int($0).flatMap { (try? Self.check(width: $0)) != nil ? $0 : nil } }
-        options.inChans = try recorded("--in-chans", inChans) { Int($0).flatMap { (1...Self.maximumInputChannels).contains($0) ? $0 : nil } }
+            ?? RecordedModelOptions.width(of: weights)
+        let channels = { (n: Int) in (1...Self.maximumInputChannels).contains(n) ? n : nil }
+        options.inChans = try recorded("--in-chans", inChans) { Int($0).flatMap(channels) }
+            ?? (weights["conv1.weight"]?.shape).flatMap { $0.count == 4 ? channels($0[1]) : nil }
         options.norm = try recorded("--norm", norm, Normalization.init(parsing:))
         options.stem = try recorded("--stem", stem, Stem.init(rawValue:))
             ?? (stem == nil ? RecordedModelOptions.unrecordedStem(of: weights, path: path) : nil)

@@ -76,6 +76,9 @@ struct Finetune: ParsableCommand {
 
     func validate() throws {
         _ = try requestedStrategy()
+        if let classes, classes.values.count < 2 {
+            throw ValidationError("--classes needs at least two classes to tell apart, got \(classes.values)")
+        }
         // λ = 0 leaves the normal equations singular whenever features outnumber images.
         if let ridge, !(ridge > 0 && ridge.isFinite) { throw ValidationError("--ridge must be positive and finite, got \(ridge)") }
         if let lr, !(lr > 0 && lr.isFinite) { throw ValidationError("--lr must be positive and finite, got \(lr)") }
@@ -120,7 +123,11 @@ struct Finetune: ParsableCommand {
         let model = try ResNet(arch, numClasses: pretrainedClasses, inChannels: trainSet.channels,
                                stem: stem, width: width, norm: norm,
                                headGrid: recordedGrid, seed: seed)
-        let report = try model.loadStateDict(file.withoutOptimizerState, strict: false)
+        let adapted = try file.withoutOptimizerState.adaptingInputChannels(to: trainSet.channels)
+        if let given = file["conv1.weight"]?.shape, given.count == 4, given[1] != trainSet.channels {
+            print("conv1.weight adapted from \(given[1]) to \(trainSet.channels) input channels, as timm's adapt_input_conv")
+        }
+        let report = try model.loadStateDict(adapted, strict: false)
         let missing = report.missingKeys.filter { !$0.hasSuffix("num_batches_tracked") }
         // Only the head is replaced: a backbone the file does not hold (another model, keys
         // under a prefix) would be fine-tuned from random weights without a word.
@@ -183,7 +190,10 @@ struct Finetune: ParsableCommand {
         }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         if !frozenBefore.isEmpty {
-            print("frozen parameters and running statistics (\(frozenBefore.count) tensors) unchanged: \(frozenState() == frozenBefore ? "yes" : "NO")")
+            guard frozenState() == frozenBefore else {
+                throw BLASNetError.invalidArgument("fine-tuning changed frozen parameters or running statistics; nothing was written")
+            }
+            print("frozen parameters and running statistics (\(frozenBefore.count) tensors) unchanged: yes")
         }
         let testLoader = try DataLoader(dataset: testSet, batchSize: 500, shuffle: false, seed: 0, mean: mean, std: std)
         let result = try Trainer.evaluate(net, on: testLoader, numClasses: testSet.numClasses)

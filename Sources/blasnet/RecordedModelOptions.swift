@@ -37,6 +37,7 @@ struct RecordedModelOptions: ParsableArguments {
             throw ValidationError("\(path) does not name its architecture; pass --arch")
         }
         let width = try pick("--width", width) { Int($0).flatMap { (try? ModelOptions.check(width: $0)) != nil ? $0 : nil } }
+            ?? Self.width(of: file)
         let norm = try pick("--norm", norm, Normalization.init(parsing:)) ?? .batch
         let headGrid = try Self.recorded("--head-grid", nil as Int?, in: file, path: path) {
             Int($0).flatMap { ModelOptions.headGrids.contains($0) ? $0 : nil }
@@ -59,6 +60,11 @@ struct RecordedModelOptions: ParsableArguments {
             throw ValidationError("\(flag) \(given) contradicts \(path), which records \(key) \(recorded)")
         }
         return value
+    }
+
+    /// The stem's width, `conv1.weight`'s output channels, for a file that records none.
+    static func width(of file: SafeTensorsFile) -> Int? {
+        file["conv1.weight"]?.shape.first.flatMap { (try? ModelOptions.check(width: $0)) != nil ? $0 : nil }
     }
 
     /// The grid `g` whose `channels·g²` features `fc.weight` reads; 1 when none fits, so

@@ -118,11 +118,15 @@ struct RunSettings: Codable, Equatable {
         try require((0...1_000_000).contains(warmupEpochs), "--warmup must be in 0...1000000 epochs, got \(warmupEpochs)")
         try require(weightDecay >= 0 && weightDecay.isFinite, "--weight-decay must be non-negative and finite, got \(weightDecay)")
         try require((0..<1).contains(labelSmoothing), "--label-smoothing must be in [0, 1), got \(labelSmoothing)")
+        try require((classes?.count ?? 2) >= 2, "--classes needs at least two classes to tell apart, got \(classes ?? [])")
         try require(cropPadding >= 0, "--crop-padding must be non-negative, got \(cropPadding)")
         try require(randomErasing.map { (0...1).contains($0) } ?? true,
                     "--random-erasing is a probability in 0...1, got \(randomErasing ?? 0)")
         try require(Train.OptimizerName(rawValue: optimizer) != nil, "--optimizer must be sgd or adamw, got \(optimizer)")
-        _ = try LearningRateSchedule.Kind(parsing: schedule)
+        // PyTorch anneals toward an eta_min above the rate too, a rise no one asks for.
+        if case let .cosine(minimum) = try LearningRateSchedule.Kind(parsing: schedule) {
+            try require(minimum <= learningRate, "--schedule cosine:minimum=\(minimum) is above the peak rate --lr \(learningRate)")
+        }
     }
 
     /// The metadata keys a checkpoint carries: the settings as JSON, and the model's shape

@@ -16,6 +16,10 @@ struct ThreadOptions: ParsableArguments {
     /// its share of the machine's cores and a lone process keeps OpenBLAS's choice.
     func apply(processes: MPIProcessGroup? = nil) {
         if let threads {
+            let cores = ProcessInfo.processInfo.activeProcessorCount
+            if threads > cores {
+                FileHandle.standardError.write(Data("note: --threads \(threads) is more than the \(cores) cores; the threads will take turns on them\n".utf8))
+            }
             BLAS.threads = threads
         } else if let processes {
             BLAS.threads = processes.coresPerProcess

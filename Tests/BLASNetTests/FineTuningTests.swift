@@ -11,6 +11,34 @@ struct FineTuningTests {
                                 classNames: ["a", "b", "c"])
     }
 
+    /// timm's adapt_input_conv, written out: one channel sums the RGB kernels; C channels
+    /// repeat them (channel c takes colour c mod 3) scaled by 3/C.
+    @Test func rgbWeightsAdaptToOtherChannelCounts() throws {
+        let rgb: [Float] = (0..<12).map { Float($0) - 4.5 }   // [O 2, I 3, 1, 2]
+        let file = SafeTensorsFile(tensors: [("conv1.weight", SafeTensor(try Tensor(shape: [2, 3, 1, 2], scalars: rgb))),
+                                             ("bn1.bias", SafeTensor(Tensor(shape: [2], repeating: 7)))])
+        let gray = try #require(try file.adaptingInputChannels(to: 1)["conv1.weight"]).floats()
+        #expect(gray.shape == [2, 1, 1, 2])
+        var sums: [Float] = [], repeated: [Float] = []
+        for o in 0..<2 {
+            for t in 0..<2 {
+                let (r, g, b) = (rgb[o * 6 + t], rgb[o * 6 + 2 + t], rgb[o * 6 + 4 + t])
+                sums.append(r + g + b)
+            }
+            for c in 0..<4 {
+                for t in 0..<2 { repeated.append(rgb[(o * 3 + c % 3) * 2 + t] * 0.75) }
+            }
+        }
+        #expect(gray.scalars == sums)
+        let four = try #require(try file.adaptingInputChannels(to: 4)["conv1.weight"]).floats()
+        #expect(four.shape == [2, 4, 1, 2])
+        #expect(four.scalars == repeated)
+        #expect(try file.adaptingInputChannels(to: 1)["bn1.bias"]?.floats().scalars == [7, 7])
+        #expect(try file.adaptingInputChannels(to: 3)["conv1.weight"]?.floats().scalars == rgb)
+        let twoChannel = SafeTensorsFile(tensors: [("conv1.weight", SafeTensor(Tensor(shape: [2, 2, 1, 1])))])
+        #expect(throws: BLASNetError.self) { try twoChannel.adaptingInputChannels(to: 4) }
+    }
+
     @Test func ridgeHeadSolvesItsNormalEquations() throws {
         let model = try ResNet(.resnet8, numClasses: 3, inChannels: 1, stem: .cifar, width: 4, seed: 2)
         let dataset = try Self.data(count: 30, seed: 3)

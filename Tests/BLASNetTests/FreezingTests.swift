@@ -152,6 +152,10 @@ struct FreezingTests {
         #expect(throws: BLASNetError.self) { try untouched.freeze(layers: ["layer1", "layer9"]) }
         #expect(untouched.namedParameters().allSatisfy { $0.parameter.requiresGrad }, "a failed freeze froze something")
         #expect(untouched.module(at: "layer2.1.conv1") === untouched.stages[1].layers[1].module(at: "conv1"))
+        // The head is fitted afresh for the new classes: a strategy may not freeze it.
+        for names in [["conv1", "fc"], ["fc.weight"]] {
+            #expect(throws: BLASNetError.self, "\(names)") { try FineTuningStrategy.freezing(layers: names).apply(to: untouched) }
+        }
     }
 
     @Test func strategiesParseAndPrintTheSameWay() throws {

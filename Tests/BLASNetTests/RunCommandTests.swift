@@ -147,7 +147,7 @@ struct RunCommandTests {
             (base.map { $0 == weights ? "/nonexistent/w.safetensors" : $0 }, "/nonexistent/w.safetensors"),
             (base.map { $0 == weights ? corrupt : $0 }, "corrupt.safetensors"),
             (base.map { $0 == weights ? missingKey : $0 }, "layer2.1.bn2.bias"),
-            (base.map { $0 == weights ? narrow : $0 }, "wrong shapes"),
+            (base.map { $0 == weights ? narrow : $0 } + ["--width", "64"], "wrong shapes"),
             (base.map { $0 == input ? noTarget : $0 } + ["--train"], "target"),
             (base.map { $0 == input ? wrongChannels : $0 }, "[2, 1, 8, 8]"),
             (base.map { $0 == "10" ? "0" : $0 }, "--num-classes"),
@@ -159,6 +159,9 @@ struct RunCommandTests {
             #expect(result.stderr.contains(message), "\(args): \(result.stderr)")
             #expect(!FileManager.default.fileExists(atPath: output), "\(args) left an output file")
         }
+        // Without --width, a plain state_dict's width is its conv1's.
+        let narrowRun = try Self.run(base.map { $0 == weights ? narrow : $0 })
+        #expect(narrowRun.status == 0, "\(narrowRun.stderr)")
     }
 
     /// Without `--stem`, `run` takes the stem the weights record; weights that record none

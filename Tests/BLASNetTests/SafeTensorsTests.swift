@@ -12,6 +12,16 @@ struct SafeTensorsTests {
         return out
     }
 
+    /// Foundation's messages for a missing file or a directory name neither ("error 256").
+    @Test func unreadablePathsSayWhy() throws {
+        let directory = FileManager.default.temporaryDirectory.path
+        for (path, reason) in [(directory, "it is a directory"), (directory + "/no-such-\(UUID().uuidString)", "no such file")] {
+            #expect { try SafeTensorsFile(contentsOf: path) } throws: { "\($0)".contains("cannot read \(path): \(reason)") }
+        }
+        let csv = Data("epoch,loss,accuracy\n1,0.5,0.9\n".utf8)
+        #expect { try SafeTensorsFile(data: csv, path: "metrics.csv") } throws: { "\($0)".contains("not a safetensors file") }
+    }
+
     @Test func readsHandWrittenFile() throws {
         let f32 = [Float(1.5), -2].withUnsafeBytes { Array($0) }
         let i64 = [Int64(7)].withUnsafeBytes { Array($0) }

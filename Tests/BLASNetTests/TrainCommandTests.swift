@@ -122,6 +122,22 @@ struct TrainCommandTests {
         #expect(meta["mean"] == "0.7" && meta["std"] == "0.05", "\(meta)")
     }
 
+    /// RGB weights (torchvision's ImageNet ones) fine-tune on one-channel images: conv1 is
+    /// summed over its colours, as timm's adapt_input_conv.
+    @Test func finetuneAdaptsRGBWeightsToGrayImages() throws {
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let weights = dir.appendingPathComponent("rgb.safetensors").path, out = dir.appendingPathComponent("gray").path
+        let rgb = try ResNet(.resnet8, numClasses: 10, inChannels: 3, stem: .cifar, width: 4)
+        try SafeTensorsFile(tensors: rgb.stateDict()).write(to: weights)
+        let tuned = try RunCommandTests.run(["finetune", "--weights", weights, "--arch", "resnet8", "--width", "4", "--stem", "cifar",
+                                             "--data", data, "--classes", "5-9", "--strategy", "head", "--threads", "1", "--out", out])
+        #expect(tuned.status == 0, "\(tuned.stderr)")
+        #expect(tuned.stdout.contains("conv1.weight adapted from 3 to 1 input channels"), "\(tuned.stdout)")
+        let conv1 = try #require(try SafeTensorsFile(contentsOf: out + "/finetuned.safetensors")["conv1.weight"]).floats()
+        let summed = try SafeTensorsFile(tensors: rgb.stateDict()).adaptingInputChannels(to: 1)["conv1.weight"]?.floats()
+        #expect(conv1.shape == [4, 1, 3, 3] && conv1.scalars == summed?.scalars)
+    }
+
     /// A resume through a symlink to the run's own directory is a resume in place:
     /// `--overwrite` must not remove that run's files as an earlier run's.
     @Test func overwriteKeepsTheRunResumedThroughALink() throws {
@@ -394,6 +410,8 @@ struct TrainCommandTests {
             (["--batch-size", "-3"], "Error: --batch-size must be at least 2 (BatchNorm statistics), got -3"),
             (["--width", "-1"], "Error: --width must be in 1...1024, got -1"),
             (["--random-erasing", "2"], "Error: --random-erasing is a probability in 0...1, got 2.0"),
+            (["--classes", "3"], "Error: --classes needs at least two classes to tell apart, got [3]"),
+            (["--schedule", "cosine:minimum=5"], "Error: --schedule cosine:minimum=5.0 is above the peak rate --lr 0.05"),
             // Out of range, these used to trap converting warm-up epochs or multiplying epochs by steps.
             (["--warmup", "inf"], "Error: --warmup must be in 0...1000000 epochs, got inf"),
             (["--epochs", "9223372036854775807"], "Error: --epochs must be in 1...1000000, got 9223372036854775807"),

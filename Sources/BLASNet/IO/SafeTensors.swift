@@ -160,7 +160,7 @@ public struct SafeTensorsFile: Sendable {
         guard data.count >= 8 else { throw fail("file is \(data.count) bytes, shorter than the 8-byte header length") }
         let base = data.startIndex
         let headerLength = data.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
-        guard headerLength <= UInt64(Self.maxHeaderSize) else { throw fail("header length \(headerLength) exceeds 100 MB") }
+        guard headerLength <= UInt64(Self.maxHeaderSize) else { throw fail("header length \(headerLength) exceeds 100 MB: not a safetensors file?") }
         let n = Int(headerLength)
         guard 8 + n <= data.count else { throw fail("header length \(n) runs past the end of the \(data.count)-byte file") }
         let headerBytes = data[(base + 8)..<(base + 8 + n)]

@@ -63,6 +63,10 @@ public enum FineTuningStrategy: Equatable, Sendable, CustomStringConvertible {
             for (name, child) in model.children where ["conv1", "bn1"].contains(name) { child.freeze() }
             for stage in model.stages.prefix(k) { stage.freeze() }
         case let .freezing(names):
+            // The head is new (fitted for the new classes): frozen, it would keep random weights.
+            if let head = names.first(where: { $0 == "fc" || $0.hasPrefix("fc.") }) {
+                throw BLASNetError.invalidArgument("fine-tuning freezes layers before the head, not '\(head)': the new classifier always trains")
+            }
             try model.freeze(layers: names)
         case .full, .scratch:
             break
@@ -95,5 +99,38 @@ public enum FineTuningStrategy: Equatable, Sendable, CustomStringConvertible {
         case .scratch: "enough images to learn the features anew, and the pretrained ones do not fit"
         }
         return (strategy, "\(size); \(similarity) -> \(strategy): \(why)")
+    }
+}
+
+extension SafeTensorsFile {
+    /// These weights with the first convolution, `conv1.weight` `[O, I, kh, kw]`, adapted
+    /// to images of `channels` channels as timm's `adapt_input_conv` does, so that RGB
+    /// weights fine-tune on gray or multispectral data: for one channel the kernel is
+    /// summed over its `I ≤ 3` colours (a gray image then meets the response of a
+    /// colourless one); for `C` channels from `I = 3` it is repeated over them and scaled
+    /// by `3 / C`. Returned unchanged when `conv1.weight` is absent or already takes
+    /// `channels`, or when `channels` is 3 (as timm, which leaves RGB weights alone).
+    /// Throws for the other shapes, which timm does not convert either.
+    public func adaptingInputChannels(to channels: Int) throws -> SafeTensorsFile {
+        guard let weight = self["conv1.weight"]?.floats(), weight.shape.count == 4, weight.shape[1] != channels, channels != 3 else {
+            return self
+        }
+        let (o, i, k) = (weight.shape[0], weight.shape[1], weight.shape[2] * weight.shape[3])
+        guard channels > 0, channels == 1 ? i <= 3 : i == 3 else {
+            throw BLASNetError.invalidArgument("conv1.weight takes \(i) input channels; only RGB (3) weights adapt to \(channels)")
+        }
+        let w = weight.scalars
+        var adapted = [Float](repeating: 0, count: o * channels * k)
+        for out in 0..<o {
+            for c in 0..<channels {
+                for t in 0..<k {
+                    adapted[(out * channels + c) * k + t] = channels == 1
+                        ? (0..<i).reduce(0) { $0 + w[(out * i + $1) * k + t] }
+                        : w[(out * i + c % 3) * k + t] * (3 / Float(channels))
+                }
+            }
+        }
+        let conv1 = SafeTensor(try Tensor(shape: [o, channels, weight.shape[2], weight.shape[3]], scalars: adapted))
+        return SafeTensorsFile(tensors: tensors.map { $0.name == "conv1.weight" ? ($0.name, conv1) : $0 }, metadata: metadata)
     }
 }
