@@ -9,6 +9,26 @@ struct BLASNetCommand: ParsableCommand {
         abstract: "ResNet and SE-ResNet training and inference on OpenBLAS.",
         subcommands: [Train.self, Eval.self, Finetune.self, Run.self, Bench.self, ReceptiveFieldTable.self]
     )
+
+    /// ArgumentParser's `main`, except that a `ValidationError` a command throws while it
+    /// runs (a flag that contradicts a file's record, say) prints its message alone: the
+    /// usage text it would add is the top-level command's, which helps no one there.
+    static func main() {
+        var command: any ParsableCommand
+        do {
+            command = try parseAsRoot()
+        } catch {
+            exit(withError: error)
+        }
+        do {
+            try command.run()
+        } catch let error as ValidationError {
+            FileHandle.standardError.write(Data("Error: \(error.message)\n".utf8))
+            exit(withError: ExitCode.validationFailure)
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
 
 extension Architecture: ExpressibleByArgument {}

@@ -57,7 +57,10 @@ struct Eval: ParsableCommand {
         }
         if let subset = classes ?? recordedClasses { testSet = try testSet.selecting(classes: subset.values) }
         let (mean, std) = try normalization.resolve(channels: testSet.channels, metadata: meta) {
-            try ImageDataset.load(datasetName, split: .train, directory: directory).channelStatistics()
+            // As train computes them: over the training images of the classes kept.
+            let trainSet = try ImageDataset.load(datasetName, split: .train, directory: directory)
+            return try (classes ?? recordedClasses).map { try trainSet.selecting(classes: $0.values) }.map { try $0.channelStatistics() }
+                ?? trainSet.channelStatistics()
         }
         if let outputs = file["fc.weight"]?.shape.first, outputs != testSet.numClasses {
             throw ValidationError("\(weights) has \(outputs) outputs but the \(datasetName.rawValue) test split has "

@@ -57,7 +57,7 @@ struct Finetune: ParsableCommand {
     @Option(help: "Random horizontal flips while SGD trains: true or false; the closed-form head fit sees the images unaugmented.")
     var flip = true
 
-    @Option(parsing: .unconditional, help: "The new head's pooling grid: fc reads each channel's mean over a G×G grid of the last feature map (default: 2 for head, whose frozen features lose where things are under a global average; 1 otherwise).")
+    @Option(parsing: .unconditional, help: "The new head's pooling grid: fc reads each channel's mean over a G×G grid of the last feature map (default: 2 for head, whose frozen features lose where things are under a global average, unless that map is 1×1; 1 otherwise).")
     var headGrid: Int?
 
     @Option(parsing: .unconditional, help: "Ridge λ of the closed-form head, relative to the mean squared feature norm (default: chosen by generalized cross-validation).")
@@ -147,7 +147,12 @@ struct Finetune: ParsableCommand {
                                     mean: mean, std: std, augmentation: Augmentation(cropPadding: cropPadding, horizontalFlip: flip), dropLast: true)
         let chosen = try requested ?? autoStrategy(model, trainSet, mean: mean, std: std)
         // A new task has a new label set, whatever its size: the classifier starts afresh.
-        let grid = headGrid ?? (chosen == .head ? 2 : 1)
+        // A 2×2 grid over a last feature map of one position would only repeat its features.
+        let lastStage = "layer\(model.stages.count)"
+        let lastMap = try model.receptiveFields(inputSize: (trainSet.height, trainSet.width)).last { $0.name.hasPrefix(lastStage) }.map {
+            min($0.field.height.outputSize, $0.field.width.outputSize)
+        } ?? 2
+        let grid = headGrid ?? (chosen == .head ? min(2, lastMap) : 1)
         try model.replaceHead(numClasses: trainSet.numClasses, grid: grid, seed: seed)
         print("fc re-initialized for the \(trainSet.numClasses) new classes, pooled over a \(grid)×\(grid) grid "
               + "(the weights' head had \(pretrainedClasses) classes)")

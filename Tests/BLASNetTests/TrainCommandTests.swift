@@ -123,19 +123,23 @@ struct TrainCommandTests {
     }
 
     /// RGB weights (torchvision's ImageNet ones) fine-tune on one-channel images: conv1 is
-    /// summed over its colours, as timm's adapt_input_conv.
+    /// summed over its colours, as timm's adapt_input_conv. Here the ImageNet stem leaves
+    /// the 10×10 images a 1×1 last feature map, which the head reads whole (a 2×2 grid
+    /// would repeat it four times).
     @Test func finetuneAdaptsRGBWeightsToGrayImages() throws {
         defer { try? FileManager.default.removeItem(at: dir) }
         let weights = dir.appendingPathComponent("rgb.safetensors").path, out = dir.appendingPathComponent("gray").path
-        let rgb = try ResNet(.resnet8, numClasses: 10, inChannels: 3, stem: .cifar, width: 4)
+        let rgb = try ResNet(.resnet8, numClasses: 10, inChannels: 3, stem: .imagenet, width: 4)
         try SafeTensorsFile(tensors: rgb.stateDict()).write(to: weights)
-        let tuned = try RunCommandTests.run(["finetune", "--weights", weights, "--arch", "resnet8", "--width", "4", "--stem", "cifar",
+        let tuned = try RunCommandTests.run(["finetune", "--weights", weights, "--arch", "resnet8",
                                              "--data", data, "--classes", "5-9", "--strategy", "head", "--threads", "1", "--out", out])
         #expect(tuned.status == 0, "\(tuned.stderr)")
         #expect(tuned.stdout.contains("conv1.weight adapted from 3 to 1 input channels"), "\(tuned.stdout)")
-        let conv1 = try #require(try SafeTensorsFile(contentsOf: out + "/finetuned.safetensors")["conv1.weight"]).floats()
+        let file = try SafeTensorsFile(contentsOf: out + "/finetuned.safetensors")
+        let conv1 = try #require(file["conv1.weight"]).floats()
         let summed = try SafeTensorsFile(tensors: rgb.stateDict()).adaptingInputChannels(to: 1)["conv1.weight"]?.floats()
-        #expect(conv1.shape == [4, 1, 3, 3] && conv1.scalars == summed?.scalars)
+        #expect(conv1.shape == [4, 1, 7, 7] && conv1.scalars == summed?.scalars)
+        #expect(file.metadata["head_grid"] == "1" && file.metadata["width"] == "4", "\(file.metadata)")
     }
 
     /// A resume through a symlink to the run's own directory is a resume in place:
@@ -427,6 +431,10 @@ struct TrainCommandTests {
             #expect(result.status != 0)
             #expect(result.stderr.split(separator: "\n").first.map(String.init) == firstLine, "\(args): \(result.stderr)")
         }
+        // Found while the command runs, a bad value is its message alone: the usage text
+        // ArgumentParser would add is the top-level command's.
+        let contradiction = try train(["--schedule", "cosine:minimum=5"])
+        #expect(contradiction.status == 64 && !contradiction.stderr.contains("Usage:"), "\(contradiction.stderr)")
 
         let unpenalized = try RunCommandTests.run(["finetune", "--weights", blocker, "--ridge", "0"])
         #expect(unpenalized.stderr.split(separator: "\n").first == "Error: --ridge must be positive and finite, got 0.0", "\(unpenalized.stderr)")
