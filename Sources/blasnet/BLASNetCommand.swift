@@ -44,14 +44,14 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Architecture: \(Architecture.allCases.map(\.rawValue).joined(separator: ", ")), or any resnet/seresnet of depth 6n+2 up to \(Architecture.maximumCIFARDepth).")
     var arch: Architecture
 
-    @Option(parsing: .unconditional, help: "Channels of the stem and first stage (default: what --weights records, else the architecture's, 64 or 16); each stage doubles it.")
+    @Option(parsing: .unconditional, help: "Channels of the stem and first stage (default: what --weights records or its conv1.weight shows, else the architecture's, 64 or 16); each stage doubles it.")
     var width: Int?
 
     @Option(parsing: .unconditional, help: "Number of output classes (default: what --weights records or its fc.weight shows, else 1000).")
     var numClasses: Int?
     var classCount: Int { numClasses ?? 1000 }
 
-    @Option(parsing: .unconditional, help: "Number of input channels (default: what --weights records, else 3).")
+    @Option(parsing: .unconditional, help: "Number of input channels (default: what --weights records or its conv1.weight shows, else 3).")
     var inChans: Int?
     var inputChannels: Int { inChans ?? 3 }
 

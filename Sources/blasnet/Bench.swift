@@ -161,6 +161,10 @@ struct Bench: ParsableCommand {
         }
         var rng = SystemRandomNumberGenerator()
         let c = net.inChannels
+        // The flags' 8 GB check again, with the channels the weights gave.
+        guard 4 * Double(batch) * Double(c) * Double(input[0]) * Double(input[1]) <= Double(1 << 33) else {
+            throw ValidationError("an input batch of \(batch)×\(c)×\(input[0])×\(input[1]) floats needs more than 8 GB")
+        }
         let x = try Tensor(shape: [batch, c, input[0], input[1]],
                            scalars: (0..<(batch * c * input[0] * input[1])).map { _ in Float.random(in: -1..<1, using: &rng) })
         return (x, (0..<batch).map { _ in Int.random(in: 0..<net.numClasses, using: &rng) })

@@ -125,6 +125,10 @@ struct Finetune: ParsableCommand {
                                headGrid: recordedGrid, seed: seed)
         let adapted = try file.withoutOptimizerState.adaptingInputChannels(to: trainSet.channels)
         if let given = file["conv1.weight"]?.shape, given.count == 4, given[1] != trainSet.channels {
+            // As timm, only RGB weights adapt (and to one channel, any of at most three).
+            guard adapted["conv1.weight"]?.shape != given else {
+                throw ValidationError("\(weights): conv1.weight takes \(given[1]) input channels and the \(dataset.rawValue) images have \(trainSet.channels); only RGB weights adapt to other channel counts")
+            }
             print("conv1.weight adapted from \(given[1]) to \(trainSet.channels) input channels, as timm's adapt_input_conv")
         }
         let report = try model.loadStateDict(adapted, strict: false)
@@ -147,12 +151,7 @@ struct Finetune: ParsableCommand {
                                     mean: mean, std: std, augmentation: Augmentation(cropPadding: cropPadding, horizontalFlip: flip), dropLast: true)
         let chosen = try requested ?? autoStrategy(model, trainSet, mean: mean, std: std)
         // A new task has a new label set, whatever its size: the classifier starts afresh.
-        // A 2×2 grid over a last feature map of one position would only repeat its features.
-        let lastStage = "layer\(model.stages.count)"
-        let lastMap = try model.receptiveFields(inputSize: (trainSet.height, trainSet.width)).last { $0.name.hasPrefix(lastStage) }.map {
-            min($0.field.height.outputSize, $0.field.width.outputSize)
-        } ?? 2
-        let grid = headGrid ?? (chosen == .head ? min(2, lastMap) : 1)
+        let grid = try headGrid ?? (chosen == .head ? min(2, lastFeatureMapSide(model, trainSet)) : 1)
         try model.replaceHead(numClasses: trainSet.numClasses, grid: grid, seed: seed)
         print("fc re-initialized for the \(trainSet.numClasses) new classes, pooled over a \(grid)×\(grid) grid "
               + "(the weights' head had \(pretrainedClasses) classes)")
@@ -222,6 +221,16 @@ struct Finetune: ParsableCommand {
             .write(to: outputDirectory.appendingPathComponent("finetuned.safetensors").path)
     }
 
+    /// The shorter side of `model`'s last feature map on `data`'s images: a 2×2 head grid
+    /// over a map of one position would only repeat its features.
+    private func lastFeatureMapSide(_ model: ResNet, _ data: ImageDataset) throws -> Int {
+        // Traced with a global-average head, which any map allows (the weights' grid need not divide it).
+        try model.replaceHead(numClasses: data.numClasses, grid: 1, seed: seed)
+        let lastStage = "layer\(model.stages.count)"
+        return try model.receptiveFields(inputSize: (data.height, data.width)).last { $0.name.hasPrefix(lastStage) }
+            .map { min($0.field.height.outputSize, $0.field.width.outputSize) } ?? 2
+    }
+
     /// The regime the flags ask for, or nil for `auto`.
     private func requestedStrategy() throws -> FineTuningStrategy? {
         switch (strategy, freeze) {
@@ -231,6 +240,9 @@ struct Finetune: ParsableCommand {
             let layers = names.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
             guard !layers.contains(where: \.isEmpty) else {
                 throw ValidationError("--freeze takes comma-separated state_dict prefixes (conv1,bn1,layer1), got '\(names)'")
+            }
+            if let head = layers.first(where: { $0 == "fc" || $0.hasPrefix("fc.") }) {
+                throw ValidationError("--freeze \(head): the new classifier always trains; freeze the layers before it")
             }
             return .freezing(layers: layers)
         case ("partial", nil): throw ValidationError("--strategy partial needs a stage count (partial:K) or --freeze NAME,…")

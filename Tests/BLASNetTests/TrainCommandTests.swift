@@ -140,6 +140,19 @@ struct TrainCommandTests {
         let summed = try SafeTensorsFile(tensors: rgb.stateDict()).adaptingInputChannels(to: 1)["conv1.weight"]?.floats()
         #expect(conv1.shape == [4, 1, 7, 7] && conv1.scalars == summed?.scalars)
         #expect(file.metadata["head_grid"] == "1" && file.metadata["width"] == "4", "\(file.metadata)")
+
+        // Weights whose 2×2 head grid does not divide the last map here (3×3 with the cifar
+        // stem) fine-tune all the same: the map is measured under a global-average head.
+        let gridded = dir.appendingPathComponent("grid2.safetensors").path, out2 = dir.appendingPathComponent("grid2").path
+        try SafeTensorsFile(tensors: try ResNet(.resnet8, numClasses: 10, inChannels: 1, stem: .cifar, width: 4, headGrid: 2).stateDict())
+            .write(to: gridded)
+        let regridded = try RunCommandTests.run(["finetune", "--weights", gridded, "--arch", "resnet8", "--stem", "cifar", "--data", data,
+                                                 "--classes", "5-9", "--strategy", "head", "--threads", "1", "--out", out2])
+        #expect(regridded.status == 0, "\(regridded.stderr)")
+        #expect(try SafeTensorsFile(contentsOf: out2 + "/finetuned.safetensors").metadata["head_grid"] == "2")
+        let frozenHead = try RunCommandTests.run(["finetune", "--weights", gridded, "--arch", "resnet8", "--stem", "cifar", "--data", data,
+                                                  "--strategy", "partial", "--freeze", "conv1,fc", "--out", out2])
+        #expect(frozenHead.status != 0 && frozenHead.stderr.contains("--freeze fc: the new classifier always trains"), "\(frozenHead.stderr)")
     }
 
     /// A resume through a symlink to the run's own directory is a resume in place:
