@@ -24,7 +24,8 @@ struct Eval: ParsableCommand {
     @Option(help: "Dataset (default: the checkpoint's, else fashion-mnist); another than the checkpoint's is scored with the checkpoint's input normalization, unless --mean and --std are given.")
     var dataset: DatasetName?
 
-    @Option(help: "Only these classes, in the order of the weights' outputs, when the file does not record them (default: all).")
+    @Option(help: "Only these classes, in the order of the weights' outputs, when the file does not record them (default: all).",
+            transform: ClassList.init(parsing:))
     var classes: ClassList?
 
     @Option(help: "Directory holding the dataset's files.")

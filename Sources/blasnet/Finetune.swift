@@ -36,7 +36,8 @@ struct Finetune: ParsableCommand {
     @Option(help: "Directory holding the dataset's files.")
     var data: String?
 
-    @Option(help: "Only these classes, relabelled in the order given: a list (5,6,7) or a range (5-9).")
+    @Option(help: "Only these classes, relabelled in the order given: a list (5,6,7) or a range (5-9).",
+            transform: ClassList.init(parsing:))
     var classes: ClassList?
 
     @Option(parsing: .unconditional, help: "Images per class taken from the training split (default: all).")

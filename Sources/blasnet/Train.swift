@@ -50,7 +50,8 @@ struct Train: ParsableCommand {
     @Option(help: "Directory holding the dataset's files (default for fashion-mnist: /usr/share/datasets/fashion-mnist, from Debian's dataset-fashion-mnist; for mnist: /usr/share/datasets/mnist; the CIFAR datasets need it).")
     var data: String?
 
-    @Option(help: "Only these classes, relabelled in the order given: a list (5,6,7) or a range (0-4).")
+    @Option(help: "Only these classes, relabelled in the order given: a list (5,6,7) or a range (0-4).",
+            transform: ClassList.init(parsing:))
     var classes: ClassList?
 
     @Option(parsing: .unconditional, help: "Total epochs of the run (the schedule spans them) (default: \(quick.epochs), or \(long.epochs) with --preset long).")

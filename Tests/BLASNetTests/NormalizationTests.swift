@@ -367,4 +367,15 @@ struct NormalizationTests {
         try GradientCheck.checkDirectional(block, input: GradientCheck.random([4, 2, 5, 4], seed: 56), h: 1e-3,
                                            tolerance: 2e-2)
     }
+
+    /// A batch of one image at a 1×1 map leaves BatchNorm one value per channel; the error
+    /// names the input in PyTorch's `[N, C, H, W]`, not the channel-major layout inside.
+    @Test func batchNormNamesASingleValueInPyTorchsLayout() throws {
+        let bn = try BatchNorm(3)
+        #expect { try bn.forward(Tensor(shape: [3, 1, 1, 1])) } throws: {
+            "\($0)".contains("got 1 from an input of [1, 3, 1, 1]")
+        }
+        bn.eval()
+        #expect(try bn.forward(Tensor(shape: [3, 1, 1, 1])).shape == [3, 1, 1, 1])
+    }
 }

@@ -434,7 +434,9 @@ struct TrainCommandTests {
             (["--epochs", "9223372036854775807"], "Error: --epochs must be in 1...1000000, got 9223372036854775807"),
             (["--epochs", "1", "--out", blocker + "/run"], "Error: cannot create output directory \(blocker): a file is in the way"),
             // These used to trap: building the range, the width's arrays, the crop's random draw.
-            (["--classes", "0-9223372036854775806"], "Error: The value '0-9223372036854775806' is invalid for '--classes <classes>'"),
+            (["--classes", "0-9223372036854775806"],
+             "Error: The value '0-9223372036854775806' is invalid for '--classes <classes>': a range of more than 65536 classes"),
+            (["--classes", "9-5"], "Error: The value '9-5' is invalid for '--classes <classes>': a range goes up, as 0-4"),
             (["--width", "4611686018427387904"], "Error: --width must be in 1...1024, got 4611686018427387904"),
             (["--epochs", "1", "--crop-padding", "9223372036854775807", "--out", dir.appendingPathComponent("pad").path],
              "Error: data loader: crop padding 9223372036854775807 is not in 0...10, the images' size"),

@@ -85,7 +85,7 @@ public final class BatchNorm: Module {
         }
         // Synchronized, the count that matters is the global batch's (checked after the sum), as PyTorch's SyncBatchNorm.
         if training && m < 2 && synchronization == nil {
-            throw BLASNetError.invalidArgument("\(name): training needs more than one value per channel, got input \(x.shape)")
+            throw BLASNetError.invalidArgument("\(name): training needs more than one value per channel (batch × height × width), got \(m) from an input of \(Self.pyTorchShape(x.shape))")
         }
         normalization.prepare(channels: channels, samples: 1, planeSize: m, groups: channels)
         if observesInput {
@@ -100,7 +100,7 @@ public final class BatchNorm: Module {
         let y = try normalization.forwardWithBatchStatistics(x, eps: eps, synchronizedBy: synchronization,
                                                              weight: weight, bias: bias, relu: fusesReLU)
         guard normalization.statisticsCount >= 2 else {
-            throw BLASNetError.invalidArgument("\(name): training needs more than one value per channel in the global batch, got input \(x.shape) in each process")
+            throw BLASNetError.invalidArgument("\(name): training needs more than one value per channel in the global batch, got an input of \(Self.pyTorchShape(x.shape)) in each process")
         }
         normalization.updateRunning(mean: runningMean, variance: runningVar, momentum: momentum)
         numBatchesTracked.value[0] += 1
@@ -109,6 +109,11 @@ public final class BatchNorm: Module {
 
     public func backward(_ dy: Tensor) throws -> Tensor {
         try normalization.backward(dy, weight: weight, bias: bias, layer: name)
+    }
+
+    /// A channel-major `[C, N, …]` shape as PyTorch users know it, `[N, C, …]`.
+    private static func pyTorchShape(_ shape: [Int]) -> [Int] {
+        shape.count >= 2 ? [shape[1], shape[0]] + shape.dropFirst(2) : shape
     }
 }
 
