@@ -22,11 +22,13 @@ struct BLASNetCommand: ParsableCommand {
         }
         do {
             try command.run()
-        } catch let error as ValidationError {
+        } catch {
+            // Into a file or pipe stdout is block-buffered: flushed first (all streams), the
+            // progress printed before the error comes before it there too.
+            fflush(nil)
+            guard let error = error as? ValidationError else { exit(withError: error) }
             FileHandle.standardError.write(Data("Error: \(error.message)\n".utf8))
             exit(withError: ExitCode.validationFailure)
-        } catch {
-            exit(withError: error)
         }
     }
 }

@@ -155,6 +155,28 @@ struct TrainCommandTests {
         #expect(frozenHead.status != 0 && frozenHead.stderr.contains("--freeze fc: the new classifier always trains"), "\(frozenHead.stderr)")
     }
 
+    /// Into a file, stdout is block-buffered: flushed before the error is written, the
+    /// progress printed before it comes before it in one stream (it used to come at exit, after).
+    @Test func progressPrecedesTheErrorInOneStream() throws {
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let weights = dir.appendingPathComponent("plain.safetensors").path, log = dir.appendingPathComponent("combined.log")
+        try SafeTensorsFile(tensors: try ResNet(.resnet8, numClasses: 10, inChannels: 1, stem: .cifar, width: 4).stateDict())
+            .write(to: weights)
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: log)
+        let process = Process()
+        process.executableURL = RunCommandTests.executable
+        process.arguments = ["finetune", "--weights", weights, "--arch", "resnet8", "--stem", "cifar", "--data", data, "--classes", "5-9",
+                             "--strategy", "partial", "--freeze", "layer9", "--threads", "1", "--out", dir.appendingPathComponent("out").path]
+        (process.standardOutput, process.standardError) = (handle, handle)
+        try process.run()
+        process.waitUntilExit()
+        let text = try String(contentsOf: log, encoding: .utf8)
+        #expect(process.terminationStatus != 0, "\(text)")
+        let loaded = try #require(text.range(of: "loaded "), "\(text)"), error = try #require(text.range(of: "Error:"), "\(text)")
+        #expect(loaded.lowerBound < error.lowerBound, "\(text)")
+    }
+
     /// A resume through a symlink to the run's own directory is a resume in place:
     /// `--overwrite` must not remove that run's files as an earlier run's.
     @Test func overwriteKeepsTheRunResumedThroughALink() throws {
