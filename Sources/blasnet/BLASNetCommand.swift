@@ -105,6 +105,9 @@ struct ModelOptions: ParsableArguments {
         }
     }
 
+    /// `width` if it is one `--width` accepts (for values read from files), else nil.
+    static func validWidth(_ width: Int) -> Int? { (try? check(width: width)) != nil ? width : nil }
+
     static func check(width: Int) throws {
         guard (1...maximumWidth).contains(width) else { throw ValidationError("--width must be in 1...\(maximumWidth), got \(width)") }
     }
@@ -129,7 +132,7 @@ struct ModelOptions: ParsableArguments {
         let classes = { (n: Int) in (1...Self.maximumClasses).contains(n) ? n : nil }
         options.numClasses = try recorded("--num-classes", numClasses) { Int($0).flatMap(classes) }
             ?? weights["fc.weight"]?.shape.first.flatMap(classes)
-        options.width = try recorded("--width", width) { Int($0).flatMap { (try? Self.check(width: $0)) != nil ? $0 : nil } }
+        options.width = try recorded("--width", width) { Int($0).flatMap(Self.validWidth) }
             ?? RecordedModelOptions.width(of: weights)
         let channels = { (n: Int) in (1...Self.maximumInputChannels).contains(n) ? n : nil }
         options.inChans = try recorded("--in-chans", inChans) { Int($0).flatMap(channels) }

@@ -242,7 +242,7 @@ struct Finetune: ParsableCommand {
             guard !layers.contains(where: \.isEmpty) else {
                 throw ValidationError("--freeze takes comma-separated state_dict prefixes (conv1,bn1,layer1), got '\(names)'")
             }
-            if let head = layers.first(where: { $0 == "fc" || $0.hasPrefix("fc.") }) {
+            if let head = FineTuningStrategy.frozenHead(layers) {
                 throw ValidationError("--freeze \(head): the new classifier always trains; freeze the layers before it")
             }
             return .freezing(layers: layers)

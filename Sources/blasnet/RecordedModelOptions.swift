@@ -36,7 +36,7 @@ struct RecordedModelOptions: ParsableArguments {
         guard let arch = try pick("--arch", arch, Architecture.init(rawValue:)) else {
             throw ValidationError("\(path) does not name its architecture; pass --arch")
         }
-        let width = try pick("--width", width) { Int($0).flatMap { (try? ModelOptions.check(width: $0)) != nil ? $0 : nil } }
+        let width = try pick("--width", width) { Int($0).flatMap(ModelOptions.validWidth) }
             ?? Self.width(of: file)
         let norm = try pick("--norm", norm, Normalization.init(parsing:)) ?? .batch
         let headGrid = try Self.recorded("--head-grid", nil as Int?, in: file, path: path) {
@@ -64,7 +64,7 @@ struct RecordedModelOptions: ParsableArguments {
 
     /// The stem's width, `conv1.weight`'s output channels, for a file that records none.
     static func width(of file: SafeTensorsFile) -> Int? {
-        file["conv1.weight"]?.shape.first.flatMap { (try? ModelOptions.check(width: $0)) != nil ? $0 : nil }
+        file["conv1.weight"]?.shape.first.flatMap(ModelOptions.validWidth)
     }
 
     /// The grid `g` whose `channels·g²` features `fc.weight` reads; 1 when none fits, so

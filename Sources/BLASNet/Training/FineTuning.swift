@@ -51,6 +51,12 @@ public enum FineTuningStrategy: Equatable, Sendable, CustomStringConvertible {
     }
 
     /// Freezes what the regime keeps fixed (nothing for ``full`` and ``scratch``).
+    /// The first of `names` that would freeze the head, which is new (fitted for the new
+    /// classes) and, frozen, would keep random weights; nil when none does.
+    public static func frozenHead(_ names: [String]) -> String? {
+        names.first { $0 == "fc" || $0.hasPrefix("fc.") }
+    }
+
     public func apply(to model: ResNet) throws {
         model.unfreeze()
         switch self {
@@ -63,8 +69,7 @@ public enum FineTuningStrategy: Equatable, Sendable, CustomStringConvertible {
             for (name, child) in model.children where ["conv1", "bn1"].contains(name) { child.freeze() }
             for stage in model.stages.prefix(k) { stage.freeze() }
         case let .freezing(names):
-            // The head is new (fitted for the new classes): frozen, it would keep random weights.
-            if let head = names.first(where: { $0 == "fc" || $0.hasPrefix("fc.") }) {
+            if let head = Self.frozenHead(names) {
                 throw BLASNetError.invalidArgument("fine-tuning freezes layers before the head, not '\(head)': the new classifier always trains")
             }
             try model.freeze(layers: names)
