@@ -1,49 +1,103 @@
 import Foundation
 
-/// Recycles tensor memory by exact size. A training step allocates the same shapes
-/// every time, so after the first step every activation, gradient and column buffer
-/// comes from here, with its shape array: no page faults, no zeroing by the kernel, no malloc.
+/// Recycles tensor storage by exact size. A training step makes the same shapes every
+/// time, so after the first step every activation and gradient comes from here: no page
+/// faults, no zeroing by the kernel, no malloc, not even for the storage object.
 ///
-/// `@unchecked Sendable`: `free` is read and written only with `lock` held. The lock is
-/// an `NSLock`, not Synchronization's `Mutex`: a contended `Mutex` on Linux waits in a
-/// priority-inheritance futex inside the uninstrumented runtime, so ThreadSanitizer
-/// sees no ordering between two holders and reports the pool's own accesses as races;
-/// `NSLock` is a pthread mutex, which it follows.
+/// The pool keeps a reference to every storage it hands out, and a storage is idle when
+/// that reference is its only one. Swift frees an object when its last reference goes, so
+/// recycling the buffer alone (from the storage's `deinit`) would still allocate a new
+/// storage object for every tensor; keeping the objects makes the steady state allocate
+/// nothing. A tensor asks ``isUniquelyReferenced(_:)`` before it writes, which sets the
+/// pool's reference aside for the check (copy-on-write would otherwise copy every time).
+///
+/// Under the sanitizers nothing is pooled: every storage is freed when its last tensor
+/// goes. AddressSanitizer then reports any use of memory a tensor no longer owns; and
+/// ThreadSanitizer cannot see the ordering between one thread dropping a tensor and
+/// another reusing its storage, which the reference count gives (an atomic release, then
+/// the uniqueness check's acquire) but which happens inside the uninstrumented runtime.
+///
+/// `@unchecked Sendable`: `sizes` and the size classes' lists are read and written only
+/// with `lock` held. The lock is an `NSLock`, not Synchronization's `Mutex`: a contended
+/// `Mutex` on Linux waits in a priority-inheritance futex inside the uninstrumented
+/// runtime, so ThreadSanitizer sees no ordering between two holders and reports the
+/// pool's own accesses as races; `NSLock` is a pthread mutex, which it follows.
 public final class BufferPool: @unchecked Sendable {
     static let shared = BufferPool()
 
-    /// Buffers kept per size; beyond this many released at once (far more than a step
-    /// makes) they go back to the system.
+    /// Storages kept per size; beyond this many in use at once (far more than a step
+    /// makes) they are not pooled and go back to the system with their last tensor.
     private static let maximumPerSize = 256
-    private typealias Entry = (pointer: UnsafeMutablePointer<Float>, shape: [Int])
-    /// A class, so that popping and pushing through the dictionary never copies the list.
-    private final class FreeList {
-        var entries: [Entry] = []
 
-        /// The most recently released entry, preferring one last used with `shape`
-        /// (shapes of equal size, such as `[64, N, 16, 16]` and `[256, N, 8, 8]`, share a list).
-        func take(_ shape: [Int]) -> Entry? {
-            guard let last = entries.indices.last else { return nil }
-            let match = entries.lastIndex { $0.shape == shape } ?? last
-            entries.swapAt(match, last)
-            return entries.removeLast()
+    /// Every pooled storage of one element count; nil where one went back to the system.
+    final class SizeClass {
+        fileprivate var storages: [TensorStorage?] = []
+        /// One array per shape of this size that a tensor has had, for storages to adopt:
+        /// a storage moves between shapes of its size, and a new array for each move allocates.
+        private var shapes: [[Int]] = []
+
+        /// The array of `shape` this class keeps, made the first time.
+        fileprivate func kept(_ shape: [Int]) -> [Int] {
+            if let known = shapes.first(where: { $0 == shape }) { return known }
+            shapes.append(BufferPool.copy(shape))
+            return shapes[shapes.count - 1]
+        }
+
+        /// The index of a storage no tensor uses, preferring one last used with `shape`
+        /// (shapes of equal size, such as `[64, N, 16, 16]` and `[256, N, 8, 8]`, share a class).
+        fileprivate func idleIndex(preferring shape: [Int]) -> Int? {
+            var idle: Int?
+            for i in storages.indices.reversed() where isKnownUniquelyReferenced(&storages[i]) {
+                if storages[i]!.shape == shape { return i }
+                idle = idle ?? i
+            }
+            return idle
         }
     }
-    private let lock = NSLock()
-    private var free: [Int: FreeList] = [:]
 
-    /// Memory for `count` floats and the shape array to use for `shape`.
-    func take(_ count: Int, shape: [Int]) -> (UnsafeMutablePointer<Float>, [Int]) {
-        guard let (pointer, cachedShape) = lock.withLock({ free[count]?.take(shape) }) else {
-            return (.allocate(capacity: max(count, 1)), Self.copy(shape))
+    private let lock = NSLock()
+    private var sizes: [Int: SizeClass] = [:]
+    private let pools = !Sanitizer.isActive
+
+    /// The class of storages of `count` floats, made the first time; the lock must be held.
+    private func sizeClass(_ count: Int) -> SizeClass {
+        if let known = sizes[count] { return known }
+        let size = SizeClass()
+        sizes[count] = size
+        return size
+    }
+
+    /// Uninitialized storage for `count` floats, for a tensor of `shape`, used by no other tensor.
+    func storage(count: Int, shape: [Int]) -> TensorStorage {
+        guard pools else { return TensorStorage(count: count, shape: Self.copy(shape), entry: nil) }
+        return lock.withLock {
+            let size = sizeClass(count)
+            if let index = size.idleIndex(preferring: shape) {
+                let storage = size.storages[index]!
+                if storage.shape != shape { storage.shape = size.kept(shape) }
+                return storage
+            }
+            let index = size.storages.firstIndex { $0 == nil } ?? size.storages.count
+            guard index < Self.maximumPerSize else { return TensorStorage(count: count, shape: Self.copy(shape), entry: nil) }
+            let storage = TensorStorage(count: count, shape: size.kept(shape), entry: (size, index))
+            if index == size.storages.count { size.storages.append(storage) } else { size.storages[index] = storage }
+            return storage
         }
-        AddressSanitizer.unpoison(pointer, count: count)
-        return (pointer, cachedShape == shape ? cachedShape : Self.copy(shape))
+    }
+
+    /// Whether no tensor but the caller's uses `storage`: the pool's own reference does not count.
+    func isUniquelyReferenced(_ storage: inout TensorStorage) -> Bool {
+        guard let (size, index) = storage.entry else { return isKnownUniquelyReferenced(&storage) }
+        return lock.withLock {
+            size.storages[index] = nil
+            defer { size.storages[index] = storage }
+            return isKnownUniquelyReferenced(&storage)
+        }
     }
 
     /// A copy of `shape` in new storage, so that the caller's array never escapes and can
     /// live on its stack.
-    private static func copy(_ shape: [Int]) -> [Int] {
+    fileprivate static func copy(_ shape: [Int]) -> [Int] {
         // A scalar's `[]` is the shared empty array, whose header the initializer below would write.
         guard !shape.isEmpty else { return [] }
         return Array(unsafeUninitializedCapacity: shape.count) { buffer, initialized in
@@ -51,57 +105,21 @@ public final class BufferPool: @unchecked Sendable {
         }
     }
 
-    func give(_ pointer: UnsafeMutablePointer<Float>, count: Int, shape: [Int]) {
-        AddressSanitizer.poison(pointer, count: count)
-        let kept = lock.withLock {
-            let list: FreeList
-            if let known = free[count] {
-                list = known
-            } else {
-                list = FreeList()
-                free[count] = list
-            }
-            guard list.entries.count < Self.maximumPerSize else { return false }
-            list.entries.append((pointer, shape))
-            return true
-        }
-        if !kept {
-            AddressSanitizer.unpoison(pointer, count: count)
-            pointer.deallocate()
-        }
-    }
-
-    /// Returns every cached buffer to the system (for example after training, before
-    /// a long-lived process does something else).
+    /// Returns the memory of every storage no tensor uses to the system (for example after
+    /// training, before a long-lived process does something else).
     public static func releaseCachedMemory() {
-        let buffers = shared.lock.withLock {
-            defer { shared.free.removeAll() }
-            return shared.free.flatMap { count, list in list.entries.map { ($0.pointer, count) } }
-        }
-        for (pointer, count) in buffers {
-            AddressSanitizer.unpoison(pointer, count: count)
-            pointer.deallocate()
+        shared.lock.withLock {
+            for size in shared.sizes.values {
+                for i in size.storages.indices where isKnownUniquelyReferenced(&size.storages[i]) {
+                    size.storages[i] = nil
+                }
+            }
         }
     }
 }
-/// Marks pooled memory for AddressSanitizer when the process runs under it. A buffer
-/// back in the pool is never freed, so without this ASan would take a tensor read after
-/// its storage went away for an ordinary access; poisoned, it reports it as a
-/// use-after-poison. Outside ASan the entry points are absent and these do nothing.
-enum AddressSanitizer {
-    private typealias Region = @convention(c) (UnsafeRawPointer, Int) -> Void
-    private static let entryPoints: (poison: Region, unpoison: Region)? = {
-        let process = dlopen(nil, RTLD_LAZY)
-        guard let poison = dlsym(process, "__asan_poison_memory_region"),
-              let unpoison = dlsym(process, "__asan_unpoison_memory_region") else { return nil }
-        return (unsafeBitCast(poison, to: Region.self), unsafeBitCast(unpoison, to: Region.self))
-    }()
 
-    static func poison(_ pointer: UnsafeMutablePointer<Float>, count: Int) {
-        entryPoints?.poison(pointer, count * MemoryLayout<Float>.stride)
-    }
-
-    static func unpoison(_ pointer: UnsafeMutablePointer<Float>, count: Int) {
-        entryPoints?.unpoison(pointer, count * MemoryLayout<Float>.stride)
-    }
+/// Whether the process runs under AddressSanitizer or ThreadSanitizer (`scripts/sanitize`),
+/// whose runtimes then define their entry points.
+enum Sanitizer {
+    static let isActive = ["__asan_init", "__tsan_init"].contains { (name: String) in dlsym(dlopen(nil, RTLD_LAZY), name) != nil }
 }

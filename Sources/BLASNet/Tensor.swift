@@ -40,7 +40,7 @@ public struct Tensor: @unchecked Sendable {
     /// A tensor whose elements the caller must write before reading (kernel outputs).
     init(uninitializedShape shape: [Int]) {
         precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
-        storage = TensorStorage(count: shape.reduce(1, *), shape: shape)
+        storage = BufferPool.shared.storage(count: shape.reduce(1, *), shape: shape)
         self.shape = storage.shape
     }
 
@@ -96,7 +96,13 @@ public struct Tensor: @unchecked Sendable {
     public func swappingFirstAxes() -> Tensor {
         precondition(shape.count >= 2, "swappingFirstAxes needs at least two axes, got \(shape)")
         let a = shape[0], b = shape[1], inner = shape.dropFirst(2).reduce(1, *)
-        var out = Tensor(uninitializedShape: [b, a] + shape.dropFirst(2))
+        // Literals for images and logits, which can live on the stack: a concatenation
+        // allocates its array on every call.
+        var out = switch shape.count {
+        case 2: Tensor(uninitializedShape: [b, a])
+        case 4: Tensor(uninitializedShape: [b, a, shape[2], shape[3]])
+        default: Tensor(uninitializedShape: [b, a] + shape.dropFirst(2))
+        }
         out.withUnsafeMutablePointer { Kernels.swapOuterAxes(storage.pointer, $0, a: a, b: b, inner: inner) }
         return out
     }
@@ -114,7 +120,7 @@ public struct Tensor: @unchecked Sendable {
     }
 
     /// Whether no other tensor shares this one's memory (tests use it to see what layers keep).
-    mutating func isUniquelyReferenced() -> Bool { isKnownUniquelyReferenced(&storage) }
+    mutating func isUniquelyReferenced() -> Bool { BufferPool.shared.isUniquelyReferenced(&storage) }
 
     /// Raw read-only access to the elements for kernels.
     public func withUnsafePointer<R>(_ body: (UnsafePointer<Float>) throws -> R) rethrows -> R {
@@ -123,8 +129,8 @@ public struct Tensor: @unchecked Sendable {
 
     /// Raw mutable access to the elements for kernels; copies first if the memory is shared.
     public mutating func withUnsafeMutablePointer<R>(_ body: (UnsafeMutablePointer<Float>) throws -> R) rethrows -> R {
-        if !isKnownUniquelyReferenced(&storage) {
-            let copy = TensorStorage(count: storage.count, shape: shape)
+        if !isUniquelyReferenced() {
+            let copy = BufferPool.shared.storage(count: storage.count, shape: shape)
             copy.pointer.update(from: storage.pointer, count: storage.count)
             storage = copy
         }

@@ -1,19 +1,21 @@
 import Foundation
 
-/// The memory behind a ``Tensor``: a reference-counted buffer whose memory goes back
-/// to ``BufferPool`` when the last tensor using it goes away.
+/// The memory behind a ``Tensor``: a buffer with a reference count. ``BufferPool`` keeps
+/// the storages it hands out and hands each out again, whole, once no tensor uses it.
 final class TensorStorage: @unchecked Sendable {
     let pointer: UnsafeMutablePointer<Float>
     let count: Int
-    /// The shape of the tensor this memory was taken for; it goes back to the pool with
-    /// the memory, so that the next tensor of that shape adopts the array instead of a new one.
-    let shape: [Int]
+    /// The shape of the tensor this storage was last taken for, so that the next tensor
+    /// of that shape adopts the array instead of a new one. Only the pool writes it, with
+    /// its lock held, while no tensor uses the storage.
+    var shape: [Int]
+    /// Where the pool keeps this storage, or nil when it is not pooled.
+    let entry: (sizeClass: BufferPool.SizeClass, index: Int)?
 
     /// Uninitialized memory for `count` floats, for a tensor of `shape`.
-    init(count: Int, shape: [Int]) {
-        self.count = count
-        (pointer, self.shape) = BufferPool.shared.take(count, shape: shape)
+    init(count: Int, shape: [Int], entry: (sizeClass: BufferPool.SizeClass, index: Int)?) {
+        (pointer, self.count, self.shape, self.entry) = (.allocate(capacity: max(count, 1)), count, shape, entry)
     }
 
-    deinit { BufferPool.shared.give(pointer, count: count, shape: shape) }
+    deinit { pointer.deallocate() }
 }

@@ -89,8 +89,10 @@ struct Bench: ParsableCommand {
             sgd.step()
         }
         for _ in 0..<warmup { try step() }
+        var stepTimes: [Double] = []
+        stepTimes.reserveCapacity(steps)
         let allocationsBefore = AllocationCounter.read()
-        let stepTimes = try (0..<steps).map { _ in try seconds(step) }
+        for _ in 0..<steps { stepTimes.append(try seconds(step)) }
         let allocationsAfter = AllocationCounter.read()
         // The step's memory, before the replay below adds scratch of its own on top of the pool's buffers.
         let peakBytes = ResidentMemory.peakBytes

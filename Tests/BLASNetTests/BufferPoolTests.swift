@@ -9,34 +9,45 @@ struct BufferPoolTests {
         unsafeBitCast($0, to: (@convention(c) (UnsafeRawPointer) -> Int32).self)
     }
 
-    /// The pool keeps a released tensor's memory allocated, so only the poisoning lets
-    /// ASan report a read of it. A size no other test uses keeps the buffer ours.
-    @Test(.enabled(if: isPoisoned != nil, "runs under AddressSanitizer"))
-    func pooledBuffersArePoisonedUntilTakenAgain() throws {
-        let isPoisoned = try #require(Self.isPoisoned)
-        let count = 4099
-        let pointer = BufferPool.shared.take(count, shape: [count]).0
-        BufferPool.shared.give(pointer, count: count, shape: [count])
-        #expect(isPoisoned(pointer) != 0 && isPoisoned(pointer + count - 1) != 0)
-        let again = BufferPool.shared.take(count, shape: [count]).0
-        #expect(again == pointer)
-        #expect(isPoisoned(again) == 0 && isPoisoned(again + count - 1) == 0)
-        BufferPool.shared.give(again, count: count, shape: [count])
+    /// The address of a tensor of `shape` that is released on return.
+    static func released(_ shape: [Int]) -> UnsafePointer<Float> {
+        Tensor(shape: shape, repeating: 1).withUnsafePointer { $0 }
     }
-}
 
-struct BufferPoolReuseTests {
+    /// Under ASan nothing is pooled, so a released tensor's memory is really freed and
+    /// ASan reports any later read of it.
+    @Test(.enabled(if: isPoisoned != nil, "runs under AddressSanitizer"))
+    func releasedMemoryIsFreedUnderAddressSanitizer() throws {
+        let isPoisoned = try #require(Self.isPoisoned)
+        let pointer = Self.released([4099])
+        #expect(isPoisoned(pointer) != 0 && isPoisoned(pointer + 4098) != 0)
+    }
+
     /// A released tensor's memory serves the next tensor of its size, whatever its shape,
     /// and each tensor keeps its own shape. A size no other test uses keeps the buffer ours.
-    @Test func releasedMemoryServesTheNextTensorOfItsSize() {
-        /// The address of a tensor of `shape` that is released on return.
-        func released(_ shape: [Int]) -> UnsafePointer<Float> {
-            Tensor(shape: shape, repeating: 1).withUnsafePointer { $0 }
-        }
-        let first = released([7, 313])
-        #expect(released([313, 7]) == first)
+    @Test(.enabled(if: !Sanitizer.isActive, "the pool is off under the sanitizers"))
+    func releasedMemoryServesTheNextTensorOfItsSize() {
+        let first = Self.released([7, 313])
+        #expect(Self.released([313, 7]) == first)
         let again = Tensor(shape: [7, 313], repeating: 2)
         #expect(again.withUnsafePointer { $0 } == first)
         #expect(again.shape == [7, 313] && again.scalars.allSatisfy { $0 == 2 })
+    }
+
+    /// The pool keeps a reference to every storage it handed out; it must neither hand out
+    /// one a tensor still uses nor make a tensor that is the only user copy before a write.
+    @Test func theOnlyTensorOfAStorageWritesInPlaceAndSharedOnesCopy() {
+        var a = Tensor(shape: [5, 311], repeating: 1)
+        let b = Tensor(shape: [5, 311], repeating: 2)
+        let address = a.withUnsafePointer { $0 }
+        #expect(b.withUnsafePointer { $0 } != address)
+        let isUnique = a.isUniquelyReferenced()
+        #expect(isUnique)
+        a[0] = 3
+        #expect(a.withUnsafePointer { $0 } == address)
+        let copy = a
+        a[1] = 4
+        #expect(a.withUnsafePointer { $0 } != address && copy.withUnsafePointer { $0 } == address)
+        #expect(copy[1] == 1 && a[1] == 4 && a[0] == 3 && b[0] == 2)
     }
 }

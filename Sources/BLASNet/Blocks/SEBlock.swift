@@ -6,7 +6,6 @@ public final class SEBlock: Module {
     public let channels: Int
     public let fc1: Conv2d
     public let fc2: Conv2d
-    private let pool: AdaptiveAvgPool2d
     private let relu = ReLU()
     private let gate = Sigmoid()
     private var input: Tensor?
@@ -21,7 +20,6 @@ public final class SEBlock: Module {
     public init(_ channels: Int, workspace: Workspace = Workspace(), rng: inout SeededGenerator) throws {
         self.channels = channels
         let rd = Self.reducedChannels(channels)
-        pool = try AdaptiveAvgPool2d()
         fc1 = try Conv2d(channels, rd, kernelSize: 1, bias: true, workspace: workspace, rng: &rng)
         fc2 = try Conv2d(rd, channels, kernelSize: 1, bias: true, workspace: workspace, rng: &rng)
     }
@@ -29,10 +27,16 @@ public final class SEBlock: Module {
     public var children: [(name: String, module: any Module)] { [("fc1", fc1), ("fc2", fc2)] }
 
     public func forward(_ x: Tensor) throws -> Tensor {
-        guard x.shape.count == 4, x.shape[0] == channels else {
-            throw BLASNetError.shapeMismatch(layer: "SEBlock(\(channels))", expected: "[\(channels), N, H, W]", got: x.shape)
+        guard x.shape.count == 4, x.shape[0] == channels, x.shape[2] * x.shape[3] > 0 else {
+            throw BLASNetError.shapeMismatch(layer: "SEBlock(\(channels))", expected: "[\(channels), N, H, W] with H·W > 0", got: x.shape)
         }
-        let squeezed = try pool.forward(x).reshaped([channels, x.shape[1], 1, 1])
+        // The squeeze, each plane's mean, shaped [C, N, 1, 1] for the 1×1 convolutions.
+        var squeezed = Tensor(uninitializedShape: [channels, x.shape[1], 1, 1])
+        x.withUnsafePointer { xp in
+            squeezed.withUnsafeMutablePointer {
+                Kernels.adaptiveAvgPool(xp, $0, channels: channels, batch: x.shape[1], height: x.shape[2], width: x.shape[3], grid: 1)
+            }
+        }
         let s = try gate.forward(fc2.forward(relu.forward(fc1.forward(squeezed))))
         var y = Tensor(uninitializedShape: x.shape)
         x.withUnsafePointer { xp in

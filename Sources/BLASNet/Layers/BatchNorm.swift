@@ -13,6 +13,9 @@ public final class BatchNorm: Module {
     public let momentum: Float
     public let weight: Parameter
     public let bias: Parameter
+    /// Stored: a backward pass asks whether the model trains every step, and a list built
+    /// on each call would allocate.
+    public let localParameters: [(name: String, parameter: Parameter)]
     public let runningMean: Buffer
     public let runningVar: Buffer
     public let numBatchesTracked: Buffer
@@ -57,12 +60,12 @@ public final class BatchNorm: Module {
         name = "BatchNorm(\(channels))"
         weight = Parameter(Tensor(shape: [channels], repeating: 1))
         bias = Parameter(Tensor(shape: [channels]))
+        localParameters = [("weight", weight), ("bias", bias)]
         runningMean = Buffer(Tensor(shape: [channels]))
         runningVar = Buffer(Tensor(shape: [channels], repeating: 1))
         numBatchesTracked = Buffer(Tensor(scalar: 0), kind: .int64)
     }
 
-    public var localParameters: [(name: String, parameter: Parameter)] { [("weight", weight), ("bias", bias)] }
     public var localBuffers: [(name: String, buffer: Buffer)] {
         [("running_mean", runningMean), ("running_var", runningVar), ("num_batches_tracked", numBatchesTracked)]
     }

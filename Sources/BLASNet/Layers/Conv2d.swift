@@ -10,6 +10,9 @@ public final class Conv2d: Module {
     public let window: Window
     public let weight: Parameter
     public let bias: Parameter?
+    /// Stored: a backward pass asks whether the model trains every step, and a list built
+    /// on each call would allocate.
+    public let localParameters: [(name: String, parameter: Parameter)]
     /// False for a network's first layer: its backward computes no input gradient.
     public var propagatesInputGradient = true
     /// How 3×3 stride-1 convolutions are computed (forward, input and weight gradients);
@@ -42,10 +45,7 @@ public final class Conv2d: Module {
         let bound = 1 / Float(inChannels * kernelSize * kernelSize).squareRoot()
         weight = Parameter(.uniform(shape: [outChannels, inChannels, kernelSize, kernelSize], bound: bound, using: &rng))
         self.bias = bias ? Parameter(.uniform(shape: [outChannels], bound: bound, using: &rng)) : nil
-    }
-
-    public var localParameters: [(name: String, parameter: Parameter)] {
-        [("weight", weight)] + (bias.map { [("bias", $0)] } ?? [])
+        localParameters = [("weight", weight)] + (self.bias.map { [("bias", $0)] } ?? [])
     }
 
     private var label: String {

@@ -6,6 +6,9 @@ public final class Linear: Module {
     public let outFeatures: Int
     public let weight: Parameter
     public let bias: Parameter?
+    /// Stored: a backward pass asks whether the model trains every step, and a list built
+    /// on each call would allocate.
+    public let localParameters: [(name: String, parameter: Parameter)]
     private var input: Tensor?
 
     /// A layer initialized as `nn.Linear` is: weight and bias from U(±1/√inFeatures);
@@ -21,10 +24,7 @@ public final class Linear: Module {
         let bound = 1 / Float(inFeatures).squareRoot()
         weight = Parameter(.uniform(shape: [outFeatures, inFeatures], bound: bound, using: &rng))
         self.bias = bias ? Parameter(.uniform(shape: [outFeatures], bound: bound, using: &rng)) : nil
-    }
-
-    public var localParameters: [(name: String, parameter: Parameter)] {
-        [("weight", weight)] + (bias.map { [("bias", $0)] } ?? [])
+        localParameters = [("weight", weight)] + (self.bias.map { [("bias", $0)] } ?? [])
     }
 
     public func forward(_ x: Tensor) throws -> Tensor {
