@@ -45,8 +45,9 @@ public final class GEMMReplay {
         guard call.count > 1 else {
             return BLAS.sgemm(shape, a: a, b: b, c: c)
         }
-        BLAS.sgemmBatch(shape, count: call.count) { i in
-            BLAS.serialSGEMM(shape, a: a + i * sizes.a, b: b + i * sizes.b, c: c + i * sizes.c)
+        BLAS.sgemmBatch(shape, count: call.count, (shape, a, b, c, sizes)) { range, captures in
+            let (shape, a, b, c, sizes) = captures
+            for i in range { BLAS.serialSGEMM(shape, a: a + i * sizes.a, b: b + i * sizes.b, c: c + i * sizes.c) }
         }
     }
 }

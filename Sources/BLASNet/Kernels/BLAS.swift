@@ -36,11 +36,13 @@ public enum BLAS {
     static func splitSGEMM(_ shape: Profiler.GEMMShape, workers: Int, alpha: Float, a: UnsafePointer<Float>,
                            b: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>) {
         guard workers > 1 else { return serialSGEMM(shape, alpha: alpha, a: a, b: b, c: c) }
-        let (m, n) = (shape.m, shape.n), (transA, transB) = (shape.transA, shape.transB)
-        let (lda, ldb, ldc) = (shape.lda, shape.ldb, shape.ldc)
+        let (m, n) = (shape.m, shape.n)
         let splitsColumns = n >= m, extent = splitsColumns ? n : m
         let block = (extent + workers * 16 - 1) / (workers * 16) * 16
-        Kernels.parallelFor(workers, workers: workers) { parts in
+        Kernels.parallelFor(workers, workers: workers, (shape, alpha, a, b, c, splitsColumns, extent, block)) { parts, captures in
+            let (shape, alpha, a, b, c, splitsColumns, extent, block) = captures
+            let (transA, transB) = (shape.transA, shape.transB)
+            let (lda, ldb, ldc) = (shape.lda, shape.ldb, shape.ldc)
             for part in parts {
                 let lo = part * block, hi = min(extent, lo + block)
                 guard lo < hi else { continue }
@@ -57,14 +59,17 @@ public enum BLAS {
     }
 
     /// `count` independent sgemms of one shape, spread over the workers, each whole on
-    /// single-threaded OpenBLAS: `gemm(i)` issues the `i`-th with ``serialSGEMM``. For many
-    /// small products this beats splitting each one, where both workers would pack the
-    /// same small panels.
-    static func sgemmBatch(_ shape: Profiler.GEMMShape, count: Int, _ gemm: (Int) -> Void) {
+    /// single-threaded OpenBLAS: `gemms(range, captures)` issues those of `range` with
+    /// ``serialSGEMM``. For many small products this beats splitting each one, where both
+    /// workers would pack the same small panels.
+    ///
+    /// `gemms` takes a range, not one index, so that it goes to
+    /// ``Kernels/parallelFor(_:grain:workers:_:_:)`` as it is: a capture-free body there
+    /// that called a per-index closure would have to capture it.
+    static func sgemmBatch<Captures>(_ shape: Profiler.GEMMShape, count: Int, _ captures: Captures,
+                                     _ gemms: @escaping (Range<Int>, Captures) -> Void) {
         Profiler.recordGEMM(shape, count: count)
-        Kernels.parallelFor(count) { range in
-            for i in range { gemm(i) }
-        }
+        Kernels.parallelFor(count, captures, gemms)
     }
 
     /// One sgemm on the calling thread: OpenBLAS itself always runs single-threaded.

@@ -6,12 +6,18 @@ extension Kernels {
     static let elementGrain = 16384
 
     static func relu(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
-        parallelFor(count, grain: elementGrain) { r in for i in r { y[i] = max(x[i], 0) } }
+        parallelFor(count, grain: elementGrain, (x, y)) { r, captures in
+            let (x, y) = captures
+            for i in r { y[i] = max(x[i], 0) }
+        }
     }
 
     /// Gradient through a ReLU given its *output* (PyTorch's threshold_backward).
     static func reluBackward(_ dy: UnsafePointer<Float>, output: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>, count: Int) {
-        parallelFor(count, grain: elementGrain) { r in for i in r { dx[i] = reluMasked(dy, output, i) } }
+        parallelFor(count, grain: elementGrain, (dy, output, dx)) { r, captures in
+            let (dy, output, dx) = captures
+            for i in r { dx[i] = reluMasked(dy, output, i) }
+        }
     }
 
     /// 0 where the ReLU output `y[i]` is at most 0, else `g[i]`: a NaN output passes its
@@ -26,31 +32,44 @@ extension Kernels {
 
     /// `y = max(y + x, 0)` in place: a residual addition and the ReLU after it, in one pass.
     static func addReLU(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int) {
-        parallelFor(count, grain: elementGrain) { r in for i in r { y[i] = max(y[i] + x[i], 0) } }
+        parallelFor(count, grain: elementGrain, (x, y)) { r, captures in
+            let (x, y) = captures
+            for i in r { y[i] = max(y[i] + x[i], 0) }
+        }
     }
 
     static func sigmoid(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
-        parallelFor(count, grain: elementGrain) { r in for i in r { y[i] = 1 / (1 + exp(-x[i])) } }
+        parallelFor(count, grain: elementGrain, (x, y)) { r, captures in
+            let (x, y) = captures
+            for i in r { y[i] = 1 / (1 + exp(-x[i])) }
+        }
     }
 
     /// Gradient through a sigmoid given its output `s`: `dy·s·(1 − s)`.
     static func sigmoidBackward(_ dy: UnsafePointer<Float>, output: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>, count: Int) {
-        parallelFor(count, grain: elementGrain) { r in for i in r { dx[i] = dy[i] * output[i] * (1 - output[i]) } }
+        parallelFor(count, grain: elementGrain, (dy, output, dx)) { r, captures in
+            let (dy, output, dx) = captures
+            for i in r { dx[i] = dy[i] * output[i] * (1 - output[i]) }
+        }
     }
 
     /// `y[i] = 0`.
     static func zero(_ y: UnsafeMutablePointer<Float>, count: Int) {
-        parallelFor(count, grain: elementGrain) { r in (y + r.lowerBound).update(repeating: 0, count: r.count) }
+        parallelFor(count, grain: elementGrain, y) { r, y in (y + r.lowerBound).update(repeating: 0, count: r.count) }
     }
 
     /// `y[i] += x[i]`.
     static func accumulate(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int) {
-        parallelFor(count, grain: elementGrain) { r in for i in r { y[i] += x[i] } }
+        parallelFor(count, grain: elementGrain, (x, y)) { r, captures in
+            let (x, y) = captures
+            for i in r { y[i] += x[i] }
+        }
     }
 
     /// `b[r] += Σ_j m[r, j]` for a `rows × columns` row-major matrix.
     static func accumulateRowSums(_ m: UnsafePointer<Float>, into b: UnsafeMutablePointer<Float>, rows: Int, columns: Int) {
-        parallelFor(rows, grain: max(1, elementGrain / max(columns, 1))) { range in
+        parallelFor(rows, grain: max(1, elementGrain / max(columns, 1)), (m, b, columns)) { range, captures in
+            let (m, b, columns) = captures
             for r in range {
                 b[r] += Float(sum(m + r * columns, count: columns))
             }
@@ -59,7 +78,8 @@ extension Kernels {
 
     /// `m[r, j] += b[r]` for a `rows × columns` row-major matrix.
     static func addRowBias(_ b: UnsafePointer<Float>, to m: UnsafeMutablePointer<Float>, rows: Int, columns: Int) {
-        parallelFor(rows, grain: max(1, elementGrain / max(columns, 1))) { range in
+        parallelFor(rows, grain: max(1, elementGrain / max(columns, 1)), (b, m, columns)) { range, captures in
+            let (b, m, columns) = captures
             for r in range {
                 let row = m + r * columns, v = b[r]
                 for j in 0..<columns { row[j] += v }
@@ -69,7 +89,8 @@ extension Kernels {
 
     /// `y[p, i] = x[p, i]·s[p]`: each plane scaled by its own factor.
     static func scalePlanes(_ x: UnsafePointer<Float>, by s: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, planes: Int, planeSize: Int) {
-        parallelFor(planes, grain: max(1, elementGrain / max(planeSize, 1))) { range in
+        parallelFor(planes, grain: max(1, elementGrain / max(planeSize, 1)), (x, s, y, planeSize)) { range, captures in
+            let (x, s, y, planeSize) = captures
             for p in range {
                 let src = x + p * planeSize, dst = y + p * planeSize, f = s[p]
                 for i in 0..<planeSize { dst[i] = src[i] * f }
@@ -79,7 +100,8 @@ extension Kernels {
 
     /// `d[p] = Σ_i a[p, i]·b[p, i]`: the dot product of each pair of planes.
     static func planeDots(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ d: UnsafeMutablePointer<Float>, planes: Int, planeSize: Int) {
-        parallelFor(planes, grain: max(1, elementGrain / max(planeSize, 1))) { range in
+        parallelFor(planes, grain: max(1, elementGrain / max(planeSize, 1)), (a, b, d, planeSize)) { range, captures in
+            let (a, b, d, planeSize) = captures
             for p in range {
                 d[p] = Float(dot(a + p * planeSize, b + p * planeSize, count: planeSize))
             }

@@ -66,11 +66,12 @@ extension Kernels {
     /// `col: [C·kh·kw, images·Ho·Wo]`, so the convolution becomes one sgemm. The rows are
     /// split over the workers, not the channels: a stem has one to three input channels.
     static func im2col(_ x: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>, _ g: ConvGeometry, images: Range<Int>) {
-        let ow = g.outWidth, sw = g.window.stride.w, planeSize = g.height * g.width
         if g.window.stride == (1, 1) && g.window.dilation == (1, 1) && (g.outHeight, g.outWidth) == (g.height, g.width) {
             return im2colSameSize(x, col, g, images: images)
         }
-        parallelFor(g.columnRows) { rows in
+        parallelFor(g.columnRows, (x, col, g, images)) { rows, captures in
+            let (x, col, g, images) = captures
+            let ow = g.outWidth, sw = g.window.stride.w, planeSize = g.height * g.width
             forEachColumnRow(g, rows: rows, images: images) { colRow, plane, ih, valid, offset in
                 // Rows are short (7 to 56 floats): plain loops beat memset/memmove calls.
                 let dst = col + colRow * ow
@@ -110,9 +111,10 @@ extension Kernels {
     /// scalar on rows of 7 to 28 floats and took a third of a small model's step.
     private static func im2colSameSize(_ x: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>, _ g: ConvGeometry,
                                        images: Range<Int>) {
-        let (h, w, win) = (g.height, g.width, g.window)
-        let planeSize = h * w
-        parallelFor(g.columnRows) { columnRows in
+        parallelFor(g.columnRows, (x, col, g, images)) { columnRows, captures in
+            let (x, col, g, images) = captures
+            let (h, w, win) = (g.height, g.width, g.window)
+            let planeSize = h * w
             for row in columnRows {
                 let (c, ki, kj) = win.tap(row)
                 let rowOffset = ki - win.padding.h, columnOffset = kj - win.padding.w
@@ -149,9 +151,10 @@ extension Kernels {
     /// back into the position of `dx: [C, N, H, W]` it was copied from. Each worker owns
     /// its input channels' planes.
     static func col2im(_ col: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>, _ g: ConvGeometry, images: Range<Int>) {
-        let ow = g.outWidth, sw = g.window.stride.w, planeSize = g.height * g.width
-        let taps = g.window.kernel.h * g.window.kernel.w
-        parallelFor(g.channels) { channels in
+        parallelFor(g.channels, (col, dx, g, images)) { channels, captures in
+            let (col, dx, g, images) = captures
+            let ow = g.outWidth, sw = g.window.stride.w, planeSize = g.height * g.width
+            let taps = g.window.kernel.h * g.window.kernel.w
             forEachColumnRow(g, rows: channels.lowerBound * taps..<channels.upperBound * taps,
                              images: images) { colRow, plane, ih, valid, offset in
                 guard let ih else { return }

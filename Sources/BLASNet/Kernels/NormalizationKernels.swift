@@ -18,7 +18,8 @@ extension Kernels {
         let perGroup = channels / groups
         // Consecutive channels of one sample lie a channel's N planes apart.
         let channelStride = samples * planeSize
-        parallelFor(groups * samples) { range in
+        parallelFor(groups * samples, (x, samples, planeSize, perGroup, channelStride, mean, variance)) { range, captures in
+            let (x, samples, planeSize, perGroup, channelStride, mean, variance) = captures
             for s in range {
                 let first = x + ((s / samples) * perGroup * samples + s % samples) * planeSize
                 (mean[s], variance[s]) = moments(first, planes: perGroup, stride: channelStride, planeSize: planeSize)
@@ -51,7 +52,8 @@ extension Kernels {
     /// `y = x·scale[p] + shift[p]` per plane, clamped at zero when `relu`.
     static func planeAffine(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, planes: Int, planeSize m: Int,
                             scale: UnsafePointer<Float>, shift: UnsafePointer<Float>, relu: Bool) {
-        parallelFor(planes) { range in
+        parallelFor(planes, (x, y, m, scale, shift, relu)) { range, captures in
+            let (x, y, m, scale, shift, relu) = captures
             for plane in range { affine(x + plane * m, y + plane * m, count: m, scale: scale[plane], shift: shift[plane], relu: relu) }
         }
     }
@@ -76,7 +78,8 @@ extension Kernels {
                                planeSize m: Int, gamma: UnsafePointer<Float>?, beta: UnsafePointer<Float>?, eps: Float,
                                relu: Bool, mean: UnsafeMutablePointer<Double>, variance: UnsafeMutablePointer<Double>,
                                invStd: UnsafeMutablePointer<Float>) {
-        parallelFor(planes) { range in
+        parallelFor(planes, (x, y, samples, m, gamma, beta, eps, relu, mean, variance, invStd)) { range, captures in
+            let (x, y, samples, m, gamma, beta, eps, relu, mean, variance, invStd) = captures
             for plane in range {
                 let src = x + plane * m, c = plane / samples
                 let (mu, sigma2) = moments(src, planes: 1, stride: m, planeSize: m)
@@ -93,7 +96,8 @@ extension Kernels {
     static func planeGradientSums(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, output: UnsafePointer<Float>?,
                                   planes: Int, planeSize m: Int, mean: UnsafePointer<Double>,
                                   sumDy: UnsafeMutablePointer<Double>, sumDyXc: UnsafeMutablePointer<Double>) {
-        parallelFor(planes) { range in
+        parallelFor(planes, (dy, x, output, m, mean, sumDy, sumDyXc)) { range, captures in
+            let (dy, x, output, m, mean, sumDy, sumDyXc) = captures
             for plane in range {
                 (sumDy[plane], sumDyXc[plane]) = gradientSums(dy + plane * m, x + plane * m, output: output.map { $0 + plane * m },
                                                               count: m, mean: Float(mean[plane]))
@@ -122,7 +126,8 @@ extension Kernels {
                                        _ dx: UnsafeMutablePointer<Float>, planes: Int, planeSize m: Int,
                                        mean: UnsafePointer<Double>, k: UnsafePointer<Float>,
                                        a: UnsafePointer<Float>, b: UnsafePointer<Float>) {
-        parallelFor(planes) { range in
+        parallelFor(planes, (dy, x, output, dx, m, mean, k, a, b)) { range, captures in
+            let (dy, x, output, dx, m, mean, k, a, b) = captures
             for plane in range {
                 inputGradient(dy + plane * m, x + plane * m, output: output.map { $0 + plane * m }, dx + plane * m, count: m,
                               mean: Float(mean[plane]), k: k[plane], a: a[plane], b: b[plane])
@@ -148,7 +153,8 @@ extension Kernels {
                                   _ dx: UnsafeMutablePointer<Float>, planes: Int, samples: Int, planeSize m: Int,
                                   gamma: UnsafePointer<Float>?, mean: UnsafePointer<Double>, invStd: UnsafePointer<Float>,
                                   sumDy: UnsafeMutablePointer<Double>, sumDyXc: UnsafeMutablePointer<Double>) {
-        parallelFor(planes) { range in
+        parallelFor(planes, (dy, x, output, dx, samples, m, gamma, mean, invStd, sumDy, sumDyXc)) { range, captures in
+            let (dy, x, output, dx, samples, m, gamma, mean, invStd, sumDy, sumDyXc) = captures
             for plane in range {
                 let g = dy + plane * m, p = x + plane * m, y = output.map { $0 + plane * m }, mu = Float(mean[plane])
                 let sums = gradientSums(g, p, output: y, count: m, mean: mu)

@@ -4,7 +4,8 @@ extension Kernels {
     static func sgdStep(_ w: UnsafeMutablePointer<Float>, grad g: UnsafePointer<Float>, buffer: UnsafeMutablePointer<Float>?,
                         count: Int, learningRate lr: Float, momentum mu: Float, dampening: Float, weightDecay wd: Float,
                         nesterov: Bool, firstStep: Bool) {
-        parallelFor(count, grain: elementGrain) { range in
+        parallelFor(count, grain: elementGrain, (w, g, buffer, lr, mu, dampening, wd, nesterov, firstStep)) { range, captures in
+            let (w, g, buffer, lr, mu, dampening, wd, nesterov, firstStep) = captures
             guard let b = buffer else {
                 for i in range { w[i] -= lr * (g[i] + wd * w[i]) }
                 return
@@ -41,7 +42,11 @@ extension Kernels {
         // exactly. ATen fuses the multiply-add (one ulp apart at most); a fused one here
         // would call libm's fmaf per element, since the build does not assume FMA.
         let fromMean = meanWeight.magnitude < 0.5, remaining = 1 - meanWeight
-        parallelFor(count, grain: elementGrain) { range in
+        let captures = (w, g, m, v, vMax, decay, meanWeight, fromMean, remaining, beta2, squareWeight,
+                        biasCorrection2Root, epsilon, negativeStepSize)
+        parallelFor(count, grain: elementGrain, captures) { range, captures in
+            let (w, g, m, v, vMax, decay, meanWeight, fromMean, remaining, beta2, squareWeight,
+                 biasCorrection2Root, epsilon, negativeStepSize) = captures
             for i in range {
                 w[i] *= decay
                 m[i] = fromMean ? m[i] + meanWeight * (g[i] - m[i]) : g[i] - (g[i] - m[i]) * remaining

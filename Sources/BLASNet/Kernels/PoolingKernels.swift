@@ -33,21 +33,22 @@ extension Kernels {
     /// (the first maximum, as PyTorch; a NaN wins, the last one if several), for the backward scatter.
     static func maxPool(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, argmax: UnsafeMutablePointer<Int32>,
                         planes: Int, height: Int, width: Int, window w: Window) {
-        let (oh, ow) = w.outputSize(h: height, w: width)
-        // Only windows at the edges are clipped: the rest skip span's integer divisions.
-        let innerRows = interior(stride: w.stride.h, padding: w.padding.h, kernel: w.kernel.h, dilation: w.dilation.h, size: height, outSize: oh)
-        let innerColumns = interior(stride: w.stride.w, padding: w.padding.w, kernel: w.kernel.w, dilation: w.dilation.w, size: width, outSize: ow)
-        @inline(__always) func rowSpan(_ i: Int) -> (start: Int, first: Int, last: Int) {
-            innerRows.contains(i) ? (i * w.stride.h - w.padding.h, 0, w.kernel.h)
-                : span(i, stride: w.stride.h, padding: w.padding.h, kernel: w.kernel.h, dilation: w.dilation.h, size: height)
-        }
-        @inline(__always) func columnSpan(_ j: Int) -> (start: Int, first: Int, last: Int) {
-            innerColumns.contains(j) ? (j * w.stride.w - w.padding.w, 0, w.kernel.w)
-                : span(j, stride: w.stride.w, padding: w.padding.w, kernel: w.kernel.w, dilation: w.dilation.w, size: width)
-        }
-        // Stride-2 windows (the ResNet stem's pool) are taken eight at a time where no column is clipped.
-        let vectorColumns = w.stride.w == 2 && w.dilation.w == 1 ? innerColumns : 0..<0
-        parallelFor(planes, grain: 4) { range in
+        parallelFor(planes, grain: 4, (x, y, argmax, height, width, w)) { range, captures in
+            let (x, y, argmax, height, width, w) = captures
+            let (oh, ow) = w.outputSize(h: height, w: width)
+            // Only windows at the edges are clipped: the rest skip span's integer divisions.
+            let innerRows = interior(stride: w.stride.h, padding: w.padding.h, kernel: w.kernel.h, dilation: w.dilation.h, size: height, outSize: oh)
+            let innerColumns = interior(stride: w.stride.w, padding: w.padding.w, kernel: w.kernel.w, dilation: w.dilation.w, size: width, outSize: ow)
+            @inline(__always) func rowSpan(_ i: Int) -> (start: Int, first: Int, last: Int) {
+                innerRows.contains(i) ? (i * w.stride.h - w.padding.h, 0, w.kernel.h)
+                    : span(i, stride: w.stride.h, padding: w.padding.h, kernel: w.kernel.h, dilation: w.dilation.h, size: height)
+            }
+            @inline(__always) func columnSpan(_ j: Int) -> (start: Int, first: Int, last: Int) {
+                innerColumns.contains(j) ? (j * w.stride.w - w.padding.w, 0, w.kernel.w)
+                    : span(j, stride: w.stride.w, padding: w.padding.w, kernel: w.kernel.w, dilation: w.dilation.w, size: width)
+            }
+            // Stride-2 windows (the ResNet stem's pool) are taken eight at a time where no column is clipped.
+            let vectorColumns = w.stride.w == 2 && w.dilation.w == 1 ? innerColumns : 0..<0
             for p in range {
                 let src = x + p * height * width
                 for i in 0..<oh {
@@ -140,7 +141,8 @@ extension Kernels {
     /// Routes each output gradient to the input that won its window. Overwrites `dx`.
     static func maxPoolBackward(_ dy: UnsafePointer<Float>, argmax: UnsafePointer<Int32>, _ dx: UnsafeMutablePointer<Float>,
                                 planes: Int, planeSize: Int, outPlaneSize: Int) {
-        parallelFor(planes, grain: 4) { range in
+        parallelFor(planes, grain: 4, (dy, argmax, dx, planeSize, outPlaneSize)) { range, captures in
+            let (dy, argmax, dx, planeSize, outPlaneSize) = captures
             for p in range {
                 let g = dy + p * outPlaneSize, a = argmax + p * outPlaneSize, d = dx + p * planeSize
                 d.update(repeating: 0, count: planeSize)
@@ -161,8 +163,9 @@ extension Kernels {
     /// Average over each window (padding counts as zeros in the divisor, PyTorch's default).
     static func avgPool(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
                         planes: Int, height: Int, width: Int, window w: Window) {
-        let (oh, ow) = w.outputSize(h: height, w: width)
-        parallelFor(planes, grain: 4) { range in
+        parallelFor(planes, grain: 4, (x, y, height, width, w)) { range, captures in
+            let (x, y, height, width, w) = captures
+            let (oh, ow) = w.outputSize(h: height, w: width)
             for p in range {
                 let src = x + p * height * width
                 for i in 0..<oh {
@@ -182,8 +185,9 @@ extension Kernels {
     /// Spreads each output gradient evenly over its window. Overwrites `dx`.
     static func avgPoolBackward(_ dy: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>,
                                 planes: Int, height: Int, width: Int, window w: Window) {
-        let (oh, ow) = w.outputSize(h: height, w: width)
-        parallelFor(planes, grain: 4) { range in
+        parallelFor(planes, grain: 4, (dy, dx, height, width, w)) { range, captures in
+            let (dy, dx, height, width, w) = captures
+            let (oh, ow) = w.outputSize(h: height, w: width)
             for p in range {
                 let dst = dx + p * height * width
                 dst.update(repeating: 0, count: height * width)
@@ -200,51 +204,65 @@ extension Kernels {
         }
     }
 
-    /// Visits every plane of `[C, N, H, W]` (split over the workers), calling `plane(p)` and
-    /// then `bin(p, o, rows, columns)` for each of PyTorch's adaptive bins of plane `p`, `o`
-    /// being where `flatten(·, 1)` of the `[N, C, grid, grid]` result puts the bin in
+    /// Visits the planes `planes` of `[C, N, H, W]` (a worker's share), calling `plane(p)`
+    /// and then `bin(p, o, rows, columns)` for each of PyTorch's adaptive bins of plane `p`,
+    /// `o` being where `flatten(·, 1)` of the `[N, C, grid, grid]` result puts the bin in
     /// `[C·grid², N]`. Bin `i` of `grid` over `size` positions is ⌊i·size/grid⌋ ..<
     /// ⌈(i+1)·size/grid⌉, so bins overlap when `grid` does not divide `size`.
+    ///
+    /// Callers split the `C·N` planes with ``adaptivePlaneGrain(height:width:)`` and pass
+    /// `plane` and `bin` as literals inside their `parallelFor` closure, where they inline.
     @inline(__always)
-    private static func forEachAdaptiveBin(channels: Int, batch: Int, height: Int, width: Int, grid: Int,
+    private static func forEachAdaptiveBin(_ planes: Range<Int>, batch: Int, height: Int, width: Int, grid: Int,
                                            plane: (Int) -> Void = { _ in }, _ bin: (Int, Int, Range<Int>, Range<Int>) -> Void) {
         func span(_ i: Int, _ size: Int) -> Range<Int> { (i * size / grid)..<(((i + 1) * size + grid - 1) / grid) }
-        parallelFor(channels * batch, grain: max(1, elementGrain / max(height * width, 1))) { range in
-            for p in range {
-                plane(p)
-                let (c, n) = p.quotientAndRemainder(dividingBy: batch)
-                for i in 0..<grid {
-                    let rows = span(i, height)
-                    for j in 0..<grid { bin(p, ((c * grid + i) * grid + j) * batch + n, rows, span(j, width)) }
-                }
+        for p in planes {
+            plane(p)
+            let (c, n) = p.quotientAndRemainder(dividingBy: batch)
+            for i in 0..<grid {
+                let rows = span(i, height)
+                for j in 0..<grid { bin(p, ((c * grid + i) * grid + j) * batch + n, rows, span(j, width)) }
             }
         }
+    }
+
+    /// Fewest `height × width` planes worth a worker in adaptive pooling.
+    private static func adaptivePlaneGrain(height: Int, width: Int) -> Int {
+        max(1, elementGrain / max(height * width, 1))
     }
 
     /// Mean of each adaptive bin: `[C, N, H, W] -> [C·grid², N]`.
     static func adaptiveAvgPool(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
                                 channels: Int, batch: Int, height: Int, width: Int, grid: Int) {
-        forEachAdaptiveBin(channels: channels, batch: batch, height: height, width: width, grid: grid) { p, o, rows, cols in
-            let src = x + p * height * width
-            // A bin as wide as the plane (grid 1) is one contiguous run.
-            let total = cols.count == width
-                ? sum(src + rows.lowerBound * width, count: rows.count * width)
-                : rows.reduce(0) { $0 + sum(src + $1 * width + cols.lowerBound, count: cols.count) }
-            y[o] = Float(total / Double(rows.count * cols.count))
+        parallelFor(channels * batch, grain: adaptivePlaneGrain(height: height, width: width),
+                    (x, y, batch, height, width, grid)) { planes, captures in
+            let (x, y, batch, height, width, grid) = captures
+            forEachAdaptiveBin(planes, batch: batch, height: height, width: width, grid: grid) { p, o, rows, cols in
+                let src = x + p * height * width
+                // A bin as wide as the plane (grid 1) is one contiguous run.
+                let total = cols.count == width
+                    ? sum(src + rows.lowerBound * width, count: rows.count * width)
+                    : rows.reduce(0) { $0 + sum(src + $1 * width + cols.lowerBound, count: cols.count) }
+                y[o] = Float(total / Double(rows.count * cols.count))
+            }
         }
     }
 
     /// Spreads each bin's gradient evenly over the bin (summing where bins overlap). Overwrites `dx`.
     static func adaptiveAvgPoolBackward(_ dy: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>,
                                         channels: Int, batch: Int, height: Int, width: Int, grid: Int) {
-        let planeSize = height * width
-        // One bin (every SE block's squeeze) covers the plane: fill it, no zeroing pass first.
-        let single = grid == 1
-        forEachAdaptiveBin(channels: channels, batch: batch, height: height, width: width, grid: grid,
-                           plane: { if !single { (dx + $0 * planeSize).update(repeating: 0, count: planeSize) } }) { p, o, rows, cols in
-            let g = dy[o] / Float(rows.count * cols.count)
-            if single { return (dx + p * planeSize).update(repeating: g, count: planeSize) }
-            for h in rows { for w in cols { dx[p * planeSize + h * width + w] += g } }
+        parallelFor(channels * batch, grain: adaptivePlaneGrain(height: height, width: width),
+                    (dy, dx, batch, height, width, grid)) { planes, captures in
+            let (dy, dx, batch, height, width, grid) = captures
+            let planeSize = height * width
+            // One bin (every SE block's squeeze) covers the plane: fill it, no zeroing pass first.
+            let single = grid == 1
+            forEachAdaptiveBin(planes, batch: batch, height: height, width: width, grid: grid,
+                               plane: { if !single { (dx + $0 * planeSize).update(repeating: 0, count: planeSize) } }) { p, o, rows, cols in
+                let g = dy[o] / Float(rows.count * cols.count)
+                if single { return (dx + p * planeSize).update(repeating: g, count: planeSize) }
+                for h in rows { for w in cols { dx[p * planeSize + h * width + w] += g } }
+            }
         }
     }
 }

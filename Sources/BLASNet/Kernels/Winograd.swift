@@ -59,9 +59,12 @@ extension Kernels {
             let tiles = images.count * g.tilesPerImage
             winogradInput(x, v, g, images: images)
             let shape = Profiler.GEMMShape(transA: false, transB: false, m: k, n: tiles, k: c, lda: c, ldb: tiles, ldc: tiles, beta: 0)
-            BLAS.sgemmBatch(shape, count: positions) { xi in
-                BLAS.serialSGEMM(shape, a: u + xi * kernelStride, b: v + xi * positionStride(c * tiles),
-                                 c: m + xi * positionStride(k * tiles))
+            BLAS.sgemmBatch(shape, count: positions, (shape, u, v, m, kernelStride, c, k, tiles)) { range, captures in
+                let (shape, u, v, m, kernelStride, c, k, tiles) = captures
+                for xi in range {
+                    BLAS.serialSGEMM(shape, a: u + xi * kernelStride, b: v + xi * positionStride(c * tiles),
+                                     c: m + xi * positionStride(k * tiles))
+                }
             }
             winogradOutput(m, y, g, outputs: k, images: images)
         }
@@ -84,9 +87,12 @@ extension Kernels {
             winogradOutputGradient(dy, u, g, outputs: k, images: images)
             let shape = Profiler.GEMMShape(transA: false, transB: true, m: k, n: c, k: tiles, lda: tiles, ldb: tiles, ldc: c,
                                            beta: index == 0 ? 0 : 1)
-            BLAS.sgemmBatch(shape, count: positions) { xi in
-                BLAS.serialSGEMM(shape, a: u + xi * positionStride(k * tiles), b: v + xi * positionStride(c * tiles),
-                                 c: m + xi * kernelStride)
+            BLAS.sgemmBatch(shape, count: positions, (shape, u, v, m, kernelStride, c, k, tiles)) { range, captures in
+                let (shape, u, v, m, kernelStride, c, k, tiles) = captures
+                for xi in range {
+                    BLAS.serialSGEMM(shape, a: u + xi * positionStride(k * tiles), b: v + xi * positionStride(c * tiles),
+                                     c: m + xi * kernelStride)
+                }
             }
         }
         winogradKernelGradient(m, dw, outputs: k, inputs: c)
@@ -113,45 +119,51 @@ extension Kernels {
     private static func winogradKernels(_ w: UnsafePointer<Float>, _ u: UnsafeMutablePointer<Float>,
                                         outputs k: Int, inputs c: Int) {
         let stride = positionStride(k * c)
-        parallelFor(k * c, grain: 4096) { kernels in for kc in kernels {
-            let g = w + kc * 9
-            // s_i = G·(row i of g), a row of g·Gᵀ; then G applied down the columns.
-            @inline(__always) func row(_ i: Int) -> SIMD4<Float> {
-                let (a, b, e) = (g[3 * i], g[3 * i + 1], g[3 * i + 2])
-                return SIMD4(a, 0.5 * (a + b + e), 0.5 * (a - b + e), e)
+        parallelFor(k * c, grain: 4096, (w, u, stride)) { kernels, captures in
+            let (w, u, stride) = captures
+            for kc in kernels {
+                let g = w + kc * 9
+                // s_i = G·(row i of g), a row of g·Gᵀ; then G applied down the columns.
+                @inline(__always) func row(_ i: Int) -> SIMD4<Float> {
+                    let (a, b, e) = (g[3 * i], g[3 * i + 1], g[3 * i + 2])
+                    return SIMD4(a, 0.5 * (a + b + e), 0.5 * (a - b + e), e)
+                }
+                let (s0, s1, s2) = (row(0), row(1), row(2))
+                let t = (s0, 0.5 * (s0 + s1 + s2), 0.5 * (s0 - s1 + s2), s2)
+                for j in 0..<4 {
+                    u[j * stride + kc] = t.0[j]
+                    u[(4 + j) * stride + kc] = t.1[j]
+                    u[(8 + j) * stride + kc] = t.2[j]
+                    u[(12 + j) * stride + kc] = t.3[j]
+                }
             }
-            let (s0, s1, s2) = (row(0), row(1), row(2))
-            let t = (s0, 0.5 * (s0 + s1 + s2), 0.5 * (s0 - s1 + s2), s2)
-            for j in 0..<4 {
-                u[j * stride + kc] = t.0[j]
-                u[(4 + j) * stride + kc] = t.1[j]
-                u[(8 + j) * stride + kc] = t.2[j]
-                u[(12 + j) * stride + kc] = t.3[j]
-            }
-        } }
+        }
     }
 
     /// `dw[K, C, 3, 3] += Gᵀ·m[·, k, c]·G` for the summed products `m[ξ, K, C]`.
     private static func winogradKernelGradient(_ m: UnsafePointer<Float>, _ dw: UnsafeMutablePointer<Float>,
                                                outputs k: Int, inputs c: Int) {
         let stride = positionStride(k * c)
-        parallelFor(k * c, grain: 4096) { kernels in for kc in kernels {
-            @inline(__always) func row(_ a: Int) -> SIMD4<Float> {
-                let p = m + 4 * a * stride + kc
-                return SIMD4(p[0], p[stride], p[2 * stride], p[3 * stride])
+        parallelFor(k * c, grain: 4096, (m, dw, stride)) { kernels, captures in
+            let (m, dw, stride) = captures
+            for kc in kernels {
+                @inline(__always) func row(_ a: Int) -> SIMD4<Float> {
+                    let p = m + 4 * a * stride + kc
+                    return SIMD4(p[0], p[stride], p[2 * stride], p[3 * stride])
+                }
+                let (m0, m1, m2, m3) = (row(0), row(1), row(2), row(3))
+                // Gᵀ down the columns, then along each row.
+                let d = dw + kc * 9
+                @inline(__always) func add(_ i: Int, _ t: SIMD4<Float>) {
+                    d[3 * i] += t[0] + 0.5 * (t[1] + t[2])
+                    d[3 * i + 1] += 0.5 * (t[1] - t[2])
+                    d[3 * i + 2] += 0.5 * (t[1] + t[2]) + t[3]
+                }
+                add(0, m0 + 0.5 * (m1 + m2))
+                add(1, 0.5 * (m1 - m2))
+                add(2, 0.5 * (m1 + m2) + m3)
             }
-            let (m0, m1, m2, m3) = (row(0), row(1), row(2), row(3))
-            // Gᵀ down the columns, then along each row.
-            let d = dw + kc * 9
-            @inline(__always) func add(_ i: Int, _ t: SIMD4<Float>) {
-                d[3 * i] += t[0] + 0.5 * (t[1] + t[2])
-                d[3 * i + 1] += 0.5 * (t[1] - t[2])
-                d[3 * i + 2] += 0.5 * (t[1] + t[2]) + t[3]
-            }
-            add(0, m0 + 0.5 * (m1 + m2))
-            add(1, 0.5 * (m1 - m2))
-            add(2, 0.5 * (m1 + m2) + m3)
-        } }
+        }
     }
 
     /// `v[ξ, C, tiles] = (Bᵀ·d·B)[ξ]` for the 4×4 patch `d` of every output tile of
@@ -166,15 +178,16 @@ extension Kernels {
     /// of tile rows at a time.
     static func winogradInput(_ x: UnsafePointer<Float>, _ v: UnsafeMutablePointer<Float>, _ g: ConvGeometry,
                               images: Range<Int>) {
-        let (tileRows, tileColumns) = (g.tileRows, g.tileColumns)
-        let tiles = images.count * g.tilesPerImage, stride = positionStride(g.channels * tiles)
-        // At least `W + 2·padding` wide, so a row of the plane fits between the side columns.
-        let paddedWidth = 2 * tileColumns + 2, planeSize = g.height * g.width
-        let bandTileRows = max(1, min(tileRows, (paddedBandFloats / paddedWidth - 2) / 2))
-        // In one band the rows outside the plane are the same for every plane: zeroed once.
-        let banded = bandTileRows < tileRows
-        let (top, left) = g.window.padding
-        parallelFor(g.channels) { channels in
+        parallelFor(g.channels, (x, v, g, images)) { channels, captures in
+            let (x, v, g, images) = captures
+            let (tileRows, tileColumns) = (g.tileRows, g.tileColumns)
+            let tiles = images.count * g.tilesPerImage, stride = positionStride(g.channels * tiles)
+            // At least `W + 2·padding` wide, so a row of the plane fits between the side columns.
+            let paddedWidth = 2 * tileColumns + 2, planeSize = g.height * g.width
+            let bandTileRows = max(1, min(tileRows, (paddedBandFloats / paddedWidth - 2) / 2))
+            // In one band the rows outside the plane are the same for every plane: zeroed once.
+            let banded = bandTileRows < tileRows
+            let (top, left) = g.window.padding
             withUnsafeTemporaryAllocation(of: Float.self, capacity: (2 * bandTileRows + 2) * paddedWidth) { buffer in
                 let padded = buffer.baseAddress!
                 padded.initialize(repeating: 0, count: buffer.count)
@@ -232,50 +245,60 @@ extension Kernels {
     /// `Aᵀ·m·A`, cut at the output's edge. Output channels are split over the workers.
     static func winogradOutput(_ m: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ g: ConvGeometry,
                                outputs k: Int, images: Range<Int>) {
-        let (tileColumns, ow) = (g.tileColumns, g.outWidth)
-        let stride = positionStride(k * images.count * g.tilesPerImage)
-        forEachOutputTileRow(g, outputs: k, images: images) { tile, outputRow, hasBottom in
-            let src = m + tile, top = y + outputRow
-            let done = laneBlocks { tx, lanes in 2 * (tx + lanes) <= ow } eight: {
-                outputTiles(src, stride: stride, tx: $0, top: top, width: ow, hasBottom: hasBottom, interleave16)
-            } four: {
-                outputTiles(src, stride: stride, tx: $0, top: top, width: ow, hasBottom: hasBottom, interleave8)
-            } two: {
-                outputTiles(src, stride: stride, tx: $0, top: top, width: ow, hasBottom: hasBottom, interleave4)
-            }
-            for tx in done..<tileColumns {
-                // Aᵀ along each row of m (two columns out of four), then down the columns.
-                @inline(__always) func row(_ a: Int) -> SIMD2<Float> {
-                    let p = src + 4 * a * stride + tx
-                    return SIMD2(p[0] + p[stride] + p[2 * stride], p[stride] - p[2 * stride] - p[3 * stride])
+        parallelFor(k, (m, y, g, images, outputTileSizes(g, outputs: k, images: images))) { channels, captures in
+            let (m, y, g, images, (tileColumns, ow, stride)) = captures
+            forEachOutputTileRow(g, channels: channels, images: images) { tile, outputRow, hasBottom in
+                let src = m + tile, top = y + outputRow
+                let done = laneBlocks { tx, lanes in 2 * (tx + lanes) <= ow } eight: {
+                    outputTiles(src, stride: stride, tx: $0, top: top, width: ow, hasBottom: hasBottom, interleave16)
+                } four: {
+                    outputTiles(src, stride: stride, tx: $0, top: top, width: ow, hasBottom: hasBottom, interleave8)
+                } two: {
+                    outputTiles(src, stride: stride, tx: $0, top: top, width: ow, hasBottom: hasBottom, interleave4)
                 }
-                let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3))
-                let upper = r0 + r1 + r2, lower = r1 - r2 - r3
-                let col = 2 * tx, hasRight = col + 1 < ow
-                top[col] = upper[0]
-                if hasRight { top[col + 1] = upper[1] }
-                if hasBottom {
-                    top[ow + col] = lower[0]
-                    if hasRight { top[ow + col + 1] = lower[1] }
+                for tx in done..<tileColumns {
+                    // Aᵀ along each row of m (two columns out of four), then down the columns.
+                    @inline(__always) func row(_ a: Int) -> SIMD2<Float> {
+                        let p = src + 4 * a * stride + tx
+                        return SIMD2(p[0] + p[stride] + p[2 * stride], p[stride] - p[2 * stride] - p[3 * stride])
+                    }
+                    let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3))
+                    let upper = r0 + r1 + r2, lower = r1 - r2 - r3
+                    let col = 2 * tx, hasRight = col + 1 < ow
+                    top[col] = upper[0]
+                    if hasRight { top[col + 1] = upper[1] }
+                    if hasBottom {
+                        top[ow + col] = lower[0]
+                        if hasRight { top[ow + col + 1] = lower[1] }
+                    }
                 }
             }
         }
     }
 
-    /// Visits every row of output tiles of `images`, the output channels split over the
-    /// workers: `body(tile, row, hasBottom)` gets the row's first tile in a `[K, tiles]`
-    /// slice, its top output row in `[K, N, Ho, Wo]`, and whether a second output row exists.
+    /// The tile columns, output width and position stride of `[ξ, K, tiles]` that the
+    /// output transforms of `images` use.
+    private static func outputTileSizes(_ g: ConvGeometry, outputs k: Int, images: Range<Int>)
+        -> (tileColumns: Int, ow: Int, stride: Int) {
+        (g.tileColumns, g.outWidth, positionStride(k * images.count * g.tilesPerImage))
+    }
+
+    /// Visits every row of output tiles of `images` in the output channels `channels` (a
+    /// worker's share): `body(tile, row, hasBottom)` gets the row's first tile in a
+    /// `[K, tiles]` slice, its top output row in `[K, N, Ho, Wo]`, and whether a second
+    /// output row exists.
+    ///
+    /// Callers pass `body` as a literal inside their `parallelFor` closure, so it inlines
+    /// into the loop, as im2col's `forEachColumnRow` does.
     @inline(__always)
-    private static func forEachOutputTileRow(_ g: ConvGeometry, outputs k: Int, images: Range<Int>,
+    private static func forEachOutputTileRow(_ g: ConvGeometry, channels: Range<Int>, images: Range<Int>,
                                              _ body: (_ tile: Int, _ row: Int, _ hasBottom: Bool) -> Void) {
         let tiles = images.count * g.tilesPerImage, (oh, ow) = (g.outHeight, g.outWidth)
-        parallelFor(k) { channels in
-            for kk in channels {
-                for n in images {
-                    for ty in 0..<g.tileRows {
-                        body(kk * tiles + ((n - images.lowerBound) * g.tileRows + ty) * g.tileColumns,
-                             (kk * g.batch + n) * oh * ow + 2 * ty * ow, 2 * ty + 1 < oh)
-                    }
+        for kk in channels {
+            for n in images {
+                for ty in 0..<g.tileRows {
+                    body(kk * tiles + ((n - images.lowerBound) * g.tileRows + ty) * g.tileColumns,
+                         (kk * g.batch + n) * oh * ow + 2 * ty * ow, 2 * ty + 1 < oh)
                 }
             }
         }
@@ -286,33 +309,34 @@ extension Kernels {
     /// ``winogradOutput(_:_:_:outputs:images:)``. Output channels are split over the workers.
     static func winogradOutputGradient(_ dy: UnsafePointer<Float>, _ u: UnsafeMutablePointer<Float>, _ g: ConvGeometry,
                                        outputs k: Int, images: Range<Int>) {
-        let (tileColumns, ow) = (g.tileColumns, g.outWidth)
-        let stride = positionStride(k * images.count * g.tilesPerImage)
-        forEachOutputTileRow(g, outputs: k, images: images) { tile, outputRow, hasBottom in
-            let out = u + tile, top = dy + outputRow
-            let done = laneBlocks { tx, lanes in 2 * (tx + lanes) <= ow } eight: {
-                outputGradientTiles(top, tx: $0, width: ow, hasBottom: hasBottom, into: out, stride: stride, split16)
-            } four: {
-                outputGradientTiles(top, tx: $0, width: ow, hasBottom: hasBottom, into: out, stride: stride, split8)
-            } two: {
-                outputGradientTiles(top, tx: $0, width: ow, hasBottom: hasBottom, into: out, stride: stride, split4)
-            }
-            for tx in done..<tileColumns {
-                let col = 2 * tx, hasRight = col + 1 < ow
-                let g0 = SIMD2(top[col], hasRight ? top[col + 1] : 0)
-                let g1 = hasBottom ? SIMD2(top[ow + col], hasRight ? top[ow + col + 1] : 0) : .zero
-                // A down the columns, then along each row.
-                @inline(__always) func store(_ a: Int, _ r: SIMD2<Float>) {
-                    let o = out + 4 * a * stride + tx
-                    o[0] = r[0]
-                    o[stride] = r[0] + r[1]
-                    o[2 * stride] = r[0] - r[1]
-                    o[3 * stride] = -r[1]
+        parallelFor(k, (dy, u, g, images, outputTileSizes(g, outputs: k, images: images))) { channels, captures in
+            let (dy, u, g, images, (tileColumns, ow, stride)) = captures
+            forEachOutputTileRow(g, channels: channels, images: images) { tile, outputRow, hasBottom in
+                let out = u + tile, top = dy + outputRow
+                let done = laneBlocks { tx, lanes in 2 * (tx + lanes) <= ow } eight: {
+                    outputGradientTiles(top, tx: $0, width: ow, hasBottom: hasBottom, into: out, stride: stride, split16)
+                } four: {
+                    outputGradientTiles(top, tx: $0, width: ow, hasBottom: hasBottom, into: out, stride: stride, split8)
+                } two: {
+                    outputGradientTiles(top, tx: $0, width: ow, hasBottom: hasBottom, into: out, stride: stride, split4)
                 }
-                store(0, g0)
-                store(1, g0 + g1)
-                store(2, g0 - g1)
-                store(3, -g1)
+                for tx in done..<tileColumns {
+                    let col = 2 * tx, hasRight = col + 1 < ow
+                    let g0 = SIMD2(top[col], hasRight ? top[col + 1] : 0)
+                    let g1 = hasBottom ? SIMD2(top[ow + col], hasRight ? top[ow + col + 1] : 0) : .zero
+                    // A down the columns, then along each row.
+                    @inline(__always) func store(_ a: Int, _ r: SIMD2<Float>) {
+                        let o = out + 4 * a * stride + tx
+                        o[0] = r[0]
+                        o[stride] = r[0] + r[1]
+                        o[2 * stride] = r[0] - r[1]
+                        o[3 * stride] = -r[1]
+                    }
+                    store(0, g0)
+                    store(1, g0 + g1)
+                    store(2, g0 - g1)
+                    store(3, -g1)
+                }
             }
         }
     }

@@ -1,9 +1,16 @@
 import Foundation
 
-/// The threads behind ``Kernels/parallelFor(_:grain:workers:_:)``: started once, then
+/// The threads behind ``Kernels/parallelFor(_:grain:workers:_:_:)``: started once, then
 /// parked on a condition variable between calls. A step makes thousands of parallel
-/// calls, and `DispatchQueue.concurrentPerform` allocates on every one of them; handing a
-/// stack closure to threads that already exist allocates nothing.
+/// calls, and `DispatchQueue.concurrentPerform` allocates on every one of them; handing
+/// a call to threads that already exist allocates nothing.
+///
+/// Nothing, because a call reaches the threads as a pointer to a ``Job`` on the caller's
+/// stack and the job's metatype (a word and a witness table), never as a closure: Swift
+/// cannot hand a non-escaping closure to another thread without boxing it
+/// (`withoutActuallyEscaping` allocates its context on every call), and an escaping closure
+/// that captures anything is heap-allocated. The job's `body` captures nothing (its state
+/// travels in `captures`), so it has no context to allocate.
 ///
 /// The calling thread takes tasks too, so `n` tasks need `n − 1` pool threads. A call
 /// made while the pool is busy (from inside a task, or from a second thread running a
@@ -18,7 +25,9 @@ final class WorkerPool: @unchecked Sendable {
     /// Signalled when a call publishes tasks, and when the last task of a call finishes.
     private let published = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     private let finished = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-    private var task: ((Int) -> Void)?
+    /// The current call's job, on its caller's stack, and the type that runs its tasks.
+    private var job: UnsafeRawPointer?
+    private var jobType: (any ErasedJob.Type)?
     private var taskCount = 0
     private var nextTask = 0
     private var unfinished = 0
@@ -33,31 +42,35 @@ final class WorkerPool: @unchecked Sendable {
         pthread_cond_init(finished, nil)
     }
 
-    /// Runs `body(i)` for every `i` in `0..<count`, in parallel, and returns when all are done.
-    func run(_ count: Int, _ body: (Int) -> Void) {
+    /// Splits `0..<count` into `workers` contiguous ranges and runs `body(range, captures)`
+    /// on each, in parallel; returns when all are done. `body` must capture nothing, as in
+    /// ``Kernels/parallelFor(_:grain:workers:_:_:)``.
+    func run<Captures>(_ count: Int, workers: Int, _ captures: Captures,
+                       _ body: @escaping (Range<Int>, Captures) -> Void) {
+        let job = Job(count: count, workers: workers, captures: captures, body: body)
         pthread_mutex_lock(mutex)
-        if busy || count < 2 {
+        if busy || workers < 2 {
             pthread_mutex_unlock(mutex)
-            for i in 0..<count { body(i) }
+            for w in 0..<workers { job.run(w) }
             return
         }
         busy = true
-        while threads < count - 1 {
+        while threads < workers - 1 {
             threads += 1
             let thread = Thread { [self] in park() }
             thread.name = "BLASNet worker \(threads)"
             thread.start()
         }
-        withoutActuallyEscaping(body) { body in
-            (task, taskCount, nextTask, unfinished) = (body, count, 0, count)
+        withUnsafePointer(to: job) { job in
+            (self.job, jobType, taskCount, nextTask, unfinished) = (UnsafeRawPointer(job), Job<Captures>.self, workers, 0, workers)
             generation += 1
             pthread_cond_broadcast(published)
             pthread_mutex_unlock(mutex)
             work()
             pthread_mutex_lock(mutex)
             while unfinished > 0 { pthread_cond_wait(finished, mutex) }
-            // The closure must not outlive this block: no thread holds it any more.
-            task = nil
+            // The pointer must not outlive this block: no thread holds it any more.
+            (self.job, jobType) = (nil, nil)
         }
         busy = false
         pthread_mutex_unlock(mutex)
@@ -87,18 +100,40 @@ final class WorkerPool: @unchecked Sendable {
     }
 
     /// Runs one task of the current call, if one is left. A separate function so that its
-    /// reference to the closure ends before the task is counted finished.
+    /// use of the job's pointer ends before the task is counted finished.
     @inline(never)
     private func runNextTask() -> Bool {
         pthread_mutex_lock(mutex)
-        guard nextTask < taskCount, let task else {
+        guard nextTask < taskCount, let job, let jobType else {
             pthread_mutex_unlock(mutex)
             return false
         }
         let i = nextTask
         nextTask += 1
         pthread_mutex_unlock(mutex)
-        task(i)
+        jobType.run(job, i)
         return true
+    }
+}
+
+/// A job with its type erased, so the pool's fields can hold any: the metatype of a
+/// ``Job`` runs task `task` of the job `job` points to.
+private protocol ErasedJob {
+    static func run(_ job: UnsafeRawPointer, _ task: Int)
+}
+
+/// One call of ``WorkerPool/run(_:workers:_:_:)``: task `w` is `body` on the `w`-th of
+/// `workers` contiguous ranges of `0..<count`.
+private struct Job<Captures>: ErasedJob {
+    let count: Int, workers: Int
+    let captures: Captures
+    let body: (Range<Int>, Captures) -> Void
+
+    func run(_ w: Int) {
+        body((count * w / workers)..<(count * (w + 1) / workers), captures)
+    }
+
+    static func run(_ job: UnsafeRawPointer, _ task: Int) {
+        job.assumingMemoryBound(to: Job.self).pointee.run(task)
     }
 }
