@@ -188,9 +188,9 @@ extension Kernels {
             // In one band the rows outside the plane are the same for every plane: zeroed once.
             let banded = bandTileRows < tileRows
             let (top, left) = g.window.padding
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: (2 * bandTileRows + 2) * paddedWidth) { buffer in
-                let padded = buffer.baseAddress!
-                padded.initialize(repeating: 0, count: buffer.count)
+            let bandFloats = (2 * bandTileRows + 2) * paddedWidth
+            ThreadScratch.withFloats(bandFloats) { padded in
+                padded.initialize(repeating: 0, count: bandFloats)
                 for c in channels {
                     for n in images {
                         let plane = x + (c * g.batch + n) * planeSize
