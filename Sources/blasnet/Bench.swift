@@ -139,8 +139,8 @@ struct Bench: ParsableCommand {
             other_seconds: otherSeconds,
             gemm_seconds: gemmSeconds,
             gemm_efficiency: gemmSeconds / profiledStepSeconds, gemm_gflop: gflop, achieved_gflops: gflop / stepSeconds, peak_rss_bytes: peakBytes,
-            allocations_per_step: allocationsAfter.map { ($0.calls - allocationsBefore!.calls) / steps },
-            allocated_bytes_per_step: allocationsAfter.map { ($0.bytes - allocationsBefore!.bytes) / steps },
+            allocations_per_step: allocationsAfter.map { Double($0.calls - allocationsBefore!.calls) / Double(steps) },
+            allocated_bytes_per_step: allocationsAfter.map { Double($0.bytes - allocationsBefore!.bytes) / Double(steps) },
             layers: layers)
         if json {
             try printJSON(report)
@@ -247,9 +247,10 @@ struct BenchReport: Codable {
     var gemm_gflop: Double
     var achieved_gflops: Double
     var peak_rss_bytes: Int
-    /// Heap allocations per timed step; present when run under scripts/count-allocations.
-    var allocations_per_step: Int?
-    var allocated_bytes_per_step: Int?
+    /// Heap allocations per timed step (a mean, so that one allocation in several steps
+    /// still shows); present when run under scripts/count-allocations.
+    var allocations_per_step: Double?
+    var allocated_bytes_per_step: Double?
     var layers: [LayerReport]
 
     func printTables() {
@@ -270,7 +271,7 @@ struct BenchReport: Codable {
         print(String(format: "GEMM efficiency %.3f (sgemm-alone time ÷ profiled step time, the two alternating)", gemm_efficiency))
         print(String(format: "peak RSS      %8.1f MiB", Double(peak_rss_bytes) / 1048576))
         if let allocations_per_step, let allocated_bytes_per_step {
-            print("allocations   \(allocations_per_step) per step, \(allocated_bytes_per_step) bytes per step")
+            print("allocations   \(allocations_per_step.formatted()) per step, \(allocated_bytes_per_step.formatted()) bytes per step")
         }
     }
 }
