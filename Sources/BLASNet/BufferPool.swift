@@ -18,12 +18,11 @@ import Foundation
 /// the uniqueness check's acquire) but which happens inside the uninstrumented runtime.
 ///
 /// `@unchecked Sendable`: `sizes` and the size classes' lists are read and written only
-/// with `lock` held. The lock is an `NSLock`, not Synchronization's `Mutex`: a contended
-/// `Mutex` on Linux waits in a priority-inheritance futex inside the uninstrumented
-/// runtime, so ThreadSanitizer sees no ordering between two holders and reports the
-/// pool's own accesses as races; `NSLock` is a pthread mutex, which it follows.
+/// with `lock` held.
 public final class BufferPool: @unchecked Sendable {
     static let shared = BufferPool()
+
+    private init() {}
 
     /// Storages kept per size; beyond this many in use at once (far more than a step
     /// makes) they are not pooled and go back to the system with their last tensor.
@@ -108,18 +107,25 @@ public final class BufferPool: @unchecked Sendable {
     /// Returns the memory of every storage no tensor uses to the system (for example after
     /// training, before a long-lived process does something else).
     public static func releaseCachedMemory() {
-        shared.lock.withLock {
-            for size in shared.sizes.values {
-                for i in size.storages.indices where isKnownUniquelyReferenced(&size.storages[i]) {
-                    size.storages[i] = nil
+        // Freed after the lock is released: other threads need not wait for the system.
+        let idle = shared.lock.withLock {
+            shared.sizes.values.flatMap { size in
+                size.storages.indices.compactMap { i -> TensorStorage? in
+                    guard isKnownUniquelyReferenced(&size.storages[i]) else { return nil }
+                    defer { size.storages[i] = nil }
+                    return size.storages[i]
                 }
             }
         }
+        withExtendedLifetime(idle) {}
     }
 }
 
 /// Whether the process runs under AddressSanitizer or ThreadSanitizer (`scripts/sanitize`),
 /// whose runtimes then define their entry points.
 enum Sanitizer {
-    static let isActive = ["__asan_init", "__tsan_init"].contains { (name: String) in dlsym(dlopen(nil, RTLD_LAZY), name) != nil }
+    static let isActive = {
+        let process = dlopen(nil, RTLD_LAZY)
+        return dlsym(process, "__asan_init") != nil || dlsym(process, "__tsan_init") != nil
+    }()
 }

@@ -119,7 +119,8 @@ public struct Tensor: @unchecked Sendable {
         rhs.withUnsafePointer { r in lhs.withUnsafeMutablePointer { Kernels.accumulate(r, into: $0, count: count) } }
     }
 
-    /// Whether no other tensor shares this one's memory (tests use it to see what layers keep).
+    /// Whether no other tensor shares this one's memory, so that a write needs no copy
+    /// (the pool's own reference does not count).
     mutating func isUniquelyReferenced() -> Bool { BufferPool.shared.isUniquelyReferenced(&storage) }
 
     /// Raw read-only access to the elements for kernels.

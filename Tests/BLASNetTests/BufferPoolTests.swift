@@ -34,6 +34,19 @@ struct BufferPoolTests {
         #expect(again.shape == [7, 313] && again.scalars.allSatisfy { $0 == 2 })
     }
 
+    /// Releasing the cache frees only storages no tensor uses, and the pool serves new
+    /// tensors of that size afterwards (into the holes it left).
+    @Test func releasingTheCacheKeepsTensorsInUse() {
+        let kept = Tensor(shape: [3, 307], repeating: 5)
+        let address = kept.withUnsafePointer { $0 }
+        _ = Self.released([3, 307])
+        BufferPool.releaseCachedMemory()
+        let a = Tensor(shape: [3, 307], repeating: 1), b = Tensor(shape: [307, 3], repeating: 2)
+        #expect(a.withUnsafePointer { $0 } != address && b.withUnsafePointer { $0 } != address)
+        #expect(kept.scalars.allSatisfy { $0 == 5 } && a.scalars.allSatisfy { $0 == 1 } && b.scalars.allSatisfy { $0 == 2 })
+        #expect(a.shape == [3, 307] && b.shape == [307, 3])
+    }
+
     /// The pool keeps a reference to every storage it handed out; it must neither hand out
     /// one a tensor still uses nor make a tensor that is the only user copy before a write.
     @Test func theOnlyTensorOfAStorageWritesInPlaceAndSharedOnesCopy() {

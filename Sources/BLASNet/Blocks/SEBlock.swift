@@ -59,7 +59,7 @@ public final class SEBlock: Module {
             x.withUnsafePointer { xp in ds.withUnsafeMutablePointer { Kernels.planeDots(g, xp, $0, planes: planes, planeSize: planeSize) } }
         }
         // The squeeze (a global mean) passes each plane's gradient back spread evenly over
-        // it: dx = dy·s + dSqueezed/(H·W) in one pass, where the pool's own backward would
+        // it: dx = dy·s + dSqueezed/(H·W) in one pass, where AdaptiveAvgPool2d's backward would
         // write a second full-size tensor to add (two passes more over the activation).
         var spread = try fc1.backward(relu.backward(fc2.backward(gate.backward(ds))))
         spread.withUnsafeMutablePointer { p in

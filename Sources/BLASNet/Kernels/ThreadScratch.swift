@@ -12,10 +12,12 @@ enum ThreadScratch {
         return key
     }()
 
-    private static let header = MemoryLayout<Float>.stride * 4
+    /// Room for the capacity (an `Int`) that keeps the floats after it 16-byte aligned, as malloc's block is.
+    private static let header = 16
 
     /// Runs `body` with this thread's scratch of at least `count` floats, whose contents
-    /// are whatever an earlier call left.
+    /// are whatever an earlier call left. Not reentrant: `body` must not call it again,
+    /// since a larger request frees the buffer it is using.
     static func withFloats<R>(_ count: Int, _ body: (UnsafeMutablePointer<Float>) throws -> R) rethrows -> R {
         var block = pthread_getspecific(key)
         if block == nil || block!.load(as: Int.self) < count {
@@ -25,6 +27,6 @@ enum ThreadScratch {
             block.storeBytes(of: count, as: Int.self)
             pthread_setspecific(key, block)
         }
-        return try body((block! + header).assumingMemoryBound(to: Float.self))
+        return try body((block! + header).bindMemory(to: Float.self, capacity: block!.load(as: Int.self)))
     }
 }
