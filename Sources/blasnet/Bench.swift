@@ -35,7 +35,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Batch to use (.safetensors with `input` [N, C, H, W] and `target` [N]) instead of random data; its N, H and W replace --batch and --input, and its C must be the model's input channels.")
     var data: String?
 
-    @Option(help: "How 3×3 stride-1 convolutions run: automatic (Winograd where it pays), winograd (F(2×2, 3×3)) or im2col.")
+    @Option(help: "How 3×3 stride-1 convolutions run: automatic (F(2×2, 3×3) Winograd where it pays, else im2col), winograd (F(2×2, 3×3)), winograd4x4 (F(4×4, 3×3): fewer flops, about 10× the rounding error of im2col) or im2col.")
     var convAlgorithm: ConvolutionAlgorithm = .automatic
 
     @Flag(help: "Print one JSON object instead of tables.")

@@ -19,15 +19,20 @@ struct LayerGradientTests {
         try GradientCheck.check(conv, input: GradientCheck.random([3, 2, 7, 6], seed: 2))
     }
 
-    /// Planes past ``Kernels/paddedBandFloats`` (301×300: 302-float rows, bands of 107 tile
-    /// rows) go through Winograd's input transform a band at a time, the last band short:
-    /// every padding, against im2col.
-    @Test(arguments: [0, 1, 2])
-    func conv2dWinogradTakesWidePlanesInBands(padding: Int) throws {
+    /// Both Winograd tile sizes, and how far each may be from im2col relative to the
+    /// largest output: F(4×4, 3×3)'s transforms scale by up to 8 and 1/24.
+    static let winogradTolerances: [(ConvolutionAlgorithm, Float)] = [(.winograd, 2e-6), (.winograd4x4, 2e-5)]
+
+    /// Planes past ``Kernels/paddedBandFloats`` (301×300: F(2×2, 3×3) has 302-float rows
+    /// in bands of 107 tile rows, F(4×4, 3×3) 324-float rows in bands of 50) go through
+    /// Winograd's input transform a band at a time, the last band short: every padding,
+    /// against im2col.
+    @Test(arguments: [0, 1, 2], winogradTolerances)
+    func conv2dWinogradTakesWidePlanesInBands(padding: Int, _ algorithm: (ConvolutionAlgorithm, Float)) throws {
         var rng1 = SeededGenerator(seed: 51), rng2 = SeededGenerator(seed: 51)
         let winograd = try Conv2d(2, 3, kernelSize: 3, padding: padding, rng: &rng1)
         let im2col = try Conv2d(2, 3, kernelSize: 3, padding: padding, rng: &rng2)
-        (winograd.algorithm, im2col.algorithm) = (.winograd, .im2col)
+        (winograd.algorithm, im2col.algorithm) = (algorithm.0, .im2col)
         let x = GradientCheck.random([2, 1, 301, 300], seed: 52)
         let (y1, y2) = (try winograd.forward(x), try im2col.forward(x))
         let dy = GradientCheck.random(y1.shape, seed: 53)
@@ -35,7 +40,7 @@ struct LayerGradientTests {
         for (a, b) in [(y1, y2), (dx1, dx2), (try winograd.weight.requiredGrad(), try im2col.weight.requiredGrad())] {
             #expect(a.shape == b.shape)
             let scale = b.scalars.map(abs).max() ?? 0
-            #expect(zip(a.scalars, b.scalars).allSatisfy { abs($0 - $1) <= 2e-6 * max(1, scale) })
+            #expect(zip(a.scalars, b.scalars).allSatisfy { abs($0 - $1) <= algorithm.1 * max(1, scale) })
         }
     }
 
@@ -55,18 +60,21 @@ struct LayerGradientTests {
         try GradientCheck.check(chunked, input: x)
     }
 
-    /// Winograd F(2×2, 3×3) against im2col on the same weights: odd and even output sizes
-    /// (tiles cut at the edge; rows of 3, 7 and 19 tiles take every vector width), every
-    /// padding a 3×3 window takes (2 is the transposed convolution of padding 0), one image
-    /// per chunk, and frozen weights.
+    /// Winograd F(2×2, 3×3) and F(4×4, 3×3) against im2col on the same weights: odd and
+    /// even output sizes (tiles cut at the edge; rows of 3, 7 and 19 tiles take every
+    /// F(2×2) vector width, rows of 10 and 17 tiles F(4×4)'s whole and partial 8-tile
+    /// blocks), every padding a 3×3 window takes (2 is the transposed convolution of
+    /// padding 0), one image per chunk, and frozen weights.
     @Test(arguments: [(padding: 1, h: 7, w: 6, chunkBytes: 8 << 20), (padding: 0, h: 9, w: 8, chunkBytes: 8 << 20),
                       (padding: 2, h: 5, w: 4, chunkBytes: 1), (padding: 1, h: 9, w: 13, chunkBytes: 8 << 20),
-                      (padding: 1, h: 20, w: 37, chunkBytes: 1)])
-    func conv2dWinogradMatchesIm2col(_ c: (padding: Int, h: Int, w: Int, chunkBytes: Int)) throws {
+                      (padding: 1, h: 20, w: 37, chunkBytes: 1), (padding: 0, h: 11, w: 70, chunkBytes: 8 << 20)],
+          winogradTolerances)
+    func conv2dWinogradMatchesIm2col(_ c: (padding: Int, h: Int, w: Int, chunkBytes: Int),
+                                     _ algorithm: (ConvolutionAlgorithm, Float)) throws {
         var rng1 = SeededGenerator(seed: 43), rng2 = SeededGenerator(seed: 43)
         let winograd = try Conv2d(5, 6, kernelSize: 3, padding: c.padding, bias: true, rng: &rng1)
         let im2col = try Conv2d(5, 6, kernelSize: 3, padding: c.padding, bias: true, rng: &rng2)
-        (winograd.algorithm, im2col.algorithm) = (.winograd, .im2col)
+        (winograd.algorithm, im2col.algorithm) = (algorithm.0, .im2col)
         winograd.columnChunkBytes = c.chunkBytes
         winograd.winogradMinimumTiles = 1
         let x = GradientCheck.random([5, 3, c.h, c.w], seed: 44)
@@ -77,7 +85,7 @@ struct LayerGradientTests {
                        (try winograd.bias!.requiredGrad(), try im2col.bias!.requiredGrad())] {
             #expect(a.shape == b.shape)
             let scale = b.scalars.map(abs).max() ?? 0
-            #expect(zip(a.scalars, b.scalars).allSatisfy { abs($0 - $1) <= 2e-6 * max(1, scale) })
+            #expect(zip(a.scalars, b.scalars).allSatisfy { abs($0 - $1) <= algorithm.1 * max(1, scale) })
         }
         try GradientCheck.check(winograd, input: x)
         winograd.weight.requiresGrad = false
@@ -140,10 +148,11 @@ struct LayerGradientTests {
 
     /// An empty batch adds nothing to the weight gradient, whatever Winograd's scratch
     /// memory holds from the last call.
-    @Test func conv2dWinogradOnAnEmptyBatch() throws {
+    @Test(arguments: [ConvolutionAlgorithm.winograd, .winograd4x4])
+    func conv2dWinogradOnAnEmptyBatch(_ algorithm: ConvolutionAlgorithm) throws {
         var rng = SeededGenerator(seed: 48)
         let conv = try Conv2d(3, 4, kernelSize: 3, padding: 1, rng: &rng)
-        conv.algorithm = .winograd
+        conv.algorithm = algorithm
         _ = try conv.forward(GradientCheck.random([3, 2, 6, 6], seed: 49))
         _ = try conv.backward(GradientCheck.random([4, 2, 6, 6], seed: 50))
         conv.zeroGrad()
