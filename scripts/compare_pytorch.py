@@ -307,7 +307,7 @@ def run_framework(framework: str, case: Case, rnd: int, files: tuple[str, str], 
                 "--num-classes", str(case.num_classes), "--batch", str(case.batch),
                 "--input", str(case.height), str(case.width), "--threads", str(args.threads),
                 "--mode", case.mode, "--warmup", str(args.warmup), "--steps", str(args.steps),
-                "--weights", weights, "--data", data, "--json"]
+                "--weights", weights, "--data", data, "--conv-algorithm", args.conv_algorithm, "--json"]
         env = None
     else:
         # The reference makes exactly the two steps whose losses are checked.
@@ -527,6 +527,7 @@ def machine_facts(results: list[CaseResult]) -> dict:
 def facts_lines(f: dict, args: argparse.Namespace) -> list[str]:
     return [
         f"CPU: {f['cpu_model']} ({f['logical_cpus']} logical CPUs); {args.threads} threads per framework",
+        f"BLASNet convolutions: --conv-algorithm {args.conv_algorithm}",
         f"BLASNet: OpenBLAS {f['openblas_core'] or '?'} ({f['openblas_config'] or '?'})",
         f"PyTorch: {f['torch_version']}, mkldnn (oneDNN) available: {f['torch_mkldnn_available']}, "
         f"MKL available: {f['torch_mkl_available']}, BLAS: {f['torch_blas'] or '?'}",
@@ -633,6 +634,8 @@ def main() -> int:
                              "10 for the cifar stem, else 1000.  With --custom and no --case, only the custom cases run")
     parser.add_argument("--list", action="store_true", help="list the selected cases and exit")
     parser.add_argument("--threads", type=int, default=2, help="threads for both frameworks (default 2)")
+    parser.add_argument("--conv-algorithm", choices=("automatic", "winograd", "winograd4x4", "im2col"), default="automatic",
+                        help="BLASNet's 3x3 stride-1 convolutions (blasnet bench --conv-algorithm; default automatic)")
     parser.add_argument("--rounds", type=int, help="alternating rounds per case (default 3; --quick: 1)")
     parser.add_argument("--warmup", type=int, help="untimed steps per run (default 1; --quick: 1)")
     parser.add_argument("--steps", type=int, help="timed steps per run, median reported (default 5; --quick: 2)")
@@ -713,7 +716,8 @@ def main() -> int:
     if args.json:
         payload = {
             "machine": facts,
-            "settings": {k: getattr(args, k) for k in ("threads", "rounds", "warmup", "steps", "seed", "loss_tolerance")}
+            "settings": {k: getattr(args, k) for k in ("threads", "conv_algorithm", "rounds", "warmup", "steps", "seed",
+                                                       "loss_tolerance")}
             | {"lr": LR, "momentum": MOMENTUM, "weight_decay": WEIGHT_DECAY, "blasnet": blasnet},
             "cases": [{"case": dataclasses.asdict(res.case) | {"name": res.case.name},
                        "summary": res.summary(args.loss_tolerance), "error": res.error,
