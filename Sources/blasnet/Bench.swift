@@ -12,7 +12,7 @@ struct Bench: ParsableCommand {
     enum Mode: String, ExpressibleByArgument, CaseIterable { case train, inference }
 
     @OptionGroup var model: ModelOptions
-    @OptionGroup var threading: ThreadOptions
+    @OptionGroup var compute: ComputeOptions
 
     @Option(parsing: .upToNextOption, help: "Input height and width.")
     var input: [Int] = [224, 224]
@@ -34,9 +34,6 @@ struct Bench: ParsableCommand {
 
     @Option(help: "Batch to use (.safetensors with `input` [N, C, H, W] and `target` [N]) instead of random data; its N, H and W replace --batch and --input, and its C must be the model's input channels.")
     var data: String?
-
-    @Option(help: "How 3×3 stride-1 convolutions run: automatic (F(2×2, 3×3) Winograd where it pays, else im2col), winograd (F(2×2, 3×3)), winograd4x4 (F(4×4, 3×3): fewer flops, about 10× the rounding error of im2col) or im2col.")
-    var convAlgorithm: ConvolutionAlgorithm = .automatic
 
     @Flag(help: "Print one JSON object instead of tables.")
     var json = false
@@ -65,9 +62,9 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         if distributed { return try runDistributed() }
-        threading.apply()
+        compute.apply()
         let net = try weights.map { try model.makeModel(loading: SafeTensorsFile(contentsOf: $0), path: $0) } ?? model.makeModel()
-        net.setConvolutionAlgorithm(convAlgorithm)
+        compute.configure(net)
         let (x, targets) = try batchTensors(count: batch, for: net)
         let sgd = try SGD(net.parameters(), learningRate: 0.01, momentum: 0.9, weightDecay: 1e-4)
         if mode == .train { net.train() } else { net.eval() }

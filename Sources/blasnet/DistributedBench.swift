@@ -9,12 +9,12 @@ extension Bench {
     func runDistributed() throws {
         let processes = try MPIProcessGroup()
         processes.reportFromRootOnly()
-        threading.apply(processes: processes)
+        compute.apply(processes: processes)
         guard batch % processes.size == 0 else {
             throw ValidationError("--batch \(batch) does not split evenly over \(processes.size) processes")
         }
         let net = try weights.map { try model.makeModel(loading: SafeTensorsFile(contentsOf: $0), path: $0) } ?? model.makeModel()
-        net.setConvolutionAlgorithm(convAlgorithm)
+        compute.configure(net)
         let (x, targets) = try batchTensors(count: batch / processes.size, for: net)
         let parallel = MPIDataParallel(group: processes)
         if syncBn { for case let norm as BatchNorm in net.modules { norm.synchronization = processes } }

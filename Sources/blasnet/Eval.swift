@@ -34,14 +34,14 @@ struct Eval: ParsableCommand {
     @Option(parsing: .unconditional, help: "Images per forward pass.")
     var batchSize = 500
 
-    @OptionGroup var threading: ThreadOptions
+    @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
         guard batchSize > 0 else { throw ValidationError("--batch-size must be positive, got \(batchSize)") }
     }
 
     func run() throws {
-        threading.apply()
+        compute.apply()
         let file = try SafeTensorsFile(contentsOf: weights)
         let meta = file.metadata
         let datasetName = try dataset ?? meta["dataset"].map {
@@ -71,6 +71,7 @@ struct Eval: ParsableCommand {
                                stem: stem, width: width, norm: norm,
                                headGrid: headGrid, seed: 0)
         try model.loadStateDict(file.withoutOptimizerState)
+        compute.configure(model)
         let loader = try DataLoader(dataset: testSet, batchSize: batchSize, shuffle: false, seed: 0, mean: mean, std: std)
         let result = try Trainer.evaluate(model, on: loader, numClasses: testSet.numClasses)
         print(String(format: "%@ on %@ test split (%d images): accuracy %.2f%%, loss %.4f",

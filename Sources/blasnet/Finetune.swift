@@ -67,7 +67,7 @@ struct Finetune: ParsableCommand {
     @Option(parsing: .unconditional, help: "Seed for sampling, the new head, batch order.")
     var seed: UInt64 = 0
 
-    @OptionGroup var threading: ThreadOptions
+    @OptionGroup var compute: ComputeOptions
 
     @Option(help: "Where to write finetuned.safetensors (created if needed).")
     var out = "runs/finetune"
@@ -94,7 +94,7 @@ struct Finetune: ParsableCommand {
     }
 
     func run() throws {
-        threading.apply()
+        compute.apply()
         let outputDirectory = try OutputDirectory.prepare(out)
         let file = try SafeTensorsFile(contentsOf: weights)
         let meta = file.metadata
@@ -161,6 +161,7 @@ struct Finetune: ParsableCommand {
                          width: model.width, norm: model.normalization, headGrid: grid, seed: seed)
             : model
         try chosen.apply(to: net)
+        compute.configure(net)
         let trainable = net.namedParameters().filter(\.parameter.requiresGrad).count
         print("strategy \(chosen): \(trainable) of \(net.namedParameters().count) parameter tensors train, \(trainSet.count) images")
 

@@ -14,7 +14,7 @@ struct Run: ParsableCommand {
     )
 
     @OptionGroup var model: ModelOptions
-    @OptionGroup var threading: ThreadOptions
+    @OptionGroup var compute: ComputeOptions
 
     @Option(help: "Weights by PyTorch state_dict name (.safetensors).")
     var weights: String
@@ -35,8 +35,9 @@ struct Run: ParsableCommand {
         try loss.checkFocalOptions(for: lossName)
         let lossFunction = try LossOptions.make(lossName, focalGamma: loss.focalGamma, focalAlpha: loss.focalAlpha,
                                                 labelSmoothing: 0)
-        threading.apply()
+        compute.apply()
         let net = try model.makeModel(loading: SafeTensorsFile(contentsOf: weights), path: weights)
+        compute.configure(net)
         let batch = try SafeTensorsFile(contentsOf: input)
         guard let x = batch["input"] else { throw BLASNetError.invalidArgument("\(input): no tensor named 'input'") }
         var results: [(name: String, tensor: SafeTensor)] = []

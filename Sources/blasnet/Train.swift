@@ -92,7 +92,7 @@ struct Train: ParsableCommand {
     @Option(parsing: .unconditional, help: "Seed for initialization, batch order and augmentation (default: \(quick.seed)).")
     var seed: UInt64?
 
-    @OptionGroup var threading: ThreadOptions
+    @OptionGroup var compute: ComputeOptions
 
     @Option(help: "Directory for metrics, chart and checkpoints, created if needed (default: runs/latest, or the --resume directory).")
     var out: String?
@@ -145,7 +145,7 @@ struct Train: ParsableCommand {
     func run() throws {
         let processes = distributed ? try MPIProcessGroup() : nil
         processes?.reportFromRootOnly()
-        threading.apply(processes: processes)
+        compute.apply(processes: processes)
         let checkpoint = try resume.map { directory in
             let path = Self.checkpointPath(directory)
             guard let processes else { return try TrainingCheckpoint(contentsOf: path) }
@@ -161,6 +161,7 @@ struct Train: ParsableCommand {
         if let resume, !resumesInPlace { try run.adoptBest(from: resume) }
         try run.synchronizeWithRoot()
         run.trainer.skipNonFinite = skipNonfinite
+        compute.configure(run.trainer.model)
         Interruption.install()
         try run.train()
         processes?.finalize()

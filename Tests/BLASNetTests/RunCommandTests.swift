@@ -82,6 +82,28 @@ struct RunCommandTests {
                                 floor: PyTorchParityTests.outputFloor)
     }
 
+    /// `--conv-algorithm` reaches every convolution: F(4×4, 3×3) still matches PyTorch,
+    /// yet rounds differently from the default's F(2×2, 3×3) (were the flag dropped, the
+    /// two runs would agree bit for bit); an unknown algorithm is refused by name.
+    @Test func convolutionAlgorithmFlag() throws {
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let fixture = try PyTorchParityTests.Fixture("seresnet18_cifar")
+        var logits: [[Float]] = []
+        for algorithm in ["automatic", "winograd4x4"] {
+            let result = try Self.run(base + ["--train", "--conv-algorithm", algorithm])
+            #expect(result.status == 0, "\(result.stderr)")
+            let out = try SafeTensorsFile(contentsOf: output)
+            let y = try #require(out["logits"]).floats()
+            try fixture.expectClose(y, "train.logits", floor: PyTorchParityTests.outputFloor)
+            try fixture.expectClose(try #require(out["grad.layer1.0.conv2.weight"]).floats(), "train.gradsample.layer1.0.conv2.weight",
+                                    floor: PyTorchParityTests.gradientFloor)
+            logits.append(y.scalars)
+        }
+        #expect(logits[0] != logits[1])
+        let bad = try Self.run(base + ["--conv-algorithm", "fast"])
+        #expect(bad.status != 0 && bad.stderr.contains("winograd4x4"), "\(bad.stderr)")
+    }
+
     @Test func groupNormAndFocalLoss() throws {
         defer { try? FileManager.default.removeItem(at: dir) }
         let fixture = try PyTorchParityTests.Fixture(.resnet18, .group(32))

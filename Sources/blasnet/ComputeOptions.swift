@@ -3,10 +3,13 @@ import BLASNet
 import BLASNetDistributed
 import Foundation
 
-/// `--threads`, shared by the commands that compute.
-struct ThreadOptions: ParsableArguments {
+/// `--threads` and `--conv-algorithm`, shared by the commands that compute.
+struct ComputeOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "Worker threads for the sgemms and kernels (default: OpenBLAS's choice, one per core; under MPI, train --distributed and bench --distributed, the cores divided among the ranks on each machine).")
     var threads: Int?
+
+    @Option(help: "How 3×3 stride-1 convolutions run: automatic (F(2×2, 3×3) Winograd where it pays, else im2col), winograd (F(2×2, 3×3)), winograd4x4 (F(4×4, 3×3): fewer flops, several times the rounding error of im2col) or im2col.")
+    var convAlgorithm: ConvolutionAlgorithm = .automatic
 
     func validate() throws {
         if let threads, threads <= 0 { throw ValidationError("--threads must be positive, got \(threads)") }
@@ -24,6 +27,11 @@ struct ThreadOptions: ParsableArguments {
         } else if let processes {
             BLAS.threads = processes.coresPerProcess
         }
+    }
+
+    /// Sets `--conv-algorithm` on every convolution of `model`.
+    func configure(_ model: Module) {
+        model.setConvolutionAlgorithm(convAlgorithm)
     }
 }
 
