@@ -213,7 +213,7 @@ extension Kernels {
             let left = g.window.padding.w
             switch tile {
             case .f2x2:
-                forEachPatchRow(x, g, tile, paddedWidth: 2 * tileColumns + 2, channels: channels, images: images) { dst, src, _ in
+                forEachPatchRow(x, g, .f2x2, paddedWidth: 2 * tileColumns + 2, channels: channels, images: images) { dst, src, _ in
                     if let src { (dst + left).update(from: src, count: g.width) } else { (dst + left).update(repeating: 0, count: g.width) }
                 } _: { patch, width, out, _ in
                     inputTileRow(patch, width: width, tileColumns: tileColumns, into: v + out, stride: stride)
@@ -221,7 +221,7 @@ extension Kernels {
             case .f4x4:
                 let phase = winograd4x4PhaseFloats(tileColumns: tileColumns)
                 // Scratch: six rows of Bᵀ·d, then a staging row for the phase split.
-                forEachPatchRow(x, g, tile, paddedWidth: 4 * phase, scratchFloats: 7 * 4 * phase, channels: channels,
+                forEachPatchRow(x, g, .f4x4, paddedWidth: 4 * phase, scratchFloats: 7 * 4 * phase, channels: channels,
                                 images: images) { dst, src, scratch in
                     splitPhases(src, count: g.width, offset: left, phase: phase, tileColumns: tileColumns,
                                 staging: scratch + 6 * 4 * phase, into: dst)
