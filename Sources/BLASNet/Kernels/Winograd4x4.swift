@@ -48,7 +48,8 @@ extension Kernels {
         return (x0, e + o, e - o, e4 + o2, e4 - o2, x3)
     }
 
-    // 1/4 and 1/6 of G, rounded once; the transform's own error is far larger.
+    // G's sixths, twelfths and twenty-fourths as multipliers (each rounded once) rather than
+    // divisors, which are slower: the transform's own rounding dwarfs theirs.
     private static let sixth: Float = 1.0 / 6, twelfth: Float = 1.0 / 12, twentyFourth: Float = 1.0 / 24
 
     /// `G·x` for a column `x` of three.
@@ -185,7 +186,7 @@ extension Kernels {
                     outputRowPass(m + tile, stride: stride, phase: phase, tileColumns: tileColumns, into: t)
                     // Aᵀ down the columns.
                     columnPass(t, phase: phase, tileColumns: tileColumns, into: rows4) { mulAT(($0(0), $0(1), $0(2), $0(3), $0(4), $0(5))) }
-                    mergePhases(rows4, phase: phase, rows: rows, tileColumns: tileColumns, into: y, row: outputRow, width: ow,
+                    mergePhases(rows4, phase: phase, rows: rows, tileColumns: tileColumns, into: y, row: outputRow, outputWidth: ow,
                                 channelEnd: (outputRow / plane + 1) * plane)
                 }
             }
@@ -213,14 +214,14 @@ extension Kernels {
         }
     }
 
-    /// Writes the first `rows` phase-split rows at `src` as output rows `row`, `row + width`, …
-    /// of `y`. Whole tiles, four floats each, even past the row's end into rows this worker
+    /// Writes the first `rows` phase-split rows at `src` as the output rows that start at
+    /// `row`, `row + outputWidth`, … of `y`. Whole tiles, four floats each, even past the row's end into rows this worker
     /// writes later; float by float only where that would leave the channel.
     @inline(never)
     private static func mergePhases(_ src: UnsafePointer<Float>, phase: Int, rows: Int, tileColumns: Int,
-                                    into y: UnsafeMutablePointer<Float>, row: Int, width: Int, channelEnd: Int) {
+                                    into y: UnsafeMutablePointer<Float>, row: Int, outputWidth: Int, channelEnd: Int) {
         for i in 0..<rows {
-            let start = row + i * width, p = src + i * 4 * phase
+            let start = row + i * outputWidth, p = src + i * 4 * phase
             if start + 4 * ((tileColumns + 3) & ~3) <= channelEnd {
                 // Four tiles at a time: a 4×4 transpose.
                 for tx in Swift.stride(from: 0, to: tileColumns, by: 4) {
@@ -234,7 +235,7 @@ extension Kernels {
                     }
                 }
             } else {
-                for column in 0..<width { y[start + column] = p[(column & 3) * phase + column >> 2] }
+                for column in 0..<outputWidth { y[start + column] = p[(column & 3) * phase + column >> 2] }
             }
         }
     }
