@@ -124,6 +124,8 @@ struct Finetune: ParsableCommand {
         let model = try ResNet(arch, numClasses: pretrainedClasses, inChannels: trainSet.channels,
                                stem: stem, width: width, norm: norm,
                                headGrid: recordedGrid, seed: seed)
+        // Before the auto strategy's probe, which runs the model.
+        compute.configure(model)
         let adapted = try file.withoutOptimizerState.adaptingInputChannels(to: trainSet.channels)
         if let given = file["conv1.weight"]?.shape, given.count == 4, given[1] != trainSet.channels {
             // As timm, only RGB weights adapt (and to one channel, any of at most three).
