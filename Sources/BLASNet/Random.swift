@@ -14,6 +14,26 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
     }
+
+    /// A draw from `0..<n` by the high half of a 128-bit product (Lemire's method
+    /// without the rejection step: the bias, under n / 2⁶⁴, is far below anything a
+    /// dataset's size can show), fixed so that draws never change with the Swift version.
+    public mutating func below(_ n: Int) -> Int {
+        Int(next().multipliedFullWidth(by: UInt64(n)).high)
+    }
+}
+
+extension MutableCollection where Self: RandomAccessCollection {
+    /// Fisher–Yates with ``SeededGenerator/below(_:)`` draws: the standard library's
+    /// `shuffle(using:)` may change between Swift versions, and a seeded run (or a resumed
+    /// one) must replay the same order.
+    public mutating func seededShuffle(using rng: inout SeededGenerator) {
+        var i = count - 1
+        while i > 0 {
+            swapAt(index(startIndex, offsetBy: i), index(startIndex, offsetBy: rng.below(i + 1)))
+            i -= 1
+        }
+    }
 }
 
 extension Tensor {

@@ -29,6 +29,37 @@ struct AtomicFileTests {
         #expect(!FileManager.default.fileExists(atPath: planted))
     }
 
+    /// Written through a chain of symbolic links (relative and absolute), the file at its
+    /// end is replaced and the links stay links; a dangling link gets its file; a loop is an error.
+    @Test func writesThroughSymbolicLinksAndKeepsThem() throws {
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let storage = dir.appendingPathComponent("storage")
+        try FileManager.default.createDirectory(at: storage, withIntermediateDirectories: true)
+        let real = storage.appendingPathComponent("best.safetensors").path
+        try AtomicFile.write(Data("old".utf8), to: real)
+        chmod(real, 0o600)
+        #expect(symlink(real, path("hop")) == 0)
+        #expect(symlink("hop", path("best.safetensors")) == 0)
+
+        try AtomicFile.write(Data("new".utf8), to: path("best.safetensors"))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: real)) == Data("new".utf8))
+        for link in ["hop", "best.safetensors"] {
+            #expect((try? FileManager.default.destinationOfSymbolicLink(atPath: path(link))) != nil)
+        }
+        var info = stat()
+        #expect(stat(real, &info) == 0 && info.st_mode & 0o777 == 0o600)
+
+        #expect(symlink("storage/last.safetensors", path("last.safetensors")) == 0)
+        try AtomicFile.write(Data("first".utf8), to: path("last.safetensors"))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: storage.appendingPathComponent("last.safetensors").path)) == Data("first".utf8))
+        #expect((try? FileManager.default.destinationOfSymbolicLink(atPath: path("last.safetensors"))) == "storage/last.safetensors")
+
+        #expect(symlink(path("b"), path("a")) == 0 && symlink(path("a"), path("b")) == 0)
+        let loop = #expect(throws: BLASNetError.self) { try AtomicFile.write(Data(), to: path("a")) }
+        #expect(loop.map { "\($0)" }?.contains("symbolic links") == true)
+        #expect(Set(try FileManager.default.contentsOfDirectory(atPath: dir.path)) == ["storage", "hop", "best.safetensors", "last.safetensors", "a", "b"])
+    }
+
     /// Only this program's temporaries, of writers on this machine that are gone, are removed.
     @Test func removesOnlyItsOwnAbandonedTemporaries() throws {
         defer { try? FileManager.default.removeItem(at: dir) }

@@ -286,6 +286,34 @@ struct DataTests {
         #expect(throws: BLASNetError.self) { try ds.subset([]).channelStatistics() }
     }
 
+    @Test func seededShuffleIsFisherYatesOverSplitMix64() {
+        // From an independent Python SplitMix64 and Fisher–Yates (j = ⌊draw·(i + 1) / 2⁶⁴⌋, i from
+        // the end): seeded runs and resumes depend on this order never changing.
+        for (seed, expected) in [(UInt64(42), [8, 3, 6, 5, 4, 0, 9, 2, 1, 7]), (0, [4, 9, 2, 5, 1, 7, 6, 0, 3, 8])] {
+            var rng = SeededGenerator(seed: seed), order = Array(0..<10)
+            order.seededShuffle(using: &rng)
+            #expect(order == expected)
+        }
+    }
+
+    @Test func samplingPerClassTakesThatManyOfEveryClass() throws {
+        // Labels 0, 1, 2 with 5, 4 and 3 one-pixel images; each pixel is its index.
+        let labels = [0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 0]
+        let ds = try ImageDataset(pixels: (0..<12).map(UInt8.init), labels: labels, channels: 1, height: 1, width: 1,
+                                  classNames: ["a", "b", "c"])
+        let sample = try ds.sampling(perClass: 3, seed: 5)
+        #expect(sample.count == 9)
+        #expect((0..<3).map { c in sample.labels.filter { $0 == c }.count } == [3, 3, 3])
+        // Whole images with their labels, in dataset order, none twice.
+        #expect(sample.pixels == sample.pixels.sorted() && Set(sample.pixels).count == 9)
+        #expect(zip(sample.pixels, sample.labels).allSatisfy { labels[Int($0)] == $1 })
+        #expect(try ds.sampling(perClass: 3, seed: 5).pixels == sample.pixels)
+        // Class a has two images left out of five: some seed leaves out others.
+        #expect(try (6..<20).contains { try ds.sampling(perClass: 3, seed: $0).pixels != sample.pixels })
+        let short = #expect(throws: BLASNetError.self) { try ds.sampling(perClass: 4, seed: 1) }
+        #expect(short.map { "\($0)" }?.contains("class c has 3 images, fewer than 4") == true)
+    }
+
     // MARK: DataLoader
 
     static let mean: [Float] = [0.25], std: [Float] = [0.5]

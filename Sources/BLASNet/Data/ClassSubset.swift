@@ -16,7 +16,7 @@ extension ImageDataset {
     public func sampling(perClass: Int, seed: UInt64) throws -> ImageDataset {
         var rng = SeededGenerator(seed: seed)
         var order = Array(0..<count)
-        for i in stride(from: count - 1, to: 0, by: -1) { order.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+        order.seededShuffle(using: &rng)
         var taken = [Int](repeating: 0, count: numClasses), chosen: [Int] = []
         for i in order where taken[labels[i]] < perClass {
             taken[labels[i]] += 1

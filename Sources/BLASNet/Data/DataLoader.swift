@@ -120,12 +120,8 @@ public final class DataLoader: Sendable {
     public func order(epoch: Int) -> [Int] {
         var order = Array(0..<dataset.count)
         guard shuffle else { return order }
-        // Fisher–Yates with our own draws: the standard library's shuffle may change
-        // between Swift versions, and a resumed run must replay the same order.
         var rng = SeededGenerator(seed: Self.mix(seed, UInt64(epoch)))
-        for i in stride(from: order.count - 1, to: 0, by: -1) {
-            order.swapAt(i, Self.below(i + 1, using: &rng))
-        }
+        order.seededShuffle(using: &rng)
         return order
     }
 
@@ -174,8 +170,8 @@ public final class DataLoader: Sendable {
         var rng = SeededGenerator(seed: Self.mix(Self.mix(seed, UInt64(epoch)), UInt64(index)))
         var shiftY = 0, shiftX = 0
         if padding > 0 {
-            shiftY = Self.below(2 * padding + 1, using: &rng) - padding
-            shiftX = Self.below(2 * padding + 1, using: &rng) - padding
+            shiftY = rng.below(2 * padding + 1) - padding
+            shiftX = rng.below(2 * padding + 1) - padding
         }
         let flip = augmentation.horizontalFlip && rng.next() >> 63 == 1
         return (shiftY, shiftX, flip, augmentation.erasing > 0 ? erasedRectangle(using: &rng) : nil)
@@ -195,7 +191,7 @@ public final class DataLoader: Sendable {
             let h = Int((area * aspect).squareRoot().rounded(.toNearestOrEven))
             let w = Int((area / aspect).squareRoot().rounded(.toNearestOrEven))
             guard h < height, w < width else { continue }
-            return ErasedRectangle(y: Self.below(height - h + 1, using: &rng), x: Self.below(width - w + 1, using: &rng),
+            return ErasedRectangle(y: rng.below(height - h + 1), x: rng.below(width - w + 1),
                                    height: h, width: w)
         }
         return nil
@@ -205,12 +201,5 @@ public final class DataLoader: Sendable {
     static func mix(_ a: UInt64, _ b: UInt64) -> UInt64 {
         var rng = SeededGenerator(seed: a ^ (b &* 0xD1B5_4A32_D192_ED03))
         return rng.next()
-    }
-
-    /// A draw from `0..<n` by the high half of a 128-bit product (Lemire's method
-    /// without the rejection step: the bias, under n / 2⁶⁴, is far below anything a
-    /// dataset's size can show), fixed so that draws never change with the Swift version.
-    static func below(_ n: Int, using rng: inout SeededGenerator) -> Int {
-        Int(rng.next().multipliedFullWidth(by: UInt64(n)).high)
     }
 }

@@ -8,9 +8,10 @@ import Glibc
 public enum AtomicFile {
     /// Writes `data` to a temporary file beside `path`, fsyncs it, renames it over
     /// `path`, and fsyncs the directory so the rename itself is durable. A file replaced
-    /// keeps its permissions.
+    /// keeps its permissions; a symbolic link at `path` keeps pointing where it did, and
+    /// the file it points to is the one replaced.
     public static func write(_ data: Data, to path: String) throws {
-        let url = URL(fileURLWithPath: path)
+        let target = try followingLinks(path), url = URL(fileURLWithPath: target)
         let directory = url.deletingLastPathComponent().path
         let temporary = directory + "/" + temporaryName(for: url.lastPathComponent, pid: getpid())
         // A file of that name is one an earlier process of this pid left; O_EXCL and
@@ -20,7 +21,7 @@ public enum AtomicFile {
         guard fd >= 0 else { throw BLASNetError.io("cannot write \(path): \(String(cString: strerror(errno)))") }
         var failure: String?
         var existing = stat()
-        if stat(path, &existing) == 0, fchmod(fd, existing.st_mode & 0o7777) != 0 { failure = String(cString: strerror(errno)) }
+        if stat(target, &existing) == 0, fchmod(fd, existing.st_mode & 0o7777) != 0 { failure = String(cString: strerror(errno)) }
         data.withUnsafeBytes { raw in
             guard failure == nil else { return }
             let half = raw.count / 2
@@ -31,7 +32,7 @@ public enum AtomicFile {
         }
         if failure == nil, fsync(fd) != 0 { failure = String(cString: strerror(errno)) }
         close(fd)
-        if failure == nil, rename(temporary, path) != 0 { failure = String(cString: strerror(errno)) }
+        if failure == nil, rename(temporary, target) != 0 { failure = String(cString: strerror(errno)) }
         if let failure {
             unlink(temporary)
             throw BLASNetError.io("cannot write \(path): \(failure)")
@@ -41,6 +42,24 @@ public enum AtomicFile {
             fsync(dirfd)
             close(dirfd)
         }
+    }
+
+    /// The file the chain of symbolic links at `path` ends at (which need not exist yet), or
+    /// `path` itself. Renamed over, a link would become a regular file, and the file it
+    /// pointed to (a checkpoint kept on other storage, say) would silently stay old.
+    static func followingLinks(_ path: String) throws -> String {
+        var current = path
+        // Linux's own limit on links followed in one lookup.
+        for _ in 0..<40 {
+            var info = stat()
+            guard lstat(current, &info) == 0, info.st_mode & S_IFMT == S_IFLNK else { return current }
+            let target: String
+            do { target = try FileManager.default.destinationOfSymbolicLink(atPath: current) } catch {
+                throw BLASNetError.io("cannot write \(path): cannot read the symbolic link \(current)")
+            }
+            current = URL(fileURLWithPath: target, relativeTo: URL(fileURLWithPath: current).deletingLastPathComponent()).path
+        }
+        throw BLASNetError.io("cannot write \(path): \(String(cString: strerror(ELOOP)))")
     }
 
     /// `.<name>.blasnet-tmp.<host>.<pid>`: named apart from any other program's files, and
