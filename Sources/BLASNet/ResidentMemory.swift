@@ -25,4 +25,14 @@ public enum ResidentMemory {
         getrusage(RUSAGE_SELF.rawValue, &usage)
         return usage.ru_maxrss * 1024
     }
+
+    /// What this process can hold at most: the machine's physical memory, or less under an
+    /// address-space limit (`ulimit -v`). A request past it cannot succeed, and Swift
+    /// traps on a failed allocation, so callers refuse such sizes with an error first.
+    public static var availableBytes: Double {
+        var limit = rlimit()
+        let physical = Double(ProcessInfo.processInfo.physicalMemory)
+        guard getrlimit(Int32(RLIMIT_AS.rawValue), &limit) == 0, limit.rlim_cur != rlim_t.max else { return physical }
+        return min(physical, Double(limit.rlim_cur))
+    }
 }

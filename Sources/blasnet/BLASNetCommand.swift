@@ -145,6 +145,7 @@ struct ModelOptions: ParsableArguments {
         let net = try options.makeModel()
         // A `train` checkpoint loads as its weights.
         try net.loadStateDict(weights.withoutOptimizerState)
+        try RecordedModelOptions.checkUsable(net, from: path)
         return net
     }
 }

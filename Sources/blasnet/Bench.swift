@@ -52,7 +52,9 @@ struct Bench: ParsableCommand {
         guard inputBytes <= Double(1 << 33) else {
             throw ValidationError("an input batch of \(batch)×\(model.inputChannels)×\(input[0])×\(input[1]) floats needs more than 8 GB")
         }
-        guard steps > 0, warmup >= 0 else { throw ValidationError("--steps must be positive and --warmup non-negative") }
+        // A million steps of the smallest model run for hours; beyond that a count is a typo.
+        guard (1...1_000_000).contains(steps) else { throw ValidationError("--steps must be in 1...1000000, got \(steps)") }
+        guard (0...1_000_000).contains(warmup) else { throw ValidationError("--warmup must be in 0...1000000, got \(warmup)") }
         if mode == .train && batch < 2 { throw ValidationError("training needs --batch of at least 2 (BatchNorm statistics)") }
         if distributed && (mode != .train || data != nil) {
             throw ValidationError("--distributed times training steps on random data: no --mode inference, no --data")
@@ -156,7 +158,10 @@ struct Bench: ParsableCommand {
             guard x.shape.count == 4, x.shape[1] == net.inChannels else {
                 throw ValidationError("\(data) holds an input of shape \(x.shape); the model takes [N, \(net.inChannels), H, W] (--in-chans)")
             }
-            return (x.floats(), try t.integers().map { Int($0) })
+            guard let targets = try? t.integers().map({ Int($0) }) else {
+                throw BLASNetError.invalidArgument("\(data): 'target' must hold integer class indices (I64 [N]), got \(t.dtype.rawValue)")
+            }
+            return (x.floats(), targets)
         }
         var rng = SystemRandomNumberGenerator()
         let c = net.inChannels

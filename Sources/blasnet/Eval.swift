@@ -64,13 +64,16 @@ struct Eval: ParsableCommand {
                 ?? trainSet.channelStatistics()
         }
         if let outputs = file["fc.weight"]?.shape.first, outputs != testSet.numClasses {
+            let hint = classes == nil ? "pass --classes to name the classes it was trained on"
+                : "--classes \(classes!.values.map(String.init).joined(separator: ",")) names \(classes!.values.count); name the \(outputs) it was trained on"
             throw ValidationError("\(weights) has \(outputs) outputs but the \(datasetName.rawValue) test split has "
-                                  + "\(testSet.numClasses) classes; pass --classes to name the classes it was trained on")
+                                  + "\(testSet.numClasses) classes; \(hint)")
         }
         let model = try ResNet(arch, numClasses: testSet.numClasses, inChannels: testSet.channels,
                                stem: stem, width: width, norm: norm,
                                headGrid: headGrid, seed: 0)
         try model.loadStateDict(file.withoutOptimizerState)
+        try RecordedModelOptions.checkUsable(model, from: weights)
         compute.configure(model)
         let loader = try DataLoader(dataset: testSet, batchSize: batchSize, shuffle: false, seed: 0, mean: mean, std: std)
         let result = try Trainer.evaluate(model, on: loader, numClasses: testSet.numClasses)

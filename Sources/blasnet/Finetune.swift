@@ -135,6 +135,7 @@ struct Finetune: ParsableCommand {
             print("conv1.weight adapted from \(given[1]) to \(trainSet.channels) input channels, as timm's adapt_input_conv")
         }
         let report = try model.loadStateDict(adapted, strict: false)
+        if requested != .scratch { try RecordedModelOptions.checkUsable(model, from: weights) }
         let missing = report.missingKeys.filter { !$0.hasSuffix("num_batches_tracked") }
         // Only the head is replaced: a backbone the file does not hold (another model, keys
         // under a prefix) would be fine-tuned from random weights without a word.
@@ -154,7 +155,13 @@ struct Finetune: ParsableCommand {
                                     mean: mean, std: std, augmentation: Augmentation(cropPadding: cropPadding, horizontalFlip: flip), dropLast: true)
         let chosen = try requested ?? autoStrategy(model, trainSet, mean: mean, std: std)
         // A new task has a new label set, whatever its size: the classifier starts afresh.
-        let grid = try headGrid ?? (chosen == .head ? min(2, lastFeatureMapSide(model, trainSet)) : 1)
+        let side = try lastFeatureMapSide(model, trainSet)
+        // Past the map's side, adaptive pooling repeats its values: more features (for the
+        // closed-form head, normal equations of their count squared) and nothing new.
+        if let headGrid, headGrid > side {
+            throw ValidationError("--head-grid \(headGrid): the last feature map is \(side)×\(side) on \(trainSet.height)×\(trainSet.width) images, so a grid larger than \(side) only repeats its values")
+        }
+        let grid = headGrid ?? (chosen == .head ? min(2, side) : 1)
         try model.replaceHead(numClasses: trainSet.numClasses, grid: grid, seed: seed)
         print("fc re-initialized for the \(trainSet.numClasses) new classes, pooled over a \(grid)×\(grid) grid "
               + "(the weights' head had \(pretrainedClasses) classes)")

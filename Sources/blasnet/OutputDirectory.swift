@@ -24,6 +24,19 @@ enum OutputDirectory {
         }
     }
 
+    /// Refuses an output file that is one of the command's inputs (through any link or
+    /// path spelling): it would be replaced by the results and the input lost.
+    static func checkNotAnInput(_ output: String, flag: String, inputs: [(flag: String, path: String)]) throws {
+        var out = stat()
+        guard stat(output, &out) == 0 else { return }
+        for (inputFlag, path) in inputs {
+            var info = stat()
+            if stat(path, &info) == 0, info.st_dev == out.st_dev, info.st_ino == out.st_ino {
+                throw ValidationError("\(flag) \(output) is the \(inputFlag) file: writing the results there would replace it")
+            }
+        }
+    }
+
     /// `mkdir -p`, with the system's reason when it fails (FileManager's is a Cocoa error code).
     private static func create(_ path: String) throws {
         var isDirectory: ObjCBool = false

@@ -33,7 +33,10 @@ struct ReceptiveFieldTable: ParsableCommand {
     }
 
     func run() throws {
-        let rows = try model.makeModel().receptiveFields(inputSize: (input[0], input[1])).map(Row.init)
+        // Fields depend on the layers' windows alone: the narrowest model with a one-class
+        // head and BatchNorm has them, without the memory the flags' weights would take.
+        let skeleton = try ResNet(model.arch, numClasses: 1, inChannels: 1, stem: model.stem, width: 1, headGrid: model.headGrid ?? 1)
+        let rows = try skeleton.receptiveFields(inputSize: (input[0], input[1])).map(Row.init)
         if json {
             // An object a line: a table stays readable as JSON.
             let encoder = JSONEncoder()

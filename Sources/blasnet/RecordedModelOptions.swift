@@ -25,6 +25,21 @@ struct RecordedModelOptions: ParsableArguments {
         if let width { try ModelOptions.check(width: width) }
     }
 
+    /// Refuses weights just loaded from `path` into `model` that no computation could use:
+    /// a non-finite value (a diverged run's, or a Float64 past Float32's range) or a
+    /// negative running variance would turn every output into NaN without a word.
+    static func checkUsable(_ model: ResNet, from path: String) throws {
+        let tensors = model.namedParameters().map { ($0.name, $0.parameter.value) } + model.namedBuffers().map { ($0.name, $0.buffer.value) }
+        for (name, tensor) in tensors {
+            if let bad = tensor.scalars.first(where: { !$0.isFinite }) {
+                throw BLASNetError.malformedFile(path: path, reason: "\(name) holds \(bad): weights must be finite")
+            }
+            if name.hasSuffix("running_var"), let negative = tensor.scalars.first(where: { $0 < 0 }) {
+                throw BLASNetError.malformedFile(path: path, reason: "\(name) holds \(negative): a variance cannot be negative")
+            }
+        }
+    }
+
     /// The shape of the model in `file`, read from `path`: its record, else these flags.
     /// The head's pooling grid is the recorded one, else the one `fc.weight` has room for
     /// (a PyTorch state_dict of a model with `AdaptiveAvgPool2d(2)` records none), else 1.

@@ -30,6 +30,10 @@ struct Run: ParsableCommand {
 
     @OptionGroup var loss: LossOptions
 
+    func validate() throws {
+        try OutputDirectory.checkNotAnInput(output, flag: "--output", inputs: [("--weights", weights), ("--input", input)])
+    }
+
     func run() throws {
         let lossName = loss.loss ?? .crossEntropy
         try loss.checkFocalOptions(for: lossName)
@@ -45,7 +49,9 @@ struct Run: ParsableCommand {
             guard let target = batch["target"] else {
                 throw BLASNetError.invalidArgument("\(input): --train needs a tensor named 'target' (I64 [N])")
             }
-            let targets = try target.integers().map { Int($0) }
+            guard let targets = try? target.integers().map({ Int($0) }) else {
+                throw BLASNetError.invalidArgument("\(input): 'target' must hold integer class indices (I64 [N]), got \(target.dtype.rawValue)")
+            }
             guard target.shape == [targets.count] else {
                 throw BLASNetError.invalidArgument("\(input): 'target' must have shape [N], got \(target.shape)")
             }

@@ -112,10 +112,12 @@ struct RunSettings: Codable, Equatable {
             if !holds { throw ValidationError(message()) }
         }
         try ModelOptions.check(width: width)
-        try require((1...1_000_000).contains(epochs), "--epochs must be in 1...1000000, got \(epochs)")
+        // Checkpoints carry every epoch's summary in their header (about 180 bytes each), which
+        // readers cap at 100 MB: a run of a million epochs would save one no one could resume.
+        try require((1...100_000).contains(epochs), "--epochs must be in 1...100000, got \(epochs)")
         try require(batchSize >= 2, "--batch-size must be at least 2 (BatchNorm statistics), got \(batchSize)")
         try require(learningRate > 0 && learningRate.isFinite, "--lr must be positive and finite, got \(learningRate)")
-        try require((0...1_000_000).contains(warmupEpochs), "--warmup must be in 0...1000000 epochs, got \(warmupEpochs)")
+        try require((0...100_000).contains(warmupEpochs), "--warmup must be in 0...100000 epochs, got \(warmupEpochs)")
         try require(weightDecay >= 0 && weightDecay.isFinite, "--weight-decay must be non-negative and finite, got \(weightDecay)")
         try require((0..<1).contains(labelSmoothing), "--label-smoothing must be in [0, 1), got \(labelSmoothing)")
         try require((classes?.count ?? 2) >= 2, "--classes needs at least two classes to tell apart, got \(classes ?? [])")
@@ -125,6 +127,7 @@ struct RunSettings: Codable, Equatable {
         try require(Train.OptimizerName(rawValue: optimizer) != nil, "--optimizer must be sgd or adamw, got \(optimizer)")
         // PyTorch anneals toward an eta_min above the rate too, a rise no one asks for.
         if case let .cosine(minimum) = try LearningRateSchedule.Kind(parsing: schedule) {
+            try require(minimum.isFinite && minimum >= 0, "--schedule cosine:minimum=\(minimum) must be finite and non-negative")
             try require(minimum <= learningRate, "--schedule cosine:minimum=\(minimum) is above the peak rate --lr \(learningRate)")
         }
     }

@@ -102,7 +102,8 @@ final class TrainingRun {
 
     /// Continues from a checkpoint: weights, optimizer state, epochs done, history so far.
     func restore(_ checkpoint: TrainingCheckpoint) throws {
-        if let recorded = checkpoint.metadata["threads"], recorded != String(BLAS.threads) {
+        // A count no --threads accepts (a damaged record) says nothing about the run: no advice.
+        if let recorded = checkpoint.metadata["threads"].flatMap({ Int($0) }), recorded > 0, recorded != BLAS.threads {
             ProgressLine.write("""
                 note: the run so far split its sgemms over \(recorded) threads and goes on over \(BLAS.threads): \
                 from here it differs in the last bits from a run that did not stop (--threads \(recorded) keeps it exact)

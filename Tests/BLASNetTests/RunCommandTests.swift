@@ -159,6 +159,20 @@ struct RunCommandTests {
         try state.write(to: missingKey)
         let narrow = dir.appendingPathComponent("narrow.safetensors").path
         try SafeTensorsFile(tensors: model.stateDict()).write(to: narrow)
+        // A diverged run's weights, and a variance no BatchNorm can have: NaN logits, exit 0, before.
+        func edited(_ name: String, _ key: String, _ value: Float) throws -> String {
+            let path = dir.appendingPathComponent(name).path
+            let tensors = try SafeTensorsFile(contentsOf: weights).tensors.map { entry -> (String, SafeTensor) in
+                guard entry.name == key else { return (entry.name, entry.tensor) }
+                var t = entry.tensor.floats()
+                t[0] = value
+                return (entry.name, SafeTensor(t))
+            }
+            try SafeTensorsFile(tensors: tensors).write(to: path)
+            return path
+        }
+        let nanWeight = try edited("nan.safetensors", "layer3.0.conv1.weight", .nan)
+        let negativeVariance = try edited("negvar.safetensors", "layer1.1.bn2.running_var", -1)
         let noTarget = dir.appendingPathComponent("notarget.safetensors").path
         try SafeTensorsFile(tensors: [("input", SafeTensor(Tensor(shape: [2, 3, 8, 8])))]).write(to: noTarget)
         let wrongChannels = dir.appendingPathComponent("wrongchannels.safetensors").path
@@ -170,6 +184,8 @@ struct RunCommandTests {
             (base.map { $0 == weights ? corrupt : $0 }, "corrupt.safetensors"),
             (base.map { $0 == weights ? missingKey : $0 }, "layer2.1.bn2.bias"),
             (base.map { $0 == weights ? narrow : $0 } + ["--width", "64"], "wrong shapes"),
+            (base.map { $0 == weights ? nanWeight : $0 }, "nan.safetensors: layer3.0.conv1.weight holds nan: weights must be finite"),
+            (base.map { $0 == weights ? negativeVariance : $0 }, "layer1.1.bn2.running_var holds -1.0: a variance cannot be negative"),
             (base.map { $0 == input ? noTarget : $0 } + ["--train"], "target"),
             (base.map { $0 == input ? wrongChannels : $0 }, "[2, 1, 8, 8]"),
             (base.map { $0 == "10" ? "0" : $0 }, "--num-classes"),
@@ -184,6 +200,18 @@ struct RunCommandTests {
         // Without --width, a plain state_dict's width is its conv1's.
         let narrowRun = try Self.run(base.map { $0 == weights ? narrow : $0 })
         #expect(narrowRun.status == 0, "\(narrowRun.stderr)")
+
+        // An --output that is an input (by another spelling, or through a link) is refused, the input kept.
+        let link = dir.appendingPathComponent("link.safetensors").path
+        #expect(symlink(input, link) == 0)
+        let weightsBefore = try Data(contentsOf: URL(fileURLWithPath: weights))
+        for (output, flag) in [(dir.path + "/./w.safetensors", "--weights"), (link, "--input")] {
+            let result = try Self.run(base.map { $0 == self.output ? output : $0 })
+            #expect(result.status != 0)
+            #expect(result.stderr.contains("--output \(output) is the \(flag) file"), "\(result.stderr)")
+        }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: weights)) == weightsBefore)
+        #expect(try SafeTensorsFile(contentsOf: input)["input"] != nil)
     }
 
     /// Without `--stem`, `run` takes the stem the weights record; weights that record none
@@ -259,14 +287,15 @@ struct RunCommandTests {
     /// where the encoder used to throw and lose the whole report.
     @Test func benchReportsADivergedLoss() throws {
         defer { try? FileManager.default.removeItem(at: dir) }
-        let file = try SafeTensorsFile(contentsOf: weights)
-        let diverged = dir.appendingPathComponent("inf-bias.safetensors").path
+        // Finite weights (non-finite ones are refused), inputs at Float32's largest: activations overflow.
+        let file = try SafeTensorsFile(contentsOf: input)
+        let diverged = dir.appendingPathComponent("huge-input.safetensors").path
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         try SafeTensorsFile(tensors: file.tensors.map {
-            $0.name == "fc.bias" ? ($0.name, SafeTensor(Tensor(shape: $0.tensor.shape, repeating: .infinity))) : $0
+            $0.name == "input" ? ($0.name, SafeTensor(Tensor(shape: $0.tensor.shape, repeating: .greatestFiniteMagnitude))) : $0
         }).write(to: diverged)
-        let result = try Self.run(["bench", "--arch", "seresnet18", "--stem", "cifar", "--num-classes", "10", "--weights", diverged,
-                                   "--data", input, "--warmup", "0", "--steps", "1", "--json"])
+        let result = try Self.run(["bench", "--arch", "seresnet18", "--stem", "cifar", "--num-classes", "10", "--weights", weights,
+                                   "--data", diverged, "--warmup", "0", "--steps", "1", "--json"])
         #expect(result.status == 0, "\(result.stderr)")
         let report = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
         #expect(report["first_loss"] as? String == "NaN", "\(report["first_loss"] ?? "none")")
@@ -289,11 +318,27 @@ struct RunCommandTests {
              "Error: --in-chans must be in 1...4096, got 9223372036854775807"),
             (["receptive-field", "--arch", "resnet8", "--num-classes", "100000000"],
              "Error: --num-classes must be in 1...1048576, got 100000000"),
+            // A step count went to reserveCapacity: a crash at Int.max, an 8 GB array at 10⁹.
+            (["bench", "--arch", "resnet8", "--width", "8", "--input", "16", "16", "--batch", "2", "--steps", "9223372036854775807"],
+             "Error: --steps must be in 1...1000000, got 9223372036854775807"),
+            (["bench", "--arch", "resnet8", "--width", "8", "--input", "16", "16", "--batch", "2", "--warmup", "9223372036854775807"],
+             "Error: --warmup must be in 0...1000000, got 9223372036854775807"),
         ]
         for (args, firstLine) in cases {
             let result = try Self.run(args)
             #expect(result.status != 0, "\(args)")
             #expect(result.stderr.split(separator: "\n").first.map(String.init) == firstLine, "\(args): \(result.stderr)")
         }
+        // Each flag in range, together 10¹⁴ weights: refused before any is allocated.
+        let huge = try Self.run(["bench", "--arch", "resnet50", "--width", "1024", "--num-classes", "1048576", "--head-grid", "64",
+                                 "--input", "32", "32", "--batch", "2", "--steps", "1"])
+        #expect(huge.status != 0)
+        #expect(huge.stderr.hasPrefix("Error: ResNet: resnet50 at width 1024 with 1048576 classes over a 64×64 head grid has 5629"), "\(huge.stderr)")
+        #expect(huge.stderr.contains("GB of weights, more than the "), "\(huge.stderr)")
+        // The receptive-field table needs the layers' windows, not those weights.
+        let table = try Self.run(["receptive-field", "--arch", "resnet50", "--width", "1024", "--num-classes", "1048576",
+                                  "--head-grid", "64", "--input", "2048", "2048"])
+        #expect(table.status == 0, "\(table.stderr)")
+        #expect(table.stdout.contains("layer4.2") && table.stdout.contains("fc"))
     }
 }

@@ -25,7 +25,21 @@ struct StateDictTests {
 
     /// Sizes no machine could hold are refused by the library too, before any product of
     /// them overflows: a head of 2⁴⁰ classes, a 2³²×2³² pooling grid, a million-block stage.
+    /// The size known before building is exactly the convolutions' and `fc`'s weights.
+    @Test(arguments: [(Architecture.resnet18, Stem.imagenet, 1), (.seresnet50, .cifar, 2), (.resnet20, .strided, 3)])
+    func convolutionAndHeadWeightsCountsThoseOfTheBuiltModel(_ arch: Architecture, _ stem: Stem, _ grid: Int) throws {
+        let model = try ResNet(arch, numClasses: 7, inChannels: 2, stem: stem, width: 8, headGrid: grid)
+        // SE blocks' 1×1 convolutions are among what the bound leaves out.
+        let built = model.namedParameters()
+            .filter { ($0.parameter.value.shape.count == 4 && !$0.name.contains(".se.")) || $0.name == "fc.weight" }
+            .reduce(0) { $0 + $1.parameter.value.count }
+        #expect(arch.convolutionAndHeadWeights(width: 8, inChannels: 2, stem: stem, numClasses: 7, headGrid: grid) == Double(built))
+    }
+
     @Test func modelsTooLargeToBuildAreRefused() throws {
+        // Each size within its own limit, 10¹⁴ weights together: refused before any is allocated.
+        let message = #expect(throws: BLASNetError.self) { try ResNet(.resnet50, numClasses: 1 << 20, width: 1024, headGrid: 64) }
+        #expect(message.map { "\($0)" }?.contains("GB of weights, more than the") == true)
         #expect(throws: BLASNetError.self) { try ResNet(.resnet8, numClasses: 1 << 40) }
         #expect(throws: BLASNetError.self) { try ResNet(.resnet8, inChannels: Int.max) }
         #expect(throws: BLASNetError.self) { try ResNet(.resnet8, headGrid: 1 << 32) }

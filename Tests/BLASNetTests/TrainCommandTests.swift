@@ -153,6 +153,11 @@ struct TrainCommandTests {
         let frozenHead = try RunCommandTests.run(["finetune", "--weights", gridded, "--arch", "resnet8", "--stem", "cifar", "--data", data,
                                                   "--strategy", "partial", "--freeze", "conv1,fc", "--out", out2])
         #expect(frozenHead.status != 0 && frozenHead.stderr.contains("--freeze fc: the new classifier always trains"), "\(frozenHead.stderr)")
+        // A grid past the 3×3 map only repeats it (16×16: normal equations of 8,192 features, which ran for minutes).
+        let oversized = try RunCommandTests.run(["finetune", "--weights", gridded, "--arch", "resnet8", "--stem", "cifar", "--data", data,
+                                                 "--strategy", "head", "--head-grid", "16", "--threads", "1", "--out", out2, "--overwrite"])
+        #expect(oversized.status != 0, "\(oversized.stderr)")
+        #expect(oversized.stderr.contains("--head-grid 16: the last feature map is 3×3 on 10×10 images"), "\(oversized.stderr)")
     }
 
     /// Into a file, stdout is block-buffered: flushed before the error is written, the
@@ -452,8 +457,8 @@ struct TrainCommandTests {
             (["--classes", "3"], "Error: --classes needs at least two classes to tell apart, got [3]"),
             (["--schedule", "cosine:minimum=5"], "Error: --schedule cosine:minimum=5.0 is above the peak rate --lr 0.05"),
             // Out of range, these used to trap converting warm-up epochs or multiplying epochs by steps.
-            (["--warmup", "inf"], "Error: --warmup must be in 0...1000000 epochs, got inf"),
-            (["--epochs", "9223372036854775807"], "Error: --epochs must be in 1...1000000, got 9223372036854775807"),
+            (["--warmup", "inf"], "Error: --warmup must be in 0...100000 epochs, got inf"),
+            (["--epochs", "9223372036854775807"], "Error: --epochs must be in 1...100000, got 9223372036854775807"),
             (["--epochs", "1", "--out", blocker + "/run"], "Error: cannot create output directory \(blocker): a file is in the way"),
             // These used to trap: building the range, the width's arrays, the crop's random draw.
             (["--classes", "0-9223372036854775806"],
@@ -498,6 +503,8 @@ struct TrainCommandTests {
             // Counted on from there, the next step's count would overflow.
             ("optimizer_steps", { _ in "9223372036854775807" }, "optimizer_steps 9223372036854775807"),
             ("epoch_progress", { $0.replacingOccurrences(of: "\"steps\":0", with: "\"steps\":-1") }, "-1 steps"),
+            // Ignored, it resumed at the start of the epoch it had been inside.
+            ("epoch_progress", { $0.replacingOccurrences(of: "{", with: "[") }, "epoch_progress is not a readable epoch position"),
             ("settings", { $0.replacingOccurrences(of: "\"warmupEpochs\":0", with: "\"warmupEpochs\":1e300") }, "--warmup must be in"),
         ]
         for (key, edit, message) in edits {

@@ -125,10 +125,14 @@ public enum BLAS {
 
     /// Solves `A·X = B` for symmetric positive-definite `A: [n, n]` and `B: [n, nrhs]`
     /// (row-major, Float64) by Cholesky factorization (LAPACKE_dposv); `B` receives `X`.
-    /// Throws if `A` is not positive definite.
+    /// Throws if `A` is not positive definite or either matrix holds a NaN.
     static func solvePositiveDefinite(_ a: inout [Double], _ b: inout [Double], n: Int, nrhs: Int) throws {
         let info = LAPACKE_dposv(LAPACK_ROW_MAJOR, Int8(UInt8(ascii: "U")), Int32(n), Int32(nrhs),
                                  &a, Int32(n), &b, Int32(nrhs))
+        // LAPACKE checks its matrices for NaN first and names the argument with a negative info (5: A, 7: B).
+        if info == -5 || info == -7 {
+            throw BLASNetError.invalidArgument("LAPACKE_dposv: the \(n)×\(n) system's \(info == -5 ? "matrix" : "right-hand side") holds NaN (from non-finite inputs)")
+        }
         guard info == 0 else {
             throw BLASNetError.invalidArgument("LAPACKE_dposv: the \(n)×\(n) system is not positive definite (info \(info))")
         }

@@ -58,7 +58,7 @@ public final class Conv2d: Module {
         }
         let g = ConvGeometry(channels: inChannels, batch: x.shape[1], height: x.shape[2], width: x.shape[3], window: window)
         guard g.outHeight > 0, g.outWidth > 0 else {
-            throw BLASNetError.shapeMismatch(layer: label, expected: "an input at least as large as the kernel", got: x.shape)
+            throw BLASNetError.shapeMismatch(layer: label, expected: "planes at least as large as the kernel after padding", got: x.shape)
         }
         return g
     }

@@ -98,6 +98,27 @@ public struct Architecture: RawRepresentable, Hashable, CaseIterable, Sendable, 
         ((width ?? defaultWidth) << (depths.count - 1)) * block.expansion
     }
 
+    /// The weights of the convolutions and of `fc` (everything but the norms' and SE blocks'
+    /// small vectors and matrices), in Float64 so that no size overflows: a lower bound on
+    /// the parameter count, known before anything is allocated.
+    public func convolutionAndHeadWeights(width: Int? = nil, inChannels: Int = 3, stem: Stem? = nil, numClasses: Int = 1000,
+                                          headGrid: Int = 1) -> Double {
+        let width = Double(width ?? defaultWidth), e = Double(block.expansion)
+        var total = width * Double(inChannels) * ((stem ?? defaultStem) == .imagenet ? 49 : 9)
+        var channels = width
+        for (index, depth) in depths.enumerated() {
+            let planes = width * Double(1 << index)
+            for i in 0..<depth {
+                let out = planes * e
+                total += blockType == .basic ? 9 * channels * planes + 9 * planes * planes
+                                             : channels * planes + 9 * planes * planes + planes * out
+                if (i == 0 && index > 0) || channels != out { total += channels * out }
+                channels = out
+            }
+        }
+        return total + channels * Double(headGrid) * Double(headGrid) * Double(numClasses)
+    }
+
     /// Block kind of every stage.
     public var block: any ResidualBlockKind.Type {
         switch blockType {
@@ -157,6 +178,14 @@ public final class ResNet: Module {
         guard numClasses > 0, inChannels > 0, width > 0 else {
             throw BLASNetError.invalidArgument(
                 "ResNet: numClasses, inChannels and width must be positive, got \(numClasses), \(inChannels) and \(width)")
+        }
+        let bytes = 4 * architecture.convolutionAndHeadWeights(width: width, inChannels: inChannels, stem: stem,
+                                                                   numClasses: numClasses, headGrid: headGrid)
+        let memory = ResidentMemory.availableBytes
+        guard bytes <= memory else {
+            throw BLASNetError.invalidArgument(String(
+                format: "ResNet: %@ at width %d with %d classes over a %d×%d head grid has %.1f GB of weights, more than the %.1f GB this process may use",
+                architecture.rawValue, width, numClasses, headGrid, headGrid, bytes / 1e9, memory / 1e9))
         }
         var rng = SeededGenerator(seed: seed)
         let workspace = Workspace()
@@ -222,10 +251,16 @@ public final class ResNet: Module {
     }
 
     public func forward(_ x: Tensor) throws -> Tensor {
-        guard x.shape.count == 4, x.shape[1] == inChannels, x.shape[0] > 0 else {
-            throw BLASNetError.shapeMismatch(layer: architecture.rawValue, expected: "[N, \(inChannels), H, W]", got: x.shape)
-        }
+        try checkInput(x)
         return try children.reduce(x.swappingFirstAxes()) { try $1.module.observedForward($0) }.swappingFirstAxes()
+    }
+
+    /// Throws unless `x` is a non-empty batch `[N, C, H, W]` of this model's channels.
+    private func checkInput(_ x: Tensor) throws {
+        guard x.shape.count == 4, x.shape[1] == inChannels, x.shape.allSatisfy({ $0 > 0 }) else {
+            throw BLASNetError.shapeMismatch(layer: architecture.rawValue, expected: "[N, \(inChannels), H, W] with N, H and W at least 1",
+                                             got: x.shape)
+        }
     }
 
     /// Back-propagates `dlogits: [N, K]`, accumulating every parameter gradient. Returns
@@ -244,9 +279,7 @@ public final class ResNet: Module {
 
     /// The pooled features the classifier reads, `x: [N, C, H, W] -> [N, C·headGrid²]`, in the current mode.
     public func features(_ x: Tensor) throws -> Tensor {
-        guard x.shape.count == 4, x.shape[1] == inChannels, x.shape[0] > 0 else {
-            throw BLASNetError.shapeMismatch(layer: architecture.rawValue, expected: "[N, \(inChannels), H, W]", got: x.shape)
-        }
+        try checkInput(x)
         return try children.dropLast().reduce(x.swappingFirstAxes()) { try $1.module.forward($0) }.swappingFirstAxes()
     }
 

@@ -63,7 +63,7 @@ public struct LearningRateSchedule: Sendable, Equatable {
                            "it must lie strictly between 1/\(totalSteps) and 1")
             }
             guard divFactor > 0, finalDivFactor > 0, divFactor.isFinite, finalDivFactor.isFinite else {
-                throw fail("onecycle div-factor \(divFactor) and final-div-factor \(finalDivFactor) must be positive")
+                throw fail("onecycle div-factor \(divFactor) and final-div-factor \(finalDivFactor) must be positive and finite (as Float32)")
             }
         }
         self.kind = kind

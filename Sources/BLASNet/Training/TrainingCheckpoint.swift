@@ -65,6 +65,10 @@ public struct TrainingCheckpoint {
         guard let epochs = completedEpochs, let steps = optimizerSteps, history != nil else {
             throw BLASNetError.malformedFile(path: path, reason: "checkpoint metadata lacks completed_epochs, optimizer_steps or history")
         }
+        // Present but unreadable would resume as if at an epoch's start: another run than the one saved.
+        if file.metadata["epoch_progress"] != nil && epochProgress == nil {
+            throw BLASNetError.malformedFile(path: path, reason: "checkpoint metadata epoch_progress is not a readable epoch position")
+        }
         // Counts that index batches and the schedule: a damaged file must not trap a resume.
         let progress = epochProgress ?? EpochProgress()
         let skipped = file.metadata["skipped_steps"].flatMap { Int($0) } ?? 0
