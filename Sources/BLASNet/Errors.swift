@@ -27,10 +27,14 @@ public enum BLASNetError: Error, CustomStringConvertible, Equatable {
         case let .datasetMissing(dataset, lookedFor, hint):
             return "\(dataset) not found: looked for \(lookedFor); \(hint)"
         case let .stateDictMismatch(missing, unexpected, wrongShape):
+            // A file of another kind misses every key: the first few say as much as a screenful.
+            func some(_ items: [String], _ separator: String) -> String {
+                items.prefix(8).joined(separator: separator) + (items.count > 8 ? "\(separator)… (\(items.count) in all)" : "")
+            }
             var parts: [String] = []
-            if !missing.isEmpty { parts.append("missing keys: \(missing.joined(separator: ", "))") }
-            if !unexpected.isEmpty { parts.append("unexpected keys: \(unexpected.joined(separator: ", "))") }
-            if !wrongShape.isEmpty { parts.append("wrong shapes: \(wrongShape.joined(separator: "; "))") }
+            if !missing.isEmpty { parts.append("missing keys: \(some(missing, ", "))") }
+            if !unexpected.isEmpty { parts.append("unexpected keys: \(some(unexpected, ", "))") }
+            if !wrongShape.isEmpty { parts.append("wrong shapes: \(some(wrongShape, "; "))") }
             return "state dict does not fit the model: " + parts.joined(separator: "; ")
         case let .io(message):
             return message

@@ -51,13 +51,19 @@ struct Eval: ParsableCommand {
         let (arch, width, stem, norm, headGrid) = try shape.resolve(file, path: weights)
         let directory = data.map { URL(fileURLWithPath: $0) }
         var testSet = try ImageDataset.load(datasetName, split: .test, directory: directory)
-        let recordedClasses = meta["classes"].flatMap { $0.isEmpty ? nil : ClassList(argument: $0) }
+        let recordedClasses = try meta["classes"].flatMap { text -> ClassList? in
+            guard !text.isEmpty else { return nil }
+            guard let list = ClassList(argument: text) else {
+                throw BLASNetError.malformedFile(path: weights, reason: "its metadata classes '\(text)' is not a class list")
+            }
+            return list
+        }
         // The head's outputs are the recorded classes: any other list would score them against other labels.
         if let classes, let recordedClasses, classes.values != recordedClasses.values {
             throw ValidationError("--classes contradicts \(weights), whose head was trained on classes \(meta["classes"]!)")
         }
         if let subset = classes ?? recordedClasses { testSet = try testSet.selecting(classes: subset.values) }
-        let (mean, std) = try normalization.resolve(channels: testSet.channels, metadata: meta) {
+        let (mean, std) = try normalization.resolve(channels: testSet.channels, metadata: meta, path: weights) {
             // As train computes them: over the training images of the classes kept.
             let trainSet = try ImageDataset.load(datasetName, split: .train, directory: directory)
             return try (classes ?? recordedClasses).map { try trainSet.selecting(classes: $0.values) }.map { try $0.channelStatistics() }

@@ -112,7 +112,7 @@ struct Finetune: ParsableCommand {
         }
         if let perClass { trainSet = try trainSet.sampling(perClass: perClass, seed: seed) }
         // The pretrained network's input normalization, when the flags give it or the checkpoint records it.
-        let (mean, std) = try normalization.resolve(channels: trainSet.channels, metadata: meta) { try trainSet.channelStatistics() }
+        let (mean, std) = try normalization.resolve(channels: trainSet.channels, metadata: meta, path: weights) { try trainSet.channelStatistics() }
 
         var pretrainedClasses = trainSet.numClasses
         if let fcShape = file["fc.weight"]?.shape {

@@ -31,7 +31,7 @@ struct InputNormalizationOptions: ParsableArguments {
     /// The statistics for images of `channels` channels: the flags' (one value serves every
     /// channel, as torchvision's `Normalize` broadcasts it), else those `metadata` records,
     /// else `computed()`.
-    func resolve(channels: Int, metadata: [String: String],
+    func resolve(channels: Int, metadata: [String: String], path: String,
                  computed: () throws -> (mean: [Float], std: [Float])) throws -> (mean: [Float], std: [Float]) {
         if var mean, var std {
             if mean.count == 1 { mean = Array(repeating: mean[0], count: channels) }
@@ -41,7 +41,16 @@ struct InputNormalizationOptions: ParsableArguments {
             }
             return (mean, std)
         }
-        let recorded = (metadataFloats(metadata["mean"]), metadataFloats(metadata["std"]))
-        return recorded.0.count == channels && recorded.1.count == channels ? recorded : try computed()
+        // Recorded values must read as the flags would: a damaged record is not quietly replaced.
+        func recorded(_ key: String) throws -> [Float]? {
+            guard let text = metadata[key] else { return nil }
+            guard let values = try? Self.values(text), key == "mean" || values.allSatisfy({ $0 > 0 && $0.isNormal }) else {
+                throw BLASNetError.malformedFile(path: path, reason: "its metadata \(key) '\(text)' is not a list of finite numbers\(key == "std" ? " above zero" : "")")
+            }
+            return values
+        }
+        // Another channel count is the pretrained network's (RGB weights for gray images): the new data's own, then.
+        if let mean = try recorded("mean"), let std = try recorded("std"), mean.count == channels, std.count == channels { return (mean, std) }
+        return try computed()
     }
 }

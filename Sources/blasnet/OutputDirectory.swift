@@ -19,6 +19,11 @@ enum OutputDirectory {
     /// Refuses to let a new run replace the file at `path` unless `overwrite`: a second
     /// run into the same directory would replace the first one's files after its first epoch.
     static func checkNothingReplaced(_ path: String, overwrite: Bool, otherwise: String) throws {
+        var isDirectory: ObjCBool = false
+        // Found only when the file is written, after the whole run.
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+            throw ValidationError("\(path) is a directory, where the output file goes; move it or choose another --out")
+        }
         guard overwrite || !FileManager.default.fileExists(atPath: path) else {
             throw ValidationError("\(path) exists; \(otherwise), choose another --out, or pass --overwrite to replace it")
         }

@@ -154,7 +154,3 @@ func classesMetadata(_ classes: [Int]?) -> String {
     classes.map { $0.map(String.init).joined(separator: ",") } ?? ""
 }
 
-/// A comma-separated list of numbers from checkpoint metadata (`mean`, `std`); empty if absent.
-func metadataFloats(_ text: String?) -> [Float] {
-    text.map { $0.split(separator: ",").compactMap { Float($0) } } ?? []
-}

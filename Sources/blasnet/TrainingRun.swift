@@ -147,6 +147,8 @@ final class TrainingRun {
             """)
         if trainer.completedEpochs >= settings.epochs {
             ProgressLine.write("already trained \(trainer.completedEpochs) of \(settings.epochs) epochs; pass a larger --epochs to go on\n")
+            // Continued into a new directory, the run still leaves its checkpoint there, to be resumed from in turn.
+            if !FileManager.default.fileExists(atPath: path(.last)) { try saveEpoch(isBest: false) }
         }
         let progress = ProgressLine(interactive: isatty(STDOUT_FILENO) != 0)
         trainer.shouldStop = { Interruption.received != nil }

@@ -15,7 +15,12 @@ struct SafeTensorsTests {
     /// Foundation's messages for a missing file or a directory name neither ("error 256").
     @Test func unreadablePathsSayWhy() throws {
         let directory = FileManager.default.temporaryDirectory.path
-        for (path, reason) in [(directory, "it is a directory"), (directory + "/no-such-\(UUID().uuidString)", "no such file")] {
+        let loop = directory + "/loop-\(UUID().uuidString)"
+        #expect(symlink(loop, loop) == 0)
+        defer { unlink(loop) }
+        for (path, reason) in [(directory, "it is a directory"), (directory + "/no-such-\(UUID().uuidString)", "no such file"),
+                               // Read as a file, /dev/zero never ended; as root, Foundation said "permission".
+                               ("/dev/zero", "not a regular file"), (loop, "Too many levels of symbolic links")] {
             #expect { try SafeTensorsFile(contentsOf: path) } throws: { "\($0)".contains("cannot read \(path): \(reason)") }
         }
         let csv = Data("epoch,loss,accuracy\n1,0.5,0.9\n".utf8)

@@ -121,6 +121,11 @@ struct StateDictTests {
         #expect(throws: BLASNetError.stateDictMismatch(missing: [], unexpected: [], wrongShape: ["fc.weight: file [5, 64], model [4, 64]"])) {
             try c.loadStateDict(wrong)
         }
+        // Another kind of file misses every key; the message names eight and the count, not a screenful.
+        let other = #expect(throws: BLASNetError.self) { try c.loadStateDict(SafeTensorsFile(tensors: [("input", SafeTensor(Tensor(shape: [1])))])) }
+        let text = other.map { "\($0)" } ?? ""
+        #expect(text.hasPrefix("state dict does not fit the model: missing keys: conv1.weight, bn1.weight, "), "\(text)")
+        #expect(text.contains(", … (") && text.contains(" in all); unexpected keys: input") && text.count < 400, "\(text)")
         // A counter that is no count (NaN, or PyTorch's int64 maximum, 2⁶³ as a Float) used to load
         // and then trap when the next checkpoint converted it back to int64.
         for bad in [SafeTensor(Tensor(shape: [], repeating: .nan)), SafeTensor(Tensor(shape: [], repeating: 1e30)),

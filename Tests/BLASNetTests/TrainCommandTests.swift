@@ -118,8 +118,20 @@ struct TrainCommandTests {
         let tuned = try RunCommandTests.run(["finetune"] + common + ["--classes", "5-9", "--strategy", "head", "--mean", "0.7",
                                                                      "--std", "0.05", "--out", out])
         #expect(tuned.status == 0, "\(tuned.stderr)")
-        let meta = try SafeTensorsFile(contentsOf: out + "/finetuned.safetensors").metadata
+        let tunedFile = try SafeTensorsFile(contentsOf: out + "/finetuned.safetensors")
+        let meta = tunedFile.metadata
         #expect(meta["mean"] == "0.7" && meta["std"] == "0.05", "\(meta)")
+        // A damaged record is refused, naming it: it used to give way silently to recomputed statistics or all classes.
+        for (key, value, message) in [("std", "0.05,x", "its metadata std '0.05,x' is not a list of finite numbers above zero"),
+                                      ("mean", "nan", "its metadata mean 'nan' is not a list of finite numbers"),
+                                      ("classes", "0-9999999999999999999", "its metadata classes '0-9999999999999999999' is not a class list")] {
+            var damaged = meta
+            damaged[key] = value
+            let path = dir.appendingPathComponent("damaged-\(key).safetensors").path
+            try SafeTensorsFile(tensors: tunedFile.tensors, metadata: damaged).write(to: path)
+            let e = try RunCommandTests.run(["eval", "--weights", path, "--data", data, "--threads", "1"])
+            #expect(e.status != 0 && e.stderr.contains("\(path): \(message)"), "\(key): \(e.stderr)")
+        }
     }
 
     /// RGB weights (torchvision's ImageNet ones) fine-tune on one-channel images: conv1 is
@@ -158,6 +170,13 @@ struct TrainCommandTests {
                                                  "--strategy", "head", "--head-grid", "16", "--threads", "1", "--out", out2, "--overwrite"])
         #expect(oversized.status != 0, "\(oversized.stderr)")
         #expect(oversized.stderr.contains("--head-grid 16: the last feature map is 3×3 on 10×10 images"), "\(oversized.stderr)")
+        // A directory where the output file goes is refused before any work (it failed only at the final write).
+        let blocked = dir.appendingPathComponent("blocked").path
+        try FileManager.default.createDirectory(atPath: blocked + "/finetuned.safetensors", withIntermediateDirectories: true)
+        let intoDirectory = try RunCommandTests.run(["finetune", "--weights", gridded, "--arch", "resnet8", "--stem", "cifar", "--data", data,
+                                                     "--strategy", "head", "--threads", "1", "--out", blocked, "--overwrite"])
+        #expect(intoDirectory.status != 0 && intoDirectory.stderr.contains("finetuned.safetensors is a directory"), "\(intoDirectory.stderr)")
+        #expect(!intoDirectory.stdout.contains("loaded"), "\(intoDirectory.stdout)")
     }
 
     /// Into a file, stdout is block-buffered: flushed before the error is written, the
@@ -303,6 +322,14 @@ struct TrainCommandTests {
         #expect(moved.stdout.contains("split its sgemms over 1 threads and goes on over 2"), "\(moved.stdout)")
         let best = try #require(FileManager.default.contents(atPath: out + "/best.safetensors"))
         #expect(FileManager.default.contents(atPath: elsewhere + "/best.safetensors") == best)
+        // And its checkpoint and history (the copy had best alone, and could not be resumed from).
+        let last = try SafeTensorsFile(contentsOf: out + "/last.safetensors"), copy = try SafeTensorsFile(contentsOf: elsewhere + "/last.safetensors")
+        #expect(copy.tensors.map(\.name) == last.tensors.map(\.name) && copy.tensors.map(\.tensor) == last.tensors.map(\.tensor))
+        let history = { (file: SafeTensorsFile) in try JSONSerialization.jsonObject(with: Data(file.metadata["history", default: ""].utf8)) as? NSArray }
+        #expect(try history(copy) == history(last) && history(last)?.count == 1)
+        #expect(FileManager.default.fileExists(atPath: elsewhere + "/metrics.csv"))
+        let onward = try RunCommandTests.run(["train", "--resume", elsewhere, "--epochs", "1", "--data", data])
+        #expect(onward.status == 0 && onward.stdout.contains("already trained 1 of 1 epochs"), "\(onward.stderr)")
         let resumed = try RunCommandTests.run(["train", "--resume", out, "--epochs", "2", "--threads", "1", "--data", data])
         #expect(resumed.status == 0, "\(resumed.stderr)")
         #expect(!resumed.stdout.contains("note: the run so far"), "\(resumed.stdout)")

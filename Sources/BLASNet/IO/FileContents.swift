@@ -4,11 +4,17 @@ import Foundation
 /// readers that parse files from memory; an unreadable file is an `io` error naming it
 /// and why (Foundation's own message for a missing file or a directory names neither).
 func fileContents(_ path: String) throws -> Data {
-    var isDirectory: ObjCBool = false
-    guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-        throw BLASNetError.io("cannot read \(path): no such file")
+    var info = stat()
+    guard stat(path, &info) == 0 else {
+        // ENOENT, ELOOP (a cycle of links), EACCES on a directory on the way, …
+        throw BLASNetError.io("cannot read \(path): \(errno == ENOENT ? "no such file" : String(cString: strerror(errno)))")
     }
-    guard !isDirectory.boolValue else { throw BLASNetError.io("cannot read \(path): it is a directory") }
+    switch info.st_mode & S_IFMT {
+    case S_IFREG: break
+    case S_IFDIR: throw BLASNetError.io("cannot read \(path): it is a directory")
+    // A device or a pipe has no size to check a header against (/dev/zero never ends).
+    default: throw BLASNetError.io("cannot read \(path): not a regular file (a device, pipe or socket)")
+    }
     do {
         return try Data(contentsOf: URL(fileURLWithPath: path), options: .mappedIfSafe)
     } catch {
