@@ -18,13 +18,13 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
     /// A draw from `0..<n` by the high half of a 128-bit product (Lemire's method
     /// without the rejection step: the bias, under n / 2⁶⁴, is far below anything a
     /// dataset's size can show), fixed so that draws never change with the Swift version.
-    public mutating func below(_ n: Int) -> Int {
+    mutating func below(_ n: Int) -> Int {
         Int(next().multipliedFullWidth(by: UInt64(n)).high)
     }
 }
 
 extension MutableCollection where Self: RandomAccessCollection {
-    /// Fisher–Yates with ``SeededGenerator/below(_:)`` draws: the standard library's
+    /// Fisher–Yates, each draw the high half of `next()·(i + 1)`: the standard library's
     /// `shuffle(using:)` may change between Swift versions, and a seeded run (or a resumed
     /// one) must replay the same order.
     public mutating func seededShuffle(using rng: inout SeededGenerator) {

@@ -37,6 +37,8 @@ struct FineTuningTests {
         #expect(try file.adaptingInputChannels(to: 3)["conv1.weight"]?.floats().scalars == rgb)
         let twoChannel = SafeTensorsFile(tensors: [("conv1.weight", SafeTensor(Tensor(shape: [2, 2, 1, 1])))])
         #expect(throws: BLASNetError.self) { try twoChannel.adaptingInputChannels(to: 4) }
+        // Sized by the caller's count: an overflow or terabytes, refused before allocating.
+        for huge in [1 << 60, 1 << 40] { #expect(throws: BLASNetError.self) { try file.adaptingInputChannels(to: huge) } }
     }
 
     @Test func ridgeHeadSolvesItsNormalEquations() throws {

@@ -420,6 +420,18 @@ struct LayerGradientTests {
         try GradientCheck.checkDirectional(block, input: GradientCheck.random([16, 2, 4, 4], seed: 24), h: 3e-3, floor: 5e-3)
     }
 
+    /// A branch whose input gradient has another shape than the shortcut's (here a
+    /// convolution told not to propagate one) is an error, where the addition trapped.
+    @Test func residualBlockRefusesABranchGradientOfAnotherShape() throws {
+        var rng = SeededGenerator(seed: 26)
+        let conv = try Conv2d(4, 4, kernelSize: 3, padding: 1, bias: false, rng: &rng)
+        conv.propagatesInputGradient = false
+        let block = ResidualBlock(branch: [("conv", conv)], se: nil, downsample: nil)
+        let y = try block.forward(GradientCheck.random([4, 2, 5, 5], seed: 27))
+        let error = #expect(throws: BLASNetError.self) { try block.backward(Tensor(shape: y.shape, repeating: 1)) }
+        #expect(error.map { "\($0)" }?.contains("the branch's input gradient: expected input [4, 2, 5, 5], got [0]") == true)
+    }
+
     @Test func wholeSEResNet() throws {
         let model = try ResNet(.seresnet18, numClasses: 5, inChannels: 2, stem: .cifar, width: 8, seed: 3)
         // timm's initialization zeroes each block's last γ, which would cut every branch out of the check.

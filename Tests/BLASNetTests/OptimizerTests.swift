@@ -232,6 +232,16 @@ struct OptimizerTests {
         #expect(throws: BLASNetError.self) { try AdamW(p, betas: (0.9, -0.1)) }
         #expect(throws: BLASNetError.self) { try AdamW(p, eps: -1) }
         #expect(throws: BLASNetError.self) { try AdamW(p, weightDecay: -1) }
+        // Infinite or NaN settings passed `>= 0` and made every weight NaN at the first step.
+        #expect(throws: BLASNetError.self) { try SGD(p, learningRate: .infinity) }
+        #expect(throws: BLASNetError.self) { try SGD(p, learningRate: 0.1, momentum: 0.9, dampening: .nan) }
+        #expect(throws: BLASNetError.self) { try SGD(p, learningRate: 0.1, weightDecay: .infinity) }
+        #expect(throws: BLASNetError.self) { try AdamW(p, eps: .infinity) }
+        #expect(throws: BLASNetError.self) { try AdamW(p, weightDecay: .infinity) }
+        for norm in [{ try BatchNorm(4, eps: .nan) }, { try BatchNorm(4, momentum: 1.5) }, { try GroupNorm(groups: 2, channels: 4, eps: -1) },
+                     { try InstanceNorm2d(4, momentum: -0.1) }, { try LayerNorm(normalizedShape: 4, eps: .infinity) }] as [() throws -> any Module] {
+            #expect(throws: BLASNetError.self) { _ = try norm() }
+        }
         #expect(throws: BLASNetError.self) { try CrossEntropyLoss(labelSmoothing: -0.1) }
         #expect(throws: BLASNetError.self) { try CrossEntropyLoss(labelSmoothing: 1.5) }
         #expect(throws: BLASNetError.self) { try CrossEntropyLoss(labelSmoothing: .nan) }

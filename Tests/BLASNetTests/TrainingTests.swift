@@ -36,6 +36,21 @@ struct TrainingTests {
         Dictionary(uniqueKeysWithValues: trainer.model.stateDict().map { ($0.name, $0.tensor.floats().scalars) })
     }
 
+    /// Step counts a damaged or hand-set position would overflow, and a loader with no
+    /// batch, are errors that say so (the first trapped; the second blamed the batch size of a resume).
+    @Test func unrunnableEpochsAreRefused() throws {
+        let trainer = try Self.trainer(try Self.noiseDataset(count: 64), epochs: 1)
+        trainer.completedEpochs = Int.max / 2
+        let overflow = #expect(throws: BLASNetError.self) { try trainer.trainEpoch() }
+        #expect(overflow.map { "\($0)" }?.contains("overflow the step count") == true)
+        let loader = try DataLoader(dataset: try Self.noiseDataset(count: 8), batchSize: 16, shuffle: true, seed: 7, mean: [0.5],
+                                    std: [0.25], dropLast: true)
+        let empty = Trainer(model: trainer.model, optimizer: trainer.optimizer, schedule: trainer.schedule, loss: try CrossEntropyLoss(),
+                            trainLoader: loader)
+        let none = #expect(throws: BLASNetError.self) { try empty.trainEpoch() }
+        #expect(none.map { "\($0)" }?.contains("the training loader has no batches: 8 images, batches of 16 with the incomplete one dropped") == true)
+    }
+
     @Test func tinyModelOverfitsSixtyFourImages() throws {
         let data = try Self.noiseDataset(count: 64)
         let trainer = try Self.trainer(data, epochs: 60, batchSize: 64, augment: false, optimizer: "adamw")

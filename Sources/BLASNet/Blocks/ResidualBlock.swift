@@ -48,7 +48,13 @@ public final class ResidualBlock: Module {
         dy.withUnsafePointer { g in y.withUnsafePointer { yp in d.withUnsafeMutablePointer { Kernels.reluBackward(g, output: yp, $0, count: y.count) } } }
         var dBranch = try se?.observedBackward(d) ?? d
         dBranch = try branch.reversed().reduce(dBranch) { try $1.module.observedBackward($0) }
-        dBranch += try downsample?.observedBackward(d) ?? d
+        let dShortcut = try downsample?.observedBackward(d) ?? d
+        // A branch layer told not to propagate (or a custom one) can hand back another shape.
+        guard dBranch.shape == dShortcut.shape else {
+            throw BLASNetError.shapeMismatch(layer: "ResidualBlock backward: the branch's input gradient", expected: "\(dShortcut.shape)",
+                                             got: dBranch.shape)
+        }
+        dBranch += dShortcut
         return dBranch
     }
 }

@@ -80,8 +80,10 @@ public enum BLAS {
             s.transA ? CblasTrans : CblasNoTrans,
             s.transB ? CblasTrans : CblasNoTrans,
             blasint(s.m), blasint(s.n), blasint(s.k),
-            alpha, a, blasint(s.lda), b, blasint(s.ldb),
-            s.beta, c, blasint(s.ldc))
+            // A stride of 0 (an empty batch's matrix) is "an illegal value" to BLAS, which
+            // prints so on stderr even though no element of that matrix is read.
+            alpha, a, blasint(max(1, s.lda)), b, blasint(max(1, s.ldb)),
+            s.beta, c, blasint(max(1, s.ldc)))
     }
 
     /// Adds one batch to least-squares normal equations: `gram += Xᵀ·X` (upper triangle)

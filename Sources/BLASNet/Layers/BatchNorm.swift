@@ -53,6 +53,7 @@ public final class BatchNorm: Module {
     /// (a cumulative average) is not offered.
     public init(_ channels: Int, eps: Float = 1e-5, momentum: Float = 0.1, fusesReLU: Bool = false) throws {
         guard channels > 0 else { throw BLASNetError.invalidArgument("BatchNorm: channels must be positive, got \(channels)") }
+        try PlaneNormalization.checkSettings(eps: eps, momentum: momentum, layer: "BatchNorm")
         self.channels = channels
         self.eps = eps
         self.momentum = momentum

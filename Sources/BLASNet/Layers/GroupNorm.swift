@@ -27,6 +27,7 @@ public final class GroupNorm: Module {
             throw BLASNetError.invalidArgument(
                 "GroupNorm: \(channels) channels cannot be split into \(groups) groups (groups must be positive and divide the channels)")
         }
+        try PlaneNormalization.checkSettings(eps: eps, layer: "GroupNorm")
         self.groups = groups
         self.channels = channels
         self.eps = eps

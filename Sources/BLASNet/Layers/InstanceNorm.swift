@@ -34,6 +34,7 @@ public final class InstanceNorm2d: Module {
     public init(_ channels: Int, eps: Float = 1e-5, momentum: Float = 0.1, affine: Bool = false,
                 trackRunningStats: Bool = false) throws {
         guard channels > 0 else { throw BLASNetError.invalidArgument("InstanceNorm2d: channels must be positive, got \(channels)") }
+        try PlaneNormalization.checkSettings(eps: eps, momentum: momentum, layer: "InstanceNorm2d")
         self.channels = channels
         self.eps = eps
         self.momentum = momentum

@@ -45,6 +45,14 @@ struct PlaneNormalization {
     private var groupDy: [Double] = [], groupDyXc: [Double] = []
     private var dGamma: [Double] = [], dBeta: [Double] = []
 
+    /// Throws unless `eps` is finite and non-negative and `momentum` (for running
+    /// statistics) lies in 0...1: anything else turns outputs or running statistics to NaN.
+    static func checkSettings(eps: Float, momentum: Float = 0, layer: String) throws {
+        guard eps >= 0, eps.isFinite, (0...1).contains(momentum) else {
+            throw BLASNetError.invalidArgument("\(layer): eps \(eps) must be finite and non-negative and momentum \(momentum) in 0...1")
+        }
+    }
+
     /// Sets the geometry of the next pass; the buffers are reallocated only when it changes.
     /// A pending backward pass is dropped: its statistics are about to be overwritten.
     mutating func prepare(channels: Int, samples: Int, planeSize: Int, groups: Int) {

@@ -51,9 +51,9 @@ public final class AdamW: Optimizer {
     /// PyTorch's defaults: `lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 1e-2`.
     public init(_ parameters: [Parameter], learningRate: Float = 1e-3, betas: (Double, Double) = (0.9, 0.999),
                 eps: Float = 1e-8, weightDecay: Float = 1e-2, amsgrad: Bool = false) throws {
-        guard learningRate >= 0, eps >= 0, weightDecay >= 0 else {
+        guard [learningRate, eps, weightDecay].allSatisfy({ $0 >= 0 && $0.isFinite }) else {
             throw BLASNetError.invalidArgument(
-                "AdamW: learning rate \(learningRate), eps \(eps) and weight decay \(weightDecay) must be non-negative")
+                "AdamW: learning rate \(learningRate), eps \(eps) and weight decay \(weightDecay) must be finite and non-negative")
         }
         guard (0..<1).contains(betas.0), (0..<1).contains(betas.1) else {
             throw BLASNetError.invalidArgument("AdamW: betas (\(betas.0), \(betas.1)) must lie in [0, 1)")

@@ -121,6 +121,9 @@ extension SafeTensorsFile {
             return self
         }
         let (o, i, k) = (weight.shape[0], weight.shape[1], weight.shape[2] * weight.shape[3])
+        guard let count = Tensor.elementCount([o, channels, k]), count <= Parameter.maximumCount else {
+            throw BLASNetError.invalidArgument("conv1.weight adapted to \(channels) input channels would be more than \(Parameter.maximumCount) elements")
+        }
         guard channels > 0, channels == 1 ? i <= 3 : i == 3 else {
             throw BLASNetError.invalidArgument("conv1.weight takes \(i) input channels; only RGB (3) weights adapt to \(channels)")
         }

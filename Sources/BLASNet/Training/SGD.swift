@@ -21,9 +21,9 @@ public final class SGD: Optimizer {
 
     public init(_ parameters: [Parameter], learningRate: Float, momentum: Float = 0, dampening: Float = 0,
                 weightDecay: Float = 0, nesterov: Bool = false) throws {
-        guard learningRate >= 0, momentum >= 0, weightDecay >= 0 else {
+        guard [learningRate, momentum, dampening, weightDecay].allSatisfy({ $0 >= 0 && $0.isFinite }) else {
             throw BLASNetError.invalidArgument(
-                "SGD: learning rate \(learningRate), momentum \(momentum) and weight decay \(weightDecay) must be non-negative")
+                "SGD: learning rate \(learningRate), momentum \(momentum), dampening \(dampening) and weight decay \(weightDecay) must be finite and non-negative")
         }
         guard !nesterov || (momentum > 0 && dampening == 0) else {
             throw BLASNetError.invalidArgument("SGD: Nesterov momentum requires a momentum and zero dampening")

@@ -131,6 +131,13 @@ public final class Trainer {
         guard progress.steps >= 0, completedEpochs >= 0 else {
             throw BLASNetError.invalidArgument("epoch progress \(progress.steps) or completed epochs \(completedEpochs) is negative")
         }
+        guard stepsPerEpoch > 0 else {
+            throw BLASNetError.invalidArgument("the training loader has no batches: \(trainLoader.dataset.count) images, batches of \(trainLoader.batchSize)\(trainLoader.dropLast ? " with the incomplete one dropped" : "")")
+        }
+        // Every step's index in the run, which the schedule reads, must be countable.
+        guard epoch.multipliedReportingOverflow(by: stepsPerEpoch + 1).overflow == false else {
+            throw BLASNetError.invalidArgument("completed epochs \(completedEpochs) × \(stepsPerEpoch) steps an epoch overflow the step count")
+        }
         guard progress.steps < stepsPerEpoch else {
             throw BLASNetError.invalidArgument(
                 "epoch \(epoch + 1) stopped after step \(progress.steps), but an epoch now has \(stepsPerEpoch) steps; resume with the batch size it ran with")
