@@ -12,6 +12,7 @@ public final class Parameter {
     /// When false the layer skips this parameter's gradient and optimizers leave it alone.
     public var requiresGrad = true
 
+    /// A trainable tensor holding `value`, with no gradient until the first backward pass.
     public init(_ value: Tensor) {
         self.value = value
     }
@@ -64,8 +65,11 @@ public enum BufferKind: Sendable { case float, int64 }
 public final class Buffer {
     /// Current value; ``assign(_:)`` replaces it with a tensor of the same shape.
     public package(set) var value: Tensor
+    /// The dtype the buffer takes in a state_dict.
     public let kind: BufferKind
 
+    /// A non-trainable state tensor holding `value`, saved in the state_dict as `kind`
+    /// (PyTorch's `num_batches_tracked` is `.int64`).
     public init(_ value: Tensor, kind: BufferKind = .float) {
         self.value = value
         self.kind = kind

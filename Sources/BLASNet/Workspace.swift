@@ -7,6 +7,7 @@ public final class Workspace {
     private var storage: UnsafeMutablePointer<Float>
     private var capacity: Int
 
+    /// An empty workspace; it grows to the largest scratch any of its layers asks for.
     public init() {
         capacity = 0
         storage = .allocate(capacity: 1)

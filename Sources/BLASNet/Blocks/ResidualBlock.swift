@@ -11,6 +11,8 @@ public final class ResidualBlock: Module {
     /// The block's output, whose positive entries are where the final ReLU passes gradient.
     private var output: Tensor?
 
+    /// A block computing `relu(se(branch(x)) + shortcut(x))`; nil `se` leaves it out, nil
+    /// `downsample` makes the shortcut the identity (the branch must then keep the shape).
     public init(branch: [(name: String, module: any Module)], se: SEBlock?, downsample: Sequential?) {
         self.branch = branch
         self.se = se

@@ -17,6 +17,8 @@ public final class SEBlock: Module {
         return max(divisor, Int(v + Double(divisor) / 2) / divisor * divisor)
     }
 
+    /// timm's SE module for `channels` channels: 1×1 convolutions to
+    /// ``reducedChannels(_:ratio:divisor:)`` and back, initialized from `rng` as `nn.Conv2d`.
     public init(_ channels: Int, workspace: Workspace = Workspace(), rng: inout SeededGenerator) throws {
         self.channels = channels
         let rd = Self.reducedChannels(channels)

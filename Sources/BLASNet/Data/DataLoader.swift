@@ -15,6 +15,7 @@ public struct Augmentation: Sendable, Equatable {
     /// No augmentation: images as they are (evaluation).
     public static let none = Augmentation()
 
+    /// The augmentations to apply; the defaults apply none.
     public init(cropPadding: Int = 0, horizontalFlip: Bool = false, erasing: Double = 0) {
         self.cropPadding = cropPadding
         self.horizontalFlip = horizontalFlip
@@ -40,11 +41,15 @@ public struct Batch: Sendable {
 /// This process's part of every batch in data-parallel training: slice `index` of
 /// `count` near-equal slices of each batch's images.
 public struct Shard: Sendable, Equatable {
+    /// Which slice this process takes.
     public let index: Int
+    /// How many slices each batch is cut into.
     public let count: Int
     /// The whole batch: one process.
     public static let whole = Shard(index: 0, count: 1)
 
+    /// Slice `index` of `count` (a process's rank and the job's size); ``DataLoader`` checks
+    /// that `0 ≤ index < count`.
     public init(index: Int, count: Int) {
         (self.index, self.count) = (index, count)
     }

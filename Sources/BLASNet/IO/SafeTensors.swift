@@ -139,6 +139,7 @@ public struct SafeTensorsFile: Sendable {
     /// Largest header the reference implementation accepts.
     static let maxHeaderSize = 100_000_000
 
+    /// A file to write holding `tensors` in this order, with `metadata` as its `__metadata__`.
     public init(tensors: [(name: String, tensor: SafeTensor)] = [], metadata: [String: String] = [:]) {
         self.tensors = tensors
         self.metadata = metadata

@@ -5,6 +5,8 @@ public struct Window: Sendable, Equatable {
     public var padding: (h: Int, w: Int)
     public var dilation: (h: Int, w: Int)
 
+    /// A square window, the same along both axes. Not checked here: layers call
+    /// `validate` (a positive kernel, stride and dilation; padding within range).
     public init(kernel: Int, stride: Int = 1, padding: Int = 0, dilation: Int = 1) {
         self.kernel = (kernel, kernel)
         self.stride = (stride, stride)
@@ -12,6 +14,7 @@ public struct Window: Sendable, Equatable {
         self.dilation = (dilation, dilation)
     }
 
+    /// A window with its own size along each axis, checked as the square one is.
     public init(kernel: (h: Int, w: Int), stride: (h: Int, w: Int), padding: (h: Int, w: Int), dilation: (h: Int, w: Int)) {
         self.kernel = kernel
         self.stride = stride

@@ -15,6 +15,8 @@ public final class LayerNorm: Module {
     public var bias: Parameter? { norm.bias }
     private let norm: GroupNorm
 
+    /// Normalizes each sample over its `normalizedShape` channels and all positions (GroupNorm
+    /// with one group); throws unless the channel count is positive and `eps` finite and non-negative.
     public init(normalizedShape: Int, eps: Float = 1e-5, elementwiseAffine: Bool = true) throws {
         guard normalizedShape > 0 else {
             throw BLASNetError.invalidArgument("LayerNorm: normalized shape must be positive, got \(normalizedShape)")

@@ -69,6 +69,8 @@ public final class AvgPool2d: Module {
     public let window: Window
     private var inputShape: [Int] = []
 
+    /// `nn.AvgPool2d`'s arguments and defaults (`count_include_pad=True`): `stride` nil is
+    /// `kernelSize`; padding pads with zeros and must be at most half the kernel.
     public init(kernelSize: Int, stride: Int? = nil, padding: Int = 0) throws {
         window = Window(kernel: kernelSize, stride: stride ?? kernelSize, padding: padding)
         try window.validate("AvgPool2d")

@@ -5,6 +5,7 @@ public final class Sequential: Module {
     /// upstream is frozen): backward then ends at the first layer that still trains.
     var computesInputGradient = true
 
+    /// `layers` applied in order; their state_dict names are their indices, as in `nn.Sequential`.
     public init(_ layers: [any Module]) { self.layers = layers }
 
     public var children: [(name: String, module: any Module)] {

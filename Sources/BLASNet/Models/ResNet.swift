@@ -250,6 +250,8 @@ public final class ResNet: Module {
             + stages.enumerated().map { ("layer\($0.offset + 1)", $0.element) } + [("avgpool", pool), ("fc", fc)]
     }
 
+    /// Logits `[N, numClasses]` of images `x: [N, inChannels, H, W]` (PyTorch's layout, unlike
+    /// the channel-major layers inside), in the current mode (``Module/train()`` or ``Module/eval()``).
     public func forward(_ x: Tensor) throws -> Tensor {
         try checkInput(x)
         return try children.reduce(x.swappingFirstAxes()) { try $1.module.observedForward($0) }.swappingFirstAxes()

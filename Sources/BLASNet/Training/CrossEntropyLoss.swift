@@ -9,6 +9,8 @@ public struct CrossEntropyLoss: Loss, Sendable {
     /// ε, in `0...1`.
     public let labelSmoothing: Float
 
+    /// `nn.CrossEntropyLoss(label_smoothing:)`, mean over the batch; throws unless
+    /// `labelSmoothing` lies in [0, 1).
     public init(labelSmoothing: Float = 0) throws {
         guard (0...1).contains(labelSmoothing) else {
             throw BLASNetError.invalidArgument("CrossEntropyLoss: label smoothing \(labelSmoothing) must lie in [0, 1]")

@@ -50,13 +50,13 @@ public enum FineTuningStrategy: Equatable, Sendable, CustomStringConvertible {
         }
     }
 
-    /// Freezes what the regime keeps fixed (nothing for ``full`` and ``scratch``).
     /// The first of `names` that would freeze the head, which is new (fitted for the new
     /// classes) and, frozen, would keep random weights; nil when none does.
     public static func frozenHead(_ names: [String]) -> String? {
         names.first { $0 == "fc" || $0.hasPrefix("fc.") }
     }
 
+    /// Freezes what the regime keeps fixed (nothing for ``full`` and ``scratch``).
     public func apply(to model: ResNet) throws {
         model.unfreeze()
         switch self {

@@ -19,6 +19,8 @@ public final class SGD: Optimizer {
         OptimizerStateLayout(optimizer: "SGD", buffers: momentum != 0 ? ["momentum_buffer"] : [])
     }
 
+    /// `torch.optim.SGD` over `parameters`, with its arguments and defaults. Throws unless
+    /// every rate is finite and non-negative, and Nesterov momentum has a momentum and no dampening.
     public init(_ parameters: [Parameter], learningRate: Float, momentum: Float = 0, dampening: Float = 0,
                 weightDecay: Float = 0, nesterov: Bool = false) throws {
         guard [learningRate, momentum, dampening, weightDecay].allSatisfy({ $0 >= 0 && $0.isFinite }) else {

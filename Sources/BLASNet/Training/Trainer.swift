@@ -30,6 +30,7 @@ public struct EpochSummary: Codable, Sendable, Equatable {
     /// Resident memory of the process at the end of the epoch, if measured.
     public var residentBytes: Int?
 
+    /// One epoch's figures, as ``Trainer`` and `blasnet train` record them.
     public init(epoch: Int, trainLoss: Double, trainAccuracy: Double, testLoss: Double, testAccuracy: Double,
                 seconds: Double, learningRate: Float, residentBytes: Int? = nil) {
         (self.epoch, self.trainLoss, self.trainAccuracy, self.testLoss, self.testAccuracy) =
@@ -66,6 +67,7 @@ public struct EpochProgress: Codable, Sendable, Equatable {
     public var seen = 0
     public var seconds = 0.0
 
+    /// The start of an epoch: no step taken yet.
     public init() {}
 
     /// Mean of the batch losses, over the batches not skipped.
@@ -108,6 +110,8 @@ public final class Trainer {
     public var dataParallel: (any DataParallel)?
     private let buffers: [Buffer]
 
+    /// Trains `model` on `trainLoader`'s batches: each step sets the optimizer's rate from
+    /// `schedule`, runs forward, `loss`, backward and the optimizer.
     public init(model: any Module, optimizer: any Optimizer, schedule: LearningRateSchedule,
                 loss: any Loss, trainLoader: DataLoader) {
         self.model = model
