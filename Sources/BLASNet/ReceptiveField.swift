@@ -128,8 +128,11 @@ private func trace(_ module: any Module, name: String, from field: ReceptiveFiel
     case .pointwise:
         out = field
     case .window(let window):
+        // A custom module's window has not been through a layer's initializer.
+        try window.validate(label)
         out = try field.through(window, layer: label)
     case .adaptive(let grid):
+        guard grid > 0 else { throw BLASNetError.invalidArgument("\(label): adaptive pooling to a \(grid)×\(grid) grid") }
         // adaptive_avg_pool2d(x, g) is AvgPool2d with kernel and stride map/g when g divides
         // the map; other bins differ in size and step, which no single window describes.
         let map = (h: field.height.outputSize, w: field.width.outputSize)

@@ -35,4 +35,18 @@ public enum ResidentMemory {
         guard getrlimit(Int32(RLIMIT_AS.rawValue), &limit) == 0, limit.rlim_cur != rlim_t.max else { return physical }
         return min(physical, Double(limit.rlim_cur))
     }
+
+    /// Throws unless `bytes` fit in ``availableBytes``; `what` names them in the error.
+    ///
+    /// Sizes come in as `Double` so that callers multiply dimensions without overflow
+    /// and without an array (layers check their outputs on every forward, which must not
+    /// allocate). Below a gigabyte the limit is not even read.
+    static func checkFits(bytes: Double, _ what: @autoclosure () -> String) throws {
+        guard bytes > Double(1 << 30) else { return }
+        let memory = availableBytes
+        guard bytes <= memory else {
+            throw BLASNetError.invalidArgument(String(format: "%@: %.1f GB, more than the %.1f GB this process may use",
+                                                      what(), bytes / 1e9, memory / 1e9))
+        }
+    }
 }

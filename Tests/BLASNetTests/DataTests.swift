@@ -491,6 +491,10 @@ struct DataTests {
         // Training batches must split evenly, or the processes' gradients would weigh images unequally.
         #expect(throws: BLASNetError.self) { try loader(Shard(index: 0, count: 4), dropLast: true) }
         #expect(throws: BLASNetError.self) { try loader(Shard(index: 3, count: 3), dropLast: false) }
+        // A valid shard of an absurd count: `count · index` used to overflow and trap.
+        // Shard i starts at ⌊6·i / count⌋: this last one holds each batch's last image.
+        let last = try loader(Shard(index: Int.max - 1, count: Int.max), dropLast: false).batches(epoch: 0).map(\.indices)
+        #expect(try last == loader(.whole, dropLast: false).batches(epoch: 0).map { [$0.indices.last!] })
     }
 
     @Test func abandoningAnIteratorStopsItsThread() throws {

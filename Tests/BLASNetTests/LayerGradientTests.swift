@@ -253,6 +253,19 @@ struct LayerGradientTests {
         #expect(throws: BLASNetError.self) { try Conv2d(1, 1, kernelSize: 3, dilation: Int.max / 2, rng: &rng) }
         #expect(throws: BLASNetError.self) { try MaxPool2d(kernelSize: 3, padding: Int.max / 2) }
         #expect(throws: BLASNetError.self) { try AdaptiveAvgPool2d(1 << 32).forward(Tensor(shape: [2, 1, 3, 3])) }
+        // Each size in range, outputs of terabytes: refused by name where Swift's allocation trapped.
+        // (Pooling windows cannot: their padding is at most half the kernel.)
+        for (layer, error) in [(try Conv2d(64, 64, kernelSize: 1, padding: 1 << 16, rng: &rng) as any Module, "output of 1 images"),
+                               (try Conv2d(1, 1, kernelSize: 1024, padding: 1011, rng: &rng), "column matrix"),
+                               (try AdaptiveAvgPool2d(1 << 20), "output of 1 images")] {
+            let input = Tensor(shape: [(layer as? Conv2d)?.inChannels ?? 64, 1, 2, 2])
+            let message = #expect(throws: BLASNetError.self) { try layer.forward(input) }
+            #expect(message.map { "\($0)" }?.contains(error) == true, "\(String(describing: message))")
+            #expect(message.map { "\($0)" }?.contains("GB, more than the") == true)
+        }
+        #expect(throws: BLASNetError.self) { try SEBlock.reducedChannels(64, divisor: 0) }
+        #expect(throws: BLASNetError.self) { try SEBlock.reducedChannels(64, ratio: .nan) }
+        #expect(throws: BLASNetError.self) { try SEBlock.reducedChannels(Int.max) }
         let pool = try MaxPool2d(kernelSize: 2)
         _ = try pool.forward(Tensor(shape: [3, 0, 4, 4]))
         #expect(try pool.backward(Tensor(shape: [3, 0, 2, 2])).shape == [3, 0, 4, 4])

@@ -279,6 +279,9 @@ struct OptimizerTests {
             #expect(fresh.stateTensors().isEmpty && fresh.stepCount == 0, "\(name): a failed load changes nothing")
         }
         #expect(throws: BLASNetError.self) { try fresh.loadState(state, stepCount: -1) }
+        // Int.max used to load, and the next step's `stepCount += 1` trapped.
+        #expect(throws: BLASNetError.self) { try fresh.loadState(state, stepCount: Int.max) }
+        #expect(throws: BLASNetError.self) { try SGD(p, learningRate: 0.1).loadState([:], stepCount: (1 << 53) + 1) }
         #expect(throws: BLASNetError.self) { try SGD(p, learningRate: 0.1, momentum: 0.9).loadState(state, stepCount: 1) }
         #expect(throws: BLASNetError.self) { try AdamW(p, amsgrad: true).loadState(state, stepCount: 1) }
         var withModel = state

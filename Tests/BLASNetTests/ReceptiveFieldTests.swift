@@ -197,6 +197,20 @@ struct ReceptiveFieldTests {
         // PyTorch's floor rule leaves no output where the input is smaller than the window.
         #expect(throws: BLASNetError.self) { try Sequential([try MaxPool2d(kernelSize: 3)]).receptiveFields(inputSize: (2, 8)) }
         #expect(throws: BLASNetError.self) { try MaxPool2d(kernelSize: 3).forward(Tensor(shape: [1, 1, 2, 8])) }
+        // A custom module's structure has not been through a layer's checks: a stride of 0
+        // used to divide by zero, a grid of 0 to take a remainder by zero.
+        #expect(throws: BLASNetError.self) {
+            try Sequential([Custom(.window(Window(kernel: 3, stride: 0)))]).receptiveFields(inputSize: (8, 8))
+        }
+        #expect(throws: BLASNetError.self) { try Sequential([Custom(.adaptive(grid: 0))]).receptiveFields(inputSize: (8, 8)) }
+    }
+
+    /// A module of any structure, computing nothing.
+    private final class Custom: SpatialModule {
+        let spatialStructure: SpatialStructure
+        init(_ structure: SpatialStructure) { spatialStructure = structure }
+        func forward(_ x: Tensor) throws -> Tensor { x }
+        func backward(_ dy: Tensor) throws -> Tensor { dy }
     }
 
     @Test func commandPrintsResNet50Fields() throws {

@@ -333,8 +333,8 @@ struct RunCommandTests {
         let huge = try Self.run(["bench", "--arch", "resnet50", "--width", "1024", "--num-classes", "1048576", "--head-grid", "64",
                                  "--input", "32", "32", "--batch", "2", "--steps", "1"])
         #expect(huge.status != 0)
-        #expect(huge.stderr.hasPrefix("Error: ResNet: resnet50 at width 1024 with 1048576 classes over a 64×64 head grid has 5629"), "\(huge.stderr)")
-        #expect(huge.stderr.contains("GB of weights, more than the "), "\(huge.stderr)")
+        #expect(huge.stderr.hasPrefix("Error: ResNet: weights of resnet50 at width 1024 with 1048576 classes over a 64×64 head grid: 5629"), "\(huge.stderr)")
+        #expect(huge.stderr.contains(" GB, more than the "), "\(huge.stderr)")
         // The receptive-field table needs the layers' windows, not those weights.
         let table = try Self.run(["receptive-field", "--arch", "resnet50", "--width", "1024", "--num-classes", "1048576",
                                   "--head-grid", "64", "--input", "2048", "2048"])

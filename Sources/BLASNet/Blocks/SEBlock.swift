@@ -12,16 +12,22 @@ public final class SEBlock: Module {
     private var scale: Tensor?
 
     /// timm's `make_divisible(channels / 16, 8, round_limit=0)`: 64 → 8, 256 → 16, 2048 → 128.
-    public static func reducedChannels(_ channels: Int, ratio: Double = 1.0 / 16, divisor: Int = 8) -> Int {
-        let v = Double(channels) * ratio
-        return max(divisor, Int(v + Double(divisor) / 2) / divisor * divisor)
+    ///
+    /// - Throws: ``BLASNetError/invalidArgument(_:)`` unless `channels` and `divisor` are
+    ///   in 1...2³² and `ratio` is in (0, 1].
+    public static func reducedChannels(_ channels: Int, ratio: Double = 1.0 / 16, divisor: Int = 8) throws -> Int {
+        guard (1...(1 << 32)).contains(channels), (1...(1 << 32)).contains(divisor), ratio > 0, ratio <= 1 else {
+            throw BLASNetError.invalidArgument(
+                "SE width: need channels and divisor in 1...2³² and a ratio in (0, 1], got \(channels), \(divisor) and \(ratio)")
+        }
+        return max(divisor, Int(Double(channels) * ratio + Double(divisor) / 2) / divisor * divisor)
     }
 
     /// timm's SE module for `channels` channels: 1×1 convolutions to
     /// ``reducedChannels(_:ratio:divisor:)`` and back, initialized from `rng` as `nn.Conv2d`.
     public init(_ channels: Int, workspace: Workspace = Workspace(), rng: inout SeededGenerator) throws {
         self.channels = channels
-        let rd = Self.reducedChannels(channels)
+        let rd = try Self.reducedChannels(channels)
         fc1 = try Conv2d(channels, rd, kernelSize: 1, bias: true, workspace: workspace, rng: &rng)
         fc2 = try Conv2d(rd, channels, kernelSize: 1, bias: true, workspace: workspace, rng: &rng)
     }

@@ -145,8 +145,9 @@ public final class DataLoader: Sendable {
     /// This loader's shard of batch number `b` of an epoch whose sample order is `order`.
     func makeBatch(_ b: Int, epoch: Int, order: [Int]) -> Batch {
         let batch = order[(b * batchSize)..<min((b + 1) * batchSize, order.count)]
-        let indices = Array(batch.dropFirst(batch.count * shard.index / shard.count)
-            .prefix(batch.count * (shard.index + 1) / shard.count - batch.count * shard.index / shard.count))
+        // Shard i starts at ⌊count·i / shards⌋, in double width: any valid shard, however many.
+        func start(_ i: Int) -> Int { shard.count.dividingFullWidth(batch.count.multipliedFullWidth(by: i)).quotient }
+        let indices = Array(batch.dropFirst(start(shard.index)).prefix(start(shard.index + 1) - start(shard.index)))
         let (c, h, w) = (dataset.channels, dataset.height, dataset.width)
         let size = c * h * w
         var images = Tensor(uninitializedShape: [indices.count, c, h, w])

@@ -60,6 +60,12 @@ public final class Conv2d: Module {
         guard g.outHeight > 0, g.outWidth > 0 else {
             throw BLASNetError.shapeMismatch(layer: label, expected: "planes at least as large as the kernel after padding", got: x.shape)
         }
+        // A large padding or dilation on a modest input can ask for terabytes, where
+        // Swift's allocation would trap.
+        try ResidentMemory.checkFits(bytes: 4 * Double(outChannels) * Double(g.batch) * Double(g.outPlane),
+                                     "\(label): output of \(g.batch) images of \(g.outHeight)×\(g.outWidth)")
+        try ResidentMemory.checkFits(bytes: 4 * Double(g.columnRows) * Double(g.outPlane),
+                                     "\(label): column matrix of one \(g.outHeight)×\(g.outWidth) output")
         return g
     }
 

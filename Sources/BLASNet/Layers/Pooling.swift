@@ -125,9 +125,9 @@ public final class AdaptiveAvgPool2d: Module {
         guard x.shape.count == 4, x.shape[2] * x.shape[3] > 0 else {
             throw BLASNetError.shapeMismatch(layer: "AdaptiveAvgPool2d(\(grid))", expected: "[C, N, H, W]", got: x.shape)
         }
-        guard let features = Tensor.elementCount([x.shape[0], grid, grid]) else {
-            throw BLASNetError.invalidArgument("AdaptiveAvgPool2d(\(grid)): \(x.shape[0]) channels over a \(grid)×\(grid) grid overflow")
-        }
+        try ResidentMemory.checkFits(bytes: 4 * Double(x.shape[0]) * Double(grid) * Double(grid) * Double(x.shape[1]),
+                                     "AdaptiveAvgPool2d(\(grid)): output of \(x.shape[1]) images")
+        let features = x.shape[0] * grid * grid
         var y = Tensor(uninitializedShape: [features, x.shape[1]])
         x.withUnsafePointer { xp in
             y.withUnsafeMutablePointer {

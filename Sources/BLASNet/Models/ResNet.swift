@@ -181,12 +181,8 @@ public final class ResNet: Module {
         }
         let bytes = 4 * architecture.convolutionAndHeadWeights(width: width, inChannels: inChannels, stem: stem,
                                                                    numClasses: numClasses, headGrid: headGrid)
-        let memory = ResidentMemory.availableBytes
-        guard bytes <= memory else {
-            throw BLASNetError.invalidArgument(String(
-                format: "ResNet: %@ at width %d with %d classes over a %d×%d head grid has %.1f GB of weights, more than the %.1f GB this process may use",
-                architecture.rawValue, width, numClasses, headGrid, headGrid, bytes / 1e9, memory / 1e9))
-        }
+        try ResidentMemory.checkFits(
+            bytes: bytes, "ResNet: weights of \(architecture.rawValue) at width \(width) with \(numClasses) classes over a \(headGrid)×\(headGrid) head grid")
         var rng = SeededGenerator(seed: seed)
         let workspace = Workspace()
         self.architecture = architecture

@@ -64,8 +64,10 @@ struct OptimizerStateLayout {
     /// The `optimizer.` entries of `tensors`, grouped by parameter index (nil for a
     /// parameter without state) after checking names, shapes and completeness.
     func parse(_ tensors: [String: Tensor], parameters: [Parameter], stepCount: Int) throws -> [[String: Tensor]?] {
-        guard stepCount >= 0 else {
-            throw BLASNetError.invalidArgument("\(optimizer) state: step count \(stepCount) is negative")
+        // PyTorch keeps step counts as floats, exact up to 2⁵³; past that, and near
+        // Int.max where the next step overflows, a count is damage, not progress.
+        guard (0...(1 << 53)).contains(stepCount) else {
+            throw BLASNetError.invalidArgument("\(optimizer) state: step count \(stepCount) is not in 0...2⁵³")
         }
         var grouped = [[String: Tensor]](repeating: [:], count: parameters.count)
         var problems: [String] = []
