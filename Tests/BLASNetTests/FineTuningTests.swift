@@ -97,7 +97,7 @@ struct FineTuningTests {
                 for c in 0..<k { rhs[i * k + c] += a[r][i] * y[r][c] }
             }
         }
-        let equations = RidgeHead.NormalEquations(gram: gram, rhs: rhs, n: n, k: k, count: m)
+        let equations = try RidgeHead.NormalEquations(gram: gram, rhs: rhs, n: n, k: k, count: m)
         for ridge in [1e-4, 1e-2, 1.0] {
             let meanSquaredNorm = (0..<f).reduce(0.0) { $0 + gram[$1 * n + $1] } / Double(m)
             var inverse = (0..<n).map { i in (0..<n).map { j in gram[i * n + j] + (i == j && i < f ? ridge * meanSquaredNorm * Double(m) : 0) } + (0..<n).map { i == $0 ? 1.0 : 0 } }
@@ -120,9 +120,13 @@ struct FineTuningTests {
                 }
             }
             let expected = Double(m) * residual / ((Double(m) - trace) * (Double(m) - trace))
-            let got = try equations.gcv(ridge)
+            let got = equations.gcv(ridge)
             #expect(abs(got - expected) < 1e-9 * expected, "λ \(ridge): GCV \(got), hat-matrix value \(expected)")
         }
+        // Features that are all 0 leave nothing to fit and no scale for λ: refused, not NaN weights.
+        var empty = [Double](repeating: 0, count: n * n)
+        empty[n * n - 1] = Double(m)
+        #expect(throws: BLASNetError.self) { try RidgeHead.NormalEquations(gram: empty, rhs: rhs, n: n, k: k, count: m) }
     }
 
     @Test func batchNormShiftGrowsWithTheShiftAndLeavesTheModelAsItWas() throws {

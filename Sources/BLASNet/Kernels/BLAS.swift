@@ -117,27 +117,32 @@ public enum BLAS {
         }
     }
 
-    /// `A·B` of row-major Float64 `A: [m, k]` and `B: [k, n]`.
-    static func multiply(_ a: [Double], _ b: [Double], m: Int, n: Int, k: Int) -> [Double] {
+    /// `A·B` (or `Aᵀ·B`) of row-major Float64 `A: [m, k]` (`[k, m]` transposed) and `B: [k, n]`.
+    static func multiply(_ a: [Double], _ b: [Double], m: Int, n: Int, k: Int, transposingA: Bool = false) -> [Double] {
         var c = [Double](repeating: 0, count: m * n)
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), 1, a, Int32(k),
-                    b, Int32(n), 0, &c, Int32(n))
+        cblas_dgemm(CblasRowMajor, transposingA ? CblasTrans : CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), 1,
+                    a, Int32(transposingA ? m : k), b, Int32(n), 0, &c, Int32(n))
         return c
     }
 
-    /// Solves `A·X = B` for symmetric positive-definite `A: [n, n]` and `B: [n, nrhs]`
-    /// (row-major, Float64) by Cholesky factorization (LAPACKE_dposv); `B` receives `X`.
-    /// Throws if `A` is not positive definite or either matrix holds a NaN.
-    static func solvePositiveDefinite(_ a: inout [Double], _ b: inout [Double], n: Int, nrhs: Int) throws {
-        let info = LAPACKE_dposv(LAPACK_ROW_MAJOR, Int8(UInt8(ascii: "U")), Int32(n), Int32(nrhs),
-                                 &a, Int32(n), &b, Int32(nrhs))
-        // LAPACKE checks its matrices for NaN first and names the argument with a negative info (5: A, 7: B).
-        if info == -5 || info == -7 {
-            throw BLASNetError.invalidArgument("LAPACKE_dposv: the \(n)×\(n) system's \(info == -5 ? "matrix" : "right-hand side") holds NaN (from non-finite inputs)")
+    /// The eigenvalues (ascending) and eigenvectors of symmetric row-major Float64
+    /// `a: [n, n]` (its upper triangle is read) by LAPACKE_dsyevr, with OpenBLAS on
+    /// ``threads`` threads for the call: the O(n³) reduction is BLAS-3 work and nothing else
+    /// runs meanwhile. Column `j` of `vectors: [n, n]` belongs to `values[j]`. `a` is overwritten.
+    static func symmetricEigen(_ a: inout [Double], n: Int) throws -> (values: [Double], vectors: [Double]) {
+        var values = [Double](repeating: 0, count: n), vectors = [Double](repeating: 0, count: n * n)
+        var found: Int32 = 0
+        var support = [Int32](repeating: 0, count: 2 * max(n, 1))
+        openblas_set_num_threads(Int32(threads))
+        defer { openblas_set_num_threads(1) }
+        let info = LAPACKE_dsyevr(LAPACK_ROW_MAJOR, Int8(UInt8(ascii: "V")), Int8(UInt8(ascii: "A")), Int8(UInt8(ascii: "U")),
+                                  Int32(n), &a, Int32(n), 0, 0, 0, 0, 0, &found, &values, &vectors, Int32(n), &support)
+        // LAPACKE checks the matrix for NaN first and names it with info −6.
+        if info == -6 { throw BLASNetError.invalidArgument("LAPACKE_dsyevr: the \(n)×\(n) matrix holds NaN (from non-finite inputs)") }
+        guard info == 0, found == n else {
+            throw BLASNetError.invalidArgument("LAPACKE_dsyevr: the eigenvalues of the \(n)×\(n) matrix did not converge (info \(info))")
         }
-        guard info == 0 else {
-            throw BLASNetError.invalidArgument("LAPACKE_dposv: the \(n)×\(n) system is not positive definite (info \(info))")
-        }
+        return (values, vectors)
     }
 
     /// Workers for BLASNet's sgemms and kernels. BLASNet splits each large sgemm over
