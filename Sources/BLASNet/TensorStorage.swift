@@ -14,8 +14,21 @@ final class TensorStorage: @unchecked Sendable {
 
     /// Uninitialized memory for `count` floats, for a tensor of `shape`.
     init(count: Int, shape: [Int], entry: (sizeClass: BufferPool.SizeClass, index: Int)?) {
-        (pointer, self.count, self.shape, self.entry) = (.allocate(capacity: max(count, 1)), count, shape, entry)
+        (pointer, self.count, self.shape, self.entry) = (.allocateLineAligned(max(count, 1)), count, shape, entry)
     }
 
-    deinit { pointer.deallocate() }
+    deinit { pointer.deallocateLineAligned() }
+}
+
+extension UnsafeMutablePointer<Float> {
+    /// `count` floats starting on a cache line. malloc aligns to 16 bytes (a large block
+    /// sits 16 bytes past a page boundary), so OpenBLAS's 64-byte AVX-512 loads and stores
+    /// of the operands it reads and writes in place would straddle two lines.
+    static func allocateLineAligned(_ count: Int) -> Self {
+        UnsafeMutableRawPointer.allocate(byteCount: count * MemoryLayout<Float>.stride, alignment: 64)
+            .bindMemory(to: Float.self, capacity: count)
+    }
+
+    /// Frees memory from ``allocateLineAligned(_:)``.
+    func deallocateLineAligned() { UnsafeMutableRawPointer(self).deallocate() }
 }

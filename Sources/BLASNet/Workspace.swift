@@ -10,16 +10,16 @@ public final class Workspace {
     /// An empty workspace; it grows to the largest scratch any of its layers asks for.
     public init() {
         capacity = 0
-        storage = .allocate(capacity: 1)
+        storage = .allocateLineAligned(1)
     }
 
-    deinit { storage.deallocate() }
+    deinit { storage.deallocateLineAligned() }
 
     /// A buffer of at least `count` floats, valid until the next call.
     func floats(_ count: Int) -> UnsafeMutablePointer<Float> {
         if count > capacity {
-            storage.deallocate()
-            storage = .allocate(capacity: count)
+            storage.deallocateLineAligned()
+            storage = .allocateLineAligned(count)
             capacity = count
         }
         return storage
