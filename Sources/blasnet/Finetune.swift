@@ -94,6 +94,10 @@ struct Finetune: ParsableCommand {
     }
 
     func run() throws {
+        try OutputDirectory.removingIfLeftEmpty(out, fineTune)
+    }
+
+    private func fineTune() throws {
         compute.apply()
         let outputDirectory = try OutputDirectory.prepare(out)
         let file = try SafeTensorsFile(contentsOf: weights)

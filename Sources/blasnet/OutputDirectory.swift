@@ -42,6 +42,32 @@ enum OutputDirectory {
         }
     }
 
+    /// Runs `work`, which prepares `path` and writes there; if it throws, removes the
+    /// directories that did not exist before and are still empty. A run that fails before
+    /// its first file (no dataset at `--data`, a bad checkpoint) then leaves no empty
+    /// directory behind, and one that wrote anything keeps it all.
+    static func removingIfLeftEmpty<R>(_ path: String, _ work: () throws -> R) throws -> R {
+        var missing: [String] = []  // the deepest first
+        var directory = path
+        while !directory.isEmpty, access(directory, F_OK) != 0 {
+            missing.append(directory)
+            directory = parent(of: directory)
+        }
+        do {
+            return try work()
+        } catch {
+            // rmdir removes only empty directories; the first that is not ends the walk up.
+            for directory in missing { guard rmdir(directory) == 0 else { break } }
+            throw error
+        }
+    }
+
+    /// The path without its last component ("" for a single component).
+    private static func parent(of path: String) -> String {
+        // Not NSString's deletingLastPathComponent: this Foundation traps on a one-character path.
+        path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+    }
+
     /// `mkdir -p`, with the system's reason when it fails (FileManager's is a Cocoa error code).
     private static func create(_ path: String) throws {
         var isDirectory: ObjCBool = false
@@ -49,8 +75,7 @@ enum OutputDirectory {
             guard isDirectory.boolValue else { throw BLASNetError.io("cannot create output directory \(path): a file is in the way") }
             return
         }
-        // Not NSString's deletingLastPathComponent: this Foundation traps on a one-character path.
-        let parent = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+        let parent = parent(of: path)
         if !parent.isEmpty, parent != path { try create(parent) }
         guard mkdir(path, 0o755) == 0 || errno == EEXIST else {
             throw BLASNetError.io("cannot create output directory \(path): \(String(cString: strerror(errno)))")

@@ -143,6 +143,10 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
+        try OutputDirectory.removingIfLeftEmpty(out ?? resume ?? Self.defaultOut, runTraining)
+    }
+
+    private func runTraining() throws {
         let processes = distributed ? try MPIProcessGroup() : nil
         processes?.reportFromRootOnly()
         compute.apply(processes: processes)

@@ -508,6 +508,16 @@ struct TrainCommandTests {
         let unpenalized = try RunCommandTests.run(["finetune", "--weights", blocker, "--ridge", "0"])
         #expect(unpenalized.stderr.split(separator: "\n").first == "Error: --ridge must be positive and finite, got 0.0", "\(unpenalized.stderr)")
 
+        // Runs that fail after making their output directory, before writing to it, take
+        // the directories they made away again (they used to stay, empty); the others stay.
+        let exists = { (path: String) in FileManager.default.fileExists(atPath: dir.appendingPathComponent(path).path) }
+        let noData = try RunCommandTests.run(["train", "--data", dir.appendingPathComponent("nowhere").path,
+                                              "--out", dir.appendingPathComponent("new/run").path])
+        #expect(noData.status != 0 && !exists("new") && exists("file"))
+        let emptyWeights = try RunCommandTests.run(["finetune", "--weights", blocker, "--data", data,
+                                                    "--out", dir.appendingPathComponent("tuned/run").path])
+        #expect(emptyWeights.status != 0 && !exists("tuned"), "\(emptyWeights.stderr)")
+
         // A one-letter relative --out: this Foundation's deletingLastPathComponent traps on it.
         let relative = try train(["--epochs", "1", "--out", "w/r"].map { $0 }, in: dir)
         #expect(relative.status == 0, "\(relative.stderr)")
