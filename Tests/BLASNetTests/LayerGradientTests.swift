@@ -255,9 +255,9 @@ struct LayerGradientTests {
         #expect(throws: BLASNetError.self) { try AdaptiveAvgPool2d(1 << 32).forward(Tensor(shape: [2, 1, 3, 3])) }
         // Each size in range, outputs of terabytes: refused by name where Swift's allocation trapped.
         // (Pooling windows cannot: their padding is at most half the kernel.)
-        for (layer, error) in [(try Conv2d(64, 64, kernelSize: 1, padding: 1 << 16, rng: &rng) as any Module, "output of 1 images"),
-                               (try Conv2d(1, 1, kernelSize: 1024, padding: 1011, rng: &rng), "column matrix"),
-                               (try AdaptiveAvgPool2d(1 << 20), "output of 1 images")] {
+        for (layer, error) in [(try Conv2d(64, 64, kernelSize: 1, padding: 1 << 16, rng: &rng) as any Module, "output [64, 1, 131074, 131074]:"),
+                               (try Conv2d(1, 1, kernelSize: 1024, padding: 1011, rng: &rng), "column matrix [1048576, 1002001] of one image:"),
+                               (try AdaptiveAvgPool2d(1 << 20), "output [64 × 1048576², 1]:")] {
             let input = Tensor(shape: [(layer as? Conv2d)?.inChannels ?? 64, 1, 2, 2])
             let message = #expect(throws: BLASNetError.self) { try layer.forward(input) }
             #expect(message.map { "\($0)" }?.contains(error) == true, "\(String(describing: message))")

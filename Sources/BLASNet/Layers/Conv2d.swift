@@ -63,9 +63,9 @@ public final class Conv2d: Module {
         // A large padding or dilation on a modest input can ask for terabytes, where
         // Swift's allocation would trap.
         try ResidentMemory.checkFits(bytes: 4 * Double(outChannels) * Double(g.batch) * Double(g.outPlane),
-                                     "\(label): output of \(g.batch) images of \(g.outHeight)×\(g.outWidth)")
+                                     "\(label): output [\(outChannels), \(g.batch), \(g.outHeight), \(g.outWidth)]")
         try ResidentMemory.checkFits(bytes: 4 * Double(g.columnRows) * Double(g.outPlane),
-                                     "\(label): column matrix of one \(g.outHeight)×\(g.outWidth) output")
+                                     "\(label): column matrix [\(g.columnRows), \(g.outPlane)] of one image")
         return g
     }
 

@@ -126,7 +126,7 @@ public final class AdaptiveAvgPool2d: Module {
             throw BLASNetError.shapeMismatch(layer: "AdaptiveAvgPool2d(\(grid))", expected: "[C, N, H, W]", got: x.shape)
         }
         try ResidentMemory.checkFits(bytes: 4 * Double(x.shape[0]) * Double(grid) * Double(grid) * Double(x.shape[1]),
-                                     "AdaptiveAvgPool2d(\(grid)): output of \(x.shape[1]) images")
+                                     "AdaptiveAvgPool2d(\(grid)): output [\(x.shape[0]) × \(grid)², \(x.shape[1])]")
         let features = x.shape[0] * grid * grid
         var y = Tensor(uninitializedShape: [features, x.shape[1]])
         x.withUnsafePointer { xp in
