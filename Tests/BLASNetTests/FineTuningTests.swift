@@ -41,8 +41,10 @@ struct FineTuningTests {
         for huge in [1 << 60, 1 << 40] { #expect(throws: BLASNetError.self) { try file.adaptingInputChannels(to: huge) } }
     }
 
-    @Test func ridgeHeadSolvesItsNormalEquations() throws {
-        let model = try ResNet(.resnet8, numClasses: 3, inChannels: 1, stem: .cifar, width: 4, seed: 2)
+    /// Grid 1: 16 features for 30 images, the primal form; grid 2: 64, the dual.
+    @Test(arguments: [1, 2])
+    func ridgeHeadSolvesItsNormalEquations(headGrid: Int) throws {
+        let model = try ResNet(.resnet8, numClasses: 3, inChannels: 1, stem: .cifar, width: 4, headGrid: headGrid, seed: 2)
         let dataset = try Self.data(count: 30, seed: 3)
         let loader = try DataLoader(dataset: dataset, batchSize: 7, shuffle: false, seed: 0, mean: [0.5], std: [0.3])
         let ridge = 1e-2
@@ -122,6 +124,26 @@ struct FineTuningTests {
             let expected = Double(m) * residual / ((Double(m) - trace) * (Double(m) - trace))
             let got = equations.gcv(ridge)
             #expect(abs(got - expected) < 1e-9 * expected, "λ \(ridge): GCV \(got), hat-matrix value \(expected)")
+        }
+        // The dual form scores and solves the same problem: here (30 images, 5 features), and
+        // with fewer images than features, where ``fit`` uses it.
+        for (images, features) in [(m, f), (6, 9)] {
+            var rows: [Double] = [], targets: [Double] = [], g = [Double](repeating: 0, count: (features + 1) * (features + 1))
+            for r in 0..<images {
+                let row = (0..<features).map { _ in Double.random(in: 0...2, using: &rng) } + [1]
+                rows += row
+                targets += (0..<k).map { r % k == $0 ? 1 : 0 }
+                for i in 0...features { for j in 0...features { g[i * (features + 1) + j] += row[i] * row[j] } }
+            }
+            let b = (0...features).flatMap { i in (0..<k).map { c in (0..<images).reduce(0.0) { $0 + rows[$1 * (features + 1) + i] * targets[$1 * k + c] } } }
+            let primal = try RidgeHead.NormalEquations(gram: g, rhs: b, n: features + 1, k: k, count: images)
+            let dual = try RidgeHead.KernelEquations(rows: rows, targets: targets, n: features + 1, k: k)
+            for ridge in [1e-4, 1e-2, 1.0] {
+                #expect(abs(primal.gcv(ridge) - dual.gcv(ridge)) < 1e-9 * primal.gcv(ridge), "\(images)×\(features), λ \(ridge)")
+                let (p, d) = (primal.solve(ridge: ridge), dual.solve(ridge: ridge))
+                let largest = p.map(abs).max()!
+                #expect(zip(p, d).allSatisfy { abs($0 - $1) < 1e-9 * largest }, "\(images)×\(features), λ \(ridge)")
+            }
         }
         // Features that are all 0 leave nothing to fit and no scale for λ: refused, not NaN weights.
         var empty = [Double](repeating: 0, count: n * n)

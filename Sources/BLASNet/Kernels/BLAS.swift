@@ -117,11 +117,14 @@ public enum BLAS {
         }
     }
 
-    /// `A·B` (or `Aᵀ·B`) of row-major Float64 `A: [m, k]` (`[k, m]` transposed) and `B: [k, n]`.
-    static func multiply(_ a: [Double], _ b: [Double], m: Int, n: Int, k: Int, transposingA: Bool = false) -> [Double] {
+    /// `A·B` of row-major Float64 `A: [m, k]` and `B: [k, n]`, either given transposed
+    /// (`[k, m]`, `[n, k]`) if asked.
+    static func multiply(_ a: [Double], _ b: [Double], m: Int, n: Int, k: Int, transposingA: Bool = false,
+                         transposingB: Bool = false) -> [Double] {
         var c = [Double](repeating: 0, count: m * n)
-        cblas_dgemm(CblasRowMajor, transposingA ? CblasTrans : CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), 1,
-                    a, Int32(transposingA ? m : k), b, Int32(n), 0, &c, Int32(n))
+        cblas_dgemm(CblasRowMajor, transposingA ? CblasTrans : CblasNoTrans, transposingB ? CblasTrans : CblasNoTrans,
+                    Int32(m), Int32(n), Int32(k), 1, a, Int32(transposingA ? m : k), b, Int32(transposingB ? k : n),
+                    0, &c, Int32(n))
         return c
     }
 

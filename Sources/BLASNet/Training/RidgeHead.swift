@@ -33,28 +33,42 @@ public enum RidgeHead {
                 "ridge head: \(f) features are more than the \(maximumFeatures) its normal equations can hold; pool over a smaller grid")
         }
         model.eval()
+        // Fewer images than features: the m×m problem of the images is the smaller one, and
+        // its rows [X 1] take less memory than the Gram matrix.
+        let dual = loader.dataset.count < f
         // Gram matrix and right-hand side in Float64: features are summed over thousands of images.
-        var gram = [Double](repeating: 0, count: n * n), rhs = [Double](repeating: 0, count: n * k)
+        var gram = [Double](repeating: 0, count: dual ? 0 : n * n), rhs = [Double](repeating: 0, count: dual ? 0 : n * k)
+        var rows: [Double] = [], labels: [Double] = []
         var count = 0
         for batch in loader.batches(epoch: 0) {
             let x = try withoutGradients { try model.features(batch.images) }
-            let rows = x.shape[0]
-            let augmented = x.withUnsafePointer { BLAS.augmentedRows($0, rows: rows, features: f) }
-            var targets = [Double](repeating: 0, count: rows * k)
+            let batchRows = x.shape[0]
+            let augmented = x.withUnsafePointer { BLAS.augmentedRows($0, rows: batchRows, features: f) }
+            var targets = [Double](repeating: 0, count: batchRows * k)
             for (r, label) in batch.labels.enumerated() {
                 guard (0..<k).contains(label) else {
                     throw BLASNetError.invalidArgument("RidgeHead: label \(label) outside the head's \(k) classes")
                 }
                 targets[r * k + label] = 1
             }
-            BLAS.accumulateNormalEquations(augmented, targets, rows: rows, n: n, k: k, gram: &gram, rhs: &rhs)
-            count += rows
+            if dual {
+                rows += augmented
+                labels += targets
+            } else {
+                BLAS.accumulateNormalEquations(augmented, targets, rows: batchRows, n: n, k: k, gram: &gram, rhs: &rhs)
+            }
+            count += batchRows
         }
         guard count > 0 else { throw BLASNetError.invalidArgument("RidgeHead: the loader has no images") }
-        BLAS.mirrorUpperTriangle(&gram, n: n)
-        let normalEquations = try NormalEquations(gram: consume gram, rhs: rhs, n: n, k: k, count: count)
-        let chosen = ridge ?? zip(ridgeGrid, ridgeGrid.map(normalEquations.gcv)).min { $0.1 < $1.1 }!.0
-        let solution = normalEquations.solve(ridge: chosen)
+        let equations: any RidgeEquations
+        if dual {
+            equations = try KernelEquations(rows: rows, targets: labels, n: n, k: k)
+        } else {
+            BLAS.mirrorUpperTriangle(&gram, n: n)
+            equations = try NormalEquations(gram: consume gram, rhs: rhs, n: n, k: k, count: count)
+        }
+        let chosen = ridge ?? zip(ridgeGrid, ridgeGrid.map(equations.gcv)).min { $0.1 < $1.1 }!.0
+        let solution = equations.solve(ridge: chosen)
         var weight = [Float](repeating: 0, count: k * f), bias = [Float](repeating: 0, count: k)
         for c in 0..<k {
             for j in 0..<f { weight[c * f + j] = Float(solution[j * k + c]) }
@@ -73,7 +87,7 @@ public enum RidgeHead {
     /// The unpenalized bias makes it the centred problem: with feature and target means `x̄`
     /// and `ȳ`, `W = (Gc + λ'I)⁻¹Bc` and `b = ȳ − Wᵀx̄`, where `Gc = G_XX − m·x̄x̄ᵀ` and
     /// `Bc = B_X − m·x̄ȳᵀ`. With `Gc = QΛQᵀ` and `Z = QᵀBc`, `W = Q·(Λ + λ')⁻¹Z`.
-    struct NormalEquations {
+    struct NormalEquations: RidgeEquations {
         let features: Int, classes: Int, count: Int
         /// `Λ`, ascending, and `Q: [f, f]` (column `j` belongs to `Λ[j]`).
         let eigenvalues: [Double], eigenvectors: [Double]
@@ -103,19 +117,15 @@ public enum RidgeHead {
             (features, classes, self.count) = (f, k, count)
         }
 
-        /// `θ: [f + 1, k]`, the weights' rows and then the bias, for `λ' = ridge · penaltyScale`.
         func solve(ridge: Double) -> [Double] {
             let (f, k) = (features, classes), penalty = ridge * penaltyScale
             let scaled = (0..<(f * k)).map { projectedTargets[$0] / (eigenvalues[$0 / k] + penalty) }
-            let weights = BLAS.multiply(eigenvectors, scaled, m: f, n: k, k: f)
-            let bias = (0..<k).map { c in (0..<f).reduce(targetMeans[c]) { $0 - featureMeans[$1] * weights[$1 * k + c] } }
-            return weights + bias
+            return appendingBias(BLAS.multiply(eigenvectors, scaled, m: f, n: k, k: f))
         }
 
-        /// The generalized cross-validation score `m·‖Y − Ŷ‖² / (m − tr H)²` of `ridge`
-        /// (Golub, Heath & Wahba 1979). Per eigenvector, with `d = Λ + λ'`, the fit keeps
-        /// `Λ/d` of the targets' projection: `tr H = 1 + Σ Λ/d` (the 1 is the bias) and
-        /// `‖Y − Ŷ‖² = tr(YcᵀYc) − Σ z²·(Λ + 2λ')/d²`, where `tr(YcᵀYc) = m − m‖ȳ‖²` for one-hot rows.
+        /// Per eigenvector, with `d = Λ + λ'`, the fit keeps `Λ/d` of the targets' projection:
+        /// `tr H = 1 + Σ Λ/d` (the 1 is the bias) and `‖Y − Ŷ‖² = tr(YcᵀYc) − Σ z²·(Λ + 2λ')/d²`,
+        /// where `tr(YcᵀYc) = m − m‖ȳ‖²` for one-hot rows.
         func gcv(_ ridge: Double) -> Double {
             let penalty = ridge * penaltyScale, m = Double(count)
             var residual = m - m * targetMeans.reduce(0) { $0 + $1 * $1 }, hatTrace = 1.0
@@ -125,7 +135,89 @@ public enum RidgeHead {
                 let squares = (0..<classes).reduce(0.0) { $0 + projectedTargets[j * classes + $1] * projectedTargets[j * classes + $1] }
                 residual -= squares * (value + 2 * penalty) / (d * d)
             }
-            return m * max(residual, 0) / ((m - hatTrace) * (m - hatTrace))
+            return score(residual: residual, hatTrace: hatTrace)
         }
+    }
+
+    /// The same problem in its dual form, for fewer images than features. With the rows
+    /// centred, `K = XcXcᵀ = USUᵀ` (m × m) and `Z = UᵀYc`, `W = Xcᵀ·(K + λ'I)⁻¹Yc =
+    /// Xcᵀ·U(S + λ')⁻¹Z`. Per eigenvector the fit leaves `λ'/(s + λ')` of the targets'
+    /// projection, so `‖Y − Ŷ‖² = Σ (λ'/(s + λ'))²·z²` and `tr H = 1 + Σ s/(s + λ')`.
+    struct KernelEquations: RidgeEquations {
+        let features: Int, classes: Int, count: Int
+        /// `Xc: [m, f]`.
+        let centredRows: [Double]
+        /// `S`, ascending, and `U: [m, m]` (column `i` belongs to `S[i]`).
+        let eigenvalues: [Double], eigenvectors: [Double]
+        /// `Z = UᵀYc: [m, k]`.
+        let projectedTargets: [Double]
+        let featureMeans: [Double], targetMeans: [Double]
+        let penaltyScale: Double
+
+        /// `rows: [m, n]` of `[X 1]` (the bias last) and one-hot `targets: [m, k]`.
+        init(rows: [Double], targets: [Double], n: Int, k: Int) throws {
+            let f = n - 1, m = rows.count / n
+            let xMeans = (0..<f).map { j in (0..<m).reduce(0.0) { $0 + rows[$1 * n + j] } / Double(m) }
+            let yMeans = (0..<k).map { c in (0..<m).reduce(0.0) { $0 + targets[$1 * k + c] } / Double(m) }
+            let trace = (0..<m).reduce(0.0) { sum, r in (0..<f).reduce(sum) { $0 + rows[r * n + $1] * rows[r * n + $1] } }
+            guard trace > 0 else { throw BLASNetError.invalidArgument("ridge head: every feature of the \(m) images is 0") }
+            let centred = (0..<(m * f)).map { rows[$0 / f * n + $0 % f] - xMeans[$0 % f] }
+            let centredTargets = (0..<(m * k)).map { targets[$0] - yMeans[$0 % k] }
+            var kernel = BLAS.multiply(centred, centred, m: m, n: m, k: f, transposingB: true)
+            let (values, vectors) = try BLAS.symmetricEigen(&kernel, n: m)
+            eigenvalues = values.map { max($0, 0) }
+            eigenvectors = vectors
+            projectedTargets = BLAS.multiply(vectors, centredTargets, m: m, n: k, k: m, transposingA: true)
+            (centredRows, featureMeans, targetMeans, penaltyScale) = (centred, xMeans, yMeans, trace)
+            (features, classes, count) = (f, k, m)
+        }
+
+        func solve(ridge: Double) -> [Double] {
+            let k = classes, penalty = ridge * penaltyScale
+            let scaled = (0..<(count * k)).map { projectedTargets[$0] / (eigenvalues[$0 / k] + penalty) }
+            let dual = BLAS.multiply(eigenvectors, scaled, m: count, n: k, k: count)
+            return appendingBias(BLAS.multiply(centredRows, dual, m: features, n: k, k: count, transposingA: true))
+        }
+
+        func gcv(_ ridge: Double) -> Double {
+            let penalty = ridge * penaltyScale
+            var residual = 0.0, hatTrace = 1.0
+            for (i, value) in eigenvalues.enumerated() {
+                let kept = penalty / (value + penalty)
+                hatTrace += value / (value + penalty)
+                residual += kept * kept * (0..<classes).reduce(0.0) {
+                    $0 + projectedTargets[i * classes + $1] * projectedTargets[i * classes + $1]
+                }
+            }
+            return score(residual: residual, hatTrace: hatTrace)
+        }
+    }
+}
+
+/// A ridge problem taken apart once, solved and scored for any λ: in its primal form
+/// (``RidgeHead/NormalEquations``) or its dual (``RidgeHead/KernelEquations``).
+protocol RidgeEquations {
+    var features: Int { get }
+    var classes: Int { get }
+    var count: Int { get }
+    var featureMeans: [Double] { get }
+    var targetMeans: [Double] { get }
+    /// `θ: [f + 1, k]`, the weights' rows and then the bias, for `λ' = ridge` times the
+    /// images' summed squared feature norms.
+    func solve(ridge: Double) -> [Double]
+    /// The generalized cross-validation score `m·‖Y − Ŷ‖² / (m − tr H)²` of `ridge`
+    /// (Golub, Heath & Wahba 1979); `tr H` counts the bias as one parameter.
+    func gcv(_ ridge: Double) -> Double
+}
+
+extension RidgeEquations {
+    /// `weights: [f, k]` followed by the bias that centring implies, `b = ȳ − Wᵀx̄`.
+    func appendingBias(_ weights: [Double]) -> [Double] {
+        weights + (0..<classes).map { c in (0..<features).reduce(targetMeans[c]) { $0 - featureMeans[$1] * weights[$1 * classes + c] } }
+    }
+
+    func score(residual: Double, hatTrace: Double) -> Double {
+        let m = Double(count)
+        return m * max(residual, 0) / ((m - hatTrace) * (m - hatTrace))
     }
 }
