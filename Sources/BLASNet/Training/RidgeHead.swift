@@ -89,12 +89,9 @@ public enum RidgeHead {
     /// `Bc = B_X − m·x̄ȳᵀ`. With `Gc = QΛQᵀ` and `Z = QᵀBc`, `W = Q·(Λ + λ')⁻¹Z`.
     struct NormalEquations: RidgeEquations {
         let features: Int, classes: Int, count: Int
-        /// `Λ`, ascending, and `Q: [f, f]` (column `j` belongs to `Λ[j]`).
-        let eigenvalues: [Double], eigenvectors: [Double]
-        /// `Z = QᵀBc: [f, k]`.
-        let projectedTargets: [Double]
+        /// `Λ`, `Q: [f, f]` and `Z = QᵀBc: [f, k]`.
+        let spectrum: Spectrum
         let featureMeans: [Double], targetMeans: [Double]
-        /// `λ'/λ`: the row count times the mean squared (uncentred) feature norm.
         let penaltyScale: Double
 
         /// `gram: [n, n]` and `rhs: [n, k]` with `n = f + 1`, the bias last.
@@ -102,25 +99,18 @@ public enum RidgeHead {
             let f = n - 1, m = Double(count)
             let sums = (0..<f).map { gram[f * n + $0] }, xMeans = sums.map { $0 / m }
             let yMeans = (0..<k).map { rhs[f * k + $0] / m }
-            let trace = (0..<f).reduce(0.0) { $0 + gram[$1 * n + $1] }
-            // Then no λ makes the problem well posed: the features carry nothing to fit.
-            guard trace > 0 else { throw BLASNetError.invalidArgument("ridge head: every feature of the \(count) images is 0") }
+            let trace = try Spectrum.checkedTrace((0..<f).reduce(0.0) { $0 + gram[$1 * n + $1] }, images: count)
             var centred = [Double](repeating: 0, count: f * f)
             for i in 0..<f { for j in i..<f { centred[i * f + j] = gram[i * n + j] - sums[i] * xMeans[j] } }
             let centredTargets = (0..<(f * k)).map { rhs[$0] - sums[$0 / k] * yMeans[$0 % k] }
-            let (values, vectors) = try BLAS.symmetricEigen(&centred, n: f)
-            // Rounding can leave the smallest of a positive semidefinite matrix's eigenvalues slightly negative.
-            eigenvalues = values.map { max($0, 0) }
-            eigenvectors = vectors
-            projectedTargets = BLAS.multiply(vectors, centredTargets, m: f, n: k, k: f, transposingA: true)
+            spectrum = try Spectrum(decomposing: &centred, order: f, targets: centredTargets, classes: k)
             (featureMeans, targetMeans, penaltyScale) = (xMeans, yMeans, trace)
             (features, classes, self.count) = (f, k, count)
         }
 
         func solve(ridge: Double) -> [Double] {
-            let (f, k) = (features, classes), penalty = ridge * penaltyScale
-            let scaled = (0..<(f * k)).map { projectedTargets[$0] / (eigenvalues[$0 / k] + penalty) }
-            return appendingBias(BLAS.multiply(eigenvectors, scaled, m: f, n: k, k: f))
+            let f = features, scaled = spectrum.scaledTargets(penalty: ridge * penaltyScale)
+            return appendingBias(BLAS.multiply(spectrum.vectors, scaled, m: f, n: classes, k: f))
         }
 
         /// Per eigenvector, with `d = Λ + λ'`, the fit keeps `Λ/d` of the targets' projection:
@@ -129,11 +119,10 @@ public enum RidgeHead {
         func gcv(_ ridge: Double) -> Double {
             let penalty = ridge * penaltyScale, m = Double(count)
             var residual = m - m * targetMeans.reduce(0) { $0 + $1 * $1 }, hatTrace = 1.0
-            for (j, value) in eigenvalues.enumerated() {
+            for (j, value) in spectrum.values.enumerated() {
                 let d = value + penalty
                 hatTrace += value / d
-                let squares = (0..<classes).reduce(0.0) { $0 + projectedTargets[j * classes + $1] * projectedTargets[j * classes + $1] }
-                residual -= squares * (value + 2 * penalty) / (d * d)
+                residual -= spectrum.squaredTargets(j) * (value + 2 * penalty) / (d * d)
             }
             return score(residual: residual, hatTrace: hatTrace)
         }
@@ -147,10 +136,8 @@ public enum RidgeHead {
         let features: Int, classes: Int, count: Int
         /// `Xc: [m, f]`.
         let centredRows: [Double]
-        /// `S`, ascending, and `U: [m, m]` (column `i` belongs to `S[i]`).
-        let eigenvalues: [Double], eigenvectors: [Double]
-        /// `Z = UᵀYc: [m, k]`.
-        let projectedTargets: [Double]
+        /// `S`, `U: [m, m]` and `Z = UᵀYc: [m, k]`.
+        let spectrum: Spectrum
         let featureMeans: [Double], targetMeans: [Double]
         let penaltyScale: Double
 
@@ -159,38 +146,70 @@ public enum RidgeHead {
             let f = n - 1, m = rows.count / n
             let xMeans = (0..<f).map { j in (0..<m).reduce(0.0) { $0 + rows[$1 * n + j] } / Double(m) }
             let yMeans = (0..<k).map { c in (0..<m).reduce(0.0) { $0 + targets[$1 * k + c] } / Double(m) }
-            let trace = (0..<m).reduce(0.0) { sum, r in (0..<f).reduce(sum) { $0 + rows[r * n + $1] * rows[r * n + $1] } }
-            guard trace > 0 else { throw BLASNetError.invalidArgument("ridge head: every feature of the \(m) images is 0") }
+            let trace = try Spectrum.checkedTrace(
+                (0..<m).reduce(0.0) { sum, r in (0..<f).reduce(sum) { $0 + rows[r * n + $1] * rows[r * n + $1] } }, images: m)
             let centred = (0..<(m * f)).map { rows[$0 / f * n + $0 % f] - xMeans[$0 % f] }
             let centredTargets = (0..<(m * k)).map { targets[$0] - yMeans[$0 % k] }
             var kernel = BLAS.multiply(centred, centred, m: m, n: m, k: f, transposingB: true)
-            let (values, vectors) = try BLAS.symmetricEigen(&kernel, n: m)
-            eigenvalues = values.map { max($0, 0) }
-            eigenvectors = vectors
-            projectedTargets = BLAS.multiply(vectors, centredTargets, m: m, n: k, k: m, transposingA: true)
+            spectrum = try Spectrum(decomposing: &kernel, order: m, targets: centredTargets, classes: k)
             (centredRows, featureMeans, targetMeans, penaltyScale) = (centred, xMeans, yMeans, trace)
             (features, classes, count) = (f, k, m)
         }
 
         func solve(ridge: Double) -> [Double] {
-            let k = classes, penalty = ridge * penaltyScale
-            let scaled = (0..<(count * k)).map { projectedTargets[$0] / (eigenvalues[$0 / k] + penalty) }
-            let dual = BLAS.multiply(eigenvectors, scaled, m: count, n: k, k: count)
-            return appendingBias(BLAS.multiply(centredRows, dual, m: features, n: k, k: count, transposingA: true))
+            let scaled = spectrum.scaledTargets(penalty: ridge * penaltyScale)
+            let dual = BLAS.multiply(spectrum.vectors, scaled, m: count, n: classes, k: count)
+            return appendingBias(BLAS.multiply(centredRows, dual, m: features, n: classes, k: count, transposingA: true))
         }
 
         func gcv(_ ridge: Double) -> Double {
             let penalty = ridge * penaltyScale
             var residual = 0.0, hatTrace = 1.0
-            for (i, value) in eigenvalues.enumerated() {
+            for (i, value) in spectrum.values.enumerated() {
                 let kept = penalty / (value + penalty)
                 hatTrace += value / (value + penalty)
-                residual += kept * kept * (0..<classes).reduce(0.0) {
-                    $0 + projectedTargets[i * classes + $1] * projectedTargets[i * classes + $1]
-                }
+                residual += kept * kept * spectrum.squaredTargets(i)
             }
             return score(residual: residual, hatTrace: hatTrace)
         }
+    }
+}
+
+/// The eigendecomposition of a centred, positive semidefinite matrix (the features' Gram
+/// matrix or the images' kernel matrix) with the centred targets projected on its eigenvectors.
+struct Spectrum {
+    /// Eigenvalues, ascending, clamped at 0: rounding can leave the smallest slightly negative.
+    let values: [Double]
+    /// `[order, order]`, column `i` belonging to `values[i]`.
+    let vectors: [Double]
+    /// The targets on the eigenvectors, `vectorsᵀ·targets: [order, classes]`.
+    let projectedTargets: [Double]
+    let classes: Int
+
+    /// Decomposes `matrix: [order, order]` (its upper triangle is read; it is overwritten).
+    init(decomposing matrix: inout [Double], order: Int, targets: [Double], classes: Int) throws {
+        let (eigenvalues, eigenvectors) = try BLAS.symmetricEigen(&matrix, n: order)
+        values = eigenvalues.map { max($0, 0) }
+        vectors = eigenvectors
+        projectedTargets = BLAS.multiply(eigenvectors, targets, m: order, n: classes, k: order, transposingA: true)
+        self.classes = classes
+    }
+
+    /// The projected targets, row `i` divided by `values[i] + penalty`.
+    func scaledTargets(penalty: Double) -> [Double] {
+        projectedTargets.indices.map { projectedTargets[$0] / (values[$0 / classes] + penalty) }
+    }
+
+    /// `‖z_i‖²`: row `i` of the projected targets, squared.
+    func squaredTargets(_ i: Int) -> Double {
+        (0..<classes).reduce(0.0) { $0 + projectedTargets[i * classes + $1] * projectedTargets[i * classes + $1] }
+    }
+
+    /// `trace`, the images' summed squared feature norms (the scale of λ), if positive: at 0
+    /// no λ makes the problem well posed, the features carrying nothing to fit.
+    static func checkedTrace(_ trace: Double, images: Int) throws -> Double {
+        guard trace > 0 else { throw BLASNetError.invalidArgument("ridge head: every feature of the \(images) images is 0") }
+        return trace
     }
 }
 
