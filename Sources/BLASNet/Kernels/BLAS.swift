@@ -108,8 +108,8 @@ public enum BLAS {
         }
     }
 
-    /// Copies the upper triangle of row-major `a: [n, n]` into its lower one (dsyrk and
-    /// dposv fill and read the upper alone).
+    /// Copies the upper triangle of row-major `a: [n, n]` into its lower one (dsyrk fills
+    /// the upper alone; the ridge head reads the Gram matrix's last row, the feature sums).
     static func mirrorUpperTriangle(_ a: inout [Double], n: Int) {
         a.withUnsafeMutableBufferPointer { buffer in
             let p = buffer.baseAddress!
